@@ -1,0 +1,87 @@
+// Cheap defence-in-depth checks on arrays handed over by the Python layer, which has
+// already validated them: a wrong call raises ValueError/TypeError, never crashes.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fastdropout/kernel_args.hpp"
+
+namespace fastdropout {
+namespace py = pybind11;
+
+inline bool native_byte_order(const py::dtype& dt) {
+    const char bo = dt.byteorder();
+    const std::uint16_t probe = 1;
+    const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
+    return bo == '=' || bo == '|' || bo == (little ? '<' : '>');
+}
+
+// The element type of a float16/32/64 array, or TypeError.
+inline Dtype dtype_of(const py::array& a, const char* name) {
+    const py::dtype dt = a.dtype();
+    if (dt.kind() == 'f' && native_byte_order(dt)) {
+        switch (dt.itemsize()) {
+            case 2: return kF16;
+            case 4: return kF32;
+            case 8: return kF64;
+            default: break;
+        }
+    }
+    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(dt)) +
+                         " is not supported (float16, float32 or float64, native byte order)");
+}
+
+inline void require_c_contiguous(const py::array& a, const char* name) {
+    if ((a.flags() & py::array::c_style) == 0) {
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    }
+}
+
+inline void require_writeable(const py::array& a, const char* name) {
+    if (!a.writeable()) {
+        throw py::value_error(std::string(name) + " is read-only");
+    }
+}
+
+inline std::vector<std::size_t> shape_of(const py::array& a) {
+    std::vector<std::size_t> s(static_cast<std::size_t>(a.ndim()));
+    for (py::ssize_t k = 0; k < a.ndim(); ++k) {
+        s[static_cast<std::size_t>(k)] = static_cast<std::size_t>(a.shape(k));
+    }
+    return s;
+}
+
+inline std::size_t product(const std::vector<std::size_t>& s) {
+    std::size_t n = 1;
+    for (std::size_t d : s) {
+        n *= d;
+    }
+    return n;
+}
+
+inline std::uint64_t to_u64(const py::int_& v, const char* name) {
+    const unsigned long long r = PyLong_AsUnsignedLongLong(v.ptr());
+    if (r == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
+        PyErr_Clear();
+        throw py::value_error(std::string(name) + " must be an integer in [0, 2**64)");
+    }
+    return static_cast<std::uint64_t>(r);
+}
+
+// y and x either the same memory or disjoint.
+inline void require_same_or_disjoint(const py::array& x, const py::array& y) {
+    const auto* xb = static_cast<const unsigned char*>(x.data());
+    const auto* yb = static_cast<const unsigned char*>(y.data());
+    const auto nb = static_cast<std::size_t>(x.nbytes());
+    if (xb != yb && nb != 0 && xb < yb + nb && yb < xb + nb) {
+        throw py::value_error("output overlaps the input without being the same array");
+    }
+}
+
+}  // namespace fastdropout

@@ -1,0 +1,76 @@
+// Runtime controls: SIMD level, threads, and the raw Philox generator for tests.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <tuple>
+
+#include "../src/dispatch.hpp"
+#include "../src/parallel.hpp"
+#include "array_view.hpp"
+#include "fastdropout/philox.hpp"
+
+namespace py = pybind11;
+
+namespace fastdropout {
+namespace {
+
+std::uint32_t to_u32(const py::int_& v, const char* name) {
+    const std::uint64_t r = to_u64(v, name);
+    if (r > 0xFFFFFFFFu) {
+        throw py::value_error(std::string(name) + " must be a 32-bit word");
+    }
+    return static_cast<std::uint32_t>(r);
+}
+
+}  // namespace
+
+void register_runtime(py::module_& m) {
+    m.def("simd_level", [] { return std::string(active_table().name); },
+          "Name of the instruction set in use.");
+    m.def("_available_simd", &available_isas, "Compiled and supported levels, best first.");
+    m.def("_compiled_simd", &compiled_isas, "Compiled levels, best first.");
+    m.def("_set_simd", [](const std::string& name) {
+        try {
+            set_isa(name);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    }, "Switch the active level (tests).");
+    m.def("set_num_threads", [](int n) {
+        if (n < 1) {
+            throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
+        }
+        set_num_threads(n);
+    }, "Threads for large arrays.");
+    m.def("get_num_threads", &get_num_threads, "Threads used for large arrays.");
+    m.def("has_openmp", &has_openmp, "Whether this build uses OpenMP.");
+    m.def("philox", [](const py::int_& c0, const py::int_& c1, const py::int_& c2,
+                       const py::int_& c3, const py::int_& k0, const py::int_& k1) {
+        const PhiloxBlock r = philox4x32_10(
+            {{to_u32(c0, "c0"), to_u32(c1, "c1"), to_u32(c2, "c2"), to_u32(c3, "c3")}},
+            to_u32(k0, "k0"), to_u32(k1, "k1"));
+        return std::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
+    }, "Scalar Philox4x32-10 of one block.");
+    m.def("_philox_blocks", [](const py::int_& k0, const py::int_& k1, const py::int_& first,
+                               const py::int_& c2, const py::int_& c3, py::ssize_t n) {
+        if (n < 0) {
+            throw py::value_error("n_blocks must be >= 0");
+        }
+        py::array_t<std::uint32_t> out(4 * n);
+        const std::uint32_t a = to_u32(k0, "k0"), b = to_u32(k1, "k1");
+        const std::uint64_t f = to_u64(first, "first_block");
+        const std::uint32_t w2 = to_u32(c2, "c2"), w3 = to_u32(c3, "c3");
+        std::uint32_t* p = out.mutable_data();
+        const KernelTable& t = active_table();
+        {
+            py::gil_scoped_release release;
+            t.philox_blocks(a, b, f, w2, w3, static_cast<std::size_t>(n), p);
+        }
+        return out;
+    }, "Philox4x32-10 words through the active SIMD kernel.");
+}
+
+}  // namespace fastdropout

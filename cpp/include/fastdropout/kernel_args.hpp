@@ -1,0 +1,47 @@
+// Plain-old-data arguments passed from the threading layer to the kernels.
+// Kernels never see pybind11, NumPy or Python errors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fastdropout {
+
+// Element types, as indices into KernelTable's per-dtype arrays. float16 travels as
+// its uint16_t bit pattern.
+enum Dtype : int { kF16 = 0, kF32 = 1, kF64 = 2, kNumDtypes = 3 };
+
+// Where the keep/drop decisions come from (SPEC section 2): element i of the mask is
+// kept iff philox word at stream position offset + i is >= threshold.
+struct StreamArgs {
+    std::uint32_t k0, k1;    // key = (seed & 0xFFFFFFFF, seed >> 32)
+    std::uint64_t offset;    // stream position of mask element 0 (wraps mod 2**64)
+    std::uint64_t threshold; // round_half_even(p * 2**32), in [0, 2**32]
+};
+
+// Fused forward pass over a dense (element-wise) mask.
+//   y[i] = keep(i) ? (scaled ? x[i] * scale : x[i]) : +0.0
+// x may equal y. bits, if not null, receives bit i of the mask (little bit order).
+struct ForwardArgs {
+    StreamArgs stream;
+    const void* x;
+    void* y;
+    std::uint8_t* bits;
+    std::size_t n;
+    double scale;  // already rounded to the element type, so exactly representable
+    bool scaled;
+};
+
+// Applying existing mask bits: y[i] = bit(bit0 + i) ? (scaled ? x[i]*scale : x[i]) : +0.0
+// over i in [begin, end). all_kept ignores bits (every element kept).
+struct ApplyArgs {
+    const void* x;
+    void* y;
+    const std::uint8_t* bits;
+    std::uint64_t bit0;
+    double scale;
+    bool scaled;
+    bool all_kept;
+};
+
+}  // namespace fastdropout

@@ -1,0 +1,35 @@
+// One record per instruction set: its name and the kernel entry points.
+// Each kernels/<isa>.cpp defines fastdropout::<isa>::kernel_table() and nothing else
+// with external linkage.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fastdropout/kernel_args.hpp"
+
+namespace fastdropout {
+
+struct KernelTable {
+    const char* name;
+    // Fused mask generation + select + scale (+ mask bit write) for elements
+    // [begin, end); begin is a multiple of 64 (so mask bytes are never shared).
+    void (*forward[kNumDtypes])(const ForwardArgs&, std::size_t begin, std::size_t end);
+    // Mask bits only, for mask elements [begin, end); begin a multiple of 64.
+    void (*gen_bits)(const StreamArgs&, std::uint8_t* bits, std::size_t begin,
+                     std::size_t end);
+    // Apply stored bits (or all-kept) to elements [begin, end); any begin.
+    void (*apply[kNumDtypes])(const ApplyArgs&, std::size_t begin, std::size_t end);
+    // Raw Philox4x32-10 words for n blocks with counters
+    // ((first + i) mod 2**64 as two words, c2, c3): out[4*i + w]. For tests and KATs.
+    void (*philox_blocks)(std::uint32_t k0, std::uint32_t k1, std::uint64_t first,
+                          std::uint32_t c2, std::uint32_t c3, std::size_t n,
+                          std::uint32_t* out);
+};
+
+namespace scalar { const KernelTable& kernel_table(); }
+namespace avx2 { const KernelTable& kernel_table(); }
+namespace avx512 { const KernelTable& kernel_table(); }
+namespace neon { const KernelTable& kernel_table(); }
+
+}  // namespace fastdropout

@@ -1,0 +1,345 @@
+// THE dropout kernel, written once against the small vocabulary of vec_<isa>.hpp
+// (U32, kLanes, set1, load, store, iota, add, xor3, mulhilo, keep_bits, and the
+// 64-element scale64_* / select64_* operations). kernels/<isa>.cpp defines
+// FASTDROPOUT_ISA, includes its vec header and then this file, stamping the kernel
+// out in namespace fastdropout::<isa>. Everything but kernel_table() has internal
+// linkage (anonymous namespace), so no two ISAs can ever share a symbol.
+//
+// Only <cstddef>, <cstdint>, <cstring> and intrinsics are used here: no std::
+// templates, whose instantiations would be emitted as weak symbols (STYLE.md).
+
+#ifndef FASTDROPOUT_ISA
+#error "define FASTDROPOUT_ISA before including dropout_generic.hpp"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "fastdropout/kernel_table.hpp"
+#include "fastdropout/philox.hpp"
+#include "half.hpp"
+
+namespace fastdropout {
+namespace FASTDROPOUT_ISA {
+namespace {
+
+// Block numbers of a 2**64-position stream live in [0, 2**62): position j uses block
+// j >> 2 (SPEC section 2), so the block counter wraps at 2**62.
+constexpr std::uint64_t kStreamBlockMask = (std::uint64_t{1} << 62) - 1;
+constexpr std::uint64_t kAllBlocksMask = ~std::uint64_t{0};
+
+struct RoundKeys {
+    std::uint32_t k0[kPhiloxRounds];
+    std::uint32_t k1[kPhiloxRounds];
+};
+
+FASTDROPOUT_INLINE RoundKeys make_round_keys(std::uint32_t k0, std::uint32_t k1) {
+    RoundKeys rk{};
+    for (int r = 0; r < kPhiloxRounds; ++r) {  // round r uses key + r * Weyl increment
+        rk.k0[r] = k0;
+        rk.k1[r] = k1;
+        k0 += kPhiloxW0;
+        k1 += kPhiloxW1;
+    }
+    return rk;
+}
+
+// Philox4x32-10 on kLanes blocks at once (Random123's round, vectorised).
+FASTDROPOUT_INLINE void philox10(U32& c0, U32& c1, U32& c2, U32& c3, const RoundKeys& rk) {
+    const U32 m0 = set1(kPhiloxM0);
+    const U32 m1 = set1(kPhiloxM1);
+    for (int r = 0; r < kPhiloxRounds; ++r) {
+        U32 hi0, lo0, hi1, lo1;
+        mulhilo(c0, m0, hi0, lo0);
+        mulhilo(c2, m1, hi1, lo1);
+        c0 = xor3(hi1, c1, set1(rk.k0[r]));
+        c2 = xor3(hi0, c3, set1(rk.k1[r]));
+        c1 = lo1;
+        c3 = lo0;
+    }
+}
+
+// Counter words 0 and 1 of blocks first, first+1, ..., first+kLanes-1 (mod wrap+1).
+// The carry from word 0 into word 1 is rare (once every 2**32 blocks), so the common
+// case is one broadcast and one add; the rare case builds the lanes one by one.
+FASTDROPOUT_INLINE void counters(std::uint64_t first, std::uint64_t wrap, U32& c0, U32& c1) {
+    const auto lo = static_cast<std::uint32_t>(first);
+    if (lo <= 0xFFFFFFFFu - static_cast<std::uint32_t>(kLanes - 1)) {
+        c0 = add(set1(lo), iota());
+        c1 = set1(static_cast<std::uint32_t>(first >> 32));
+        return;
+    }
+    std::uint32_t a0[kLanes];
+    std::uint32_t a1[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+        const std::uint64_t b = (first + static_cast<std::uint64_t>(l)) & wrap;
+        a0[l] = static_cast<std::uint32_t>(b);
+        a1[l] = static_cast<std::uint32_t>(b >> 32);
+    }
+    c0 = load(a0);
+    c1 = load(a1);
+}
+
+// Keep bits for the 64 stream positions of blocks [block, block + 16): bit q is
+// position 4 * block + q.
+FASTDROPOUT_INLINE std::uint64_t group_bits(std::uint64_t block, const RoundKeys& rk, U32 t) {
+    std::uint64_t bits = 0;
+    const U32 zero = set1(0);
+    for (int it = 0; it < 16 / kLanes; ++it) {
+        U32 c0, c1;
+        counters((block + static_cast<std::uint64_t>(it * kLanes)) & kStreamBlockMask,
+                 kStreamBlockMask, c0, c1);
+        U32 c2 = zero;
+        U32 c3 = zero;
+        philox10(c0, c1, c2, c3, rk);
+        bits |= keep_bits(c0, c1, c2, c3, t) << (4 * kLanes * it);
+    }
+    return bits;
+}
+
+// The keep bits of consecutive mask elements, 64 at a time, starting at element
+// `index`. Element i sits at stream position offset + i; when that is not a multiple
+// of 4 the element groups straddle Philox blocks, so each group is stitched from two
+// block-aligned groups (the later one is carried to the next call).
+class BitStream {
+  public:
+    FASTDROPOUT_INLINE BitStream(const StreamArgs& s, std::uint64_t index)
+        : rk_(make_round_keys(s.k0, s.k1)) {
+        const std::uint64_t pos = s.offset + index;  // wraps mod 2**64, as the SPEC says
+        shift_ = static_cast<unsigned>(pos & 3u);
+        block_ = pos >> 2;
+        if (s.threshold == 0) {
+            constant_ = true;  // p == 0: every word is >= 0, all kept
+            bits_ = ~std::uint64_t{0};
+        } else if (s.threshold > 0xFFFFFFFFu) {
+            constant_ = true;  // threshold 2**32: no word reaches it, all dropped
+            bits_ = 0;
+        } else {
+            constant_ = false;
+            t_ = set1(static_cast<std::uint32_t>(s.threshold));
+            if (shift_ != 0) {
+                bits_ = advance();
+            }
+        }
+    }
+
+    FASTDROPOUT_INLINE std::uint64_t next() {
+        if (constant_) {
+            return bits_;
+        }
+        if (shift_ == 0) {
+            return advance();
+        }
+        const std::uint64_t later = advance();
+        const std::uint64_t out = (bits_ >> shift_) | (later << (64 - shift_));
+        bits_ = later;
+        return out;
+    }
+
+  private:
+    FASTDROPOUT_INLINE std::uint64_t advance() {
+        const std::uint64_t g = group_bits(block_, rk_, t_);
+        block_ = (block_ + 16) & kStreamBlockMask;
+        return g;
+    }
+
+    RoundKeys rk_;
+    U32 t_{};
+    std::uint64_t block_ = 0;
+    std::uint64_t bits_ = 0;
+    unsigned shift_ = 0;
+    bool constant_ = false;
+};
+
+FASTDROPOUT_INLINE std::uint64_t low_bits(std::size_t count) {
+    return count >= 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << count) - 1);
+}
+
+// Mask bytes are little-endian bit order (SPEC section 5): written byte by byte so
+// the layout does not depend on the host's endianness (one store on x86/Arm).
+FASTDROPOUT_INLINE void store_bits(std::uint8_t* p, std::uint64_t b, std::size_t nbytes) {
+    for (std::size_t k = 0; k < nbytes; ++k) {
+        p[k] = static_cast<std::uint8_t>(b >> (8 * k));
+    }
+}
+
+// 64 bits starting at bit position `pos` of `bits`; reads only bytes that hold at
+// least one of the `count` (<= 64) requested bits.
+FASTDROPOUT_INLINE std::uint64_t load_bits(const std::uint8_t* bits, std::uint64_t pos,
+                                           std::size_t count) {
+    const std::uint8_t* p = bits + (pos >> 3);
+    const auto sh = static_cast<unsigned>(pos & 7u);
+    const std::size_t nbytes = (sh + count + 7) / 8;  // 1 .. 9
+    std::uint64_t v = 0;
+    const std::size_t first = nbytes < 8 ? nbytes : 8;
+    for (std::size_t k = 0; k < first; ++k) {
+        v |= static_cast<std::uint64_t>(p[k]) << (8 * k);
+    }
+    v >>= sh;
+    if (nbytes == 9) {
+        v |= static_cast<std::uint64_t>(p[8]) << (64 - sh);
+    }
+    return v & low_bits(count);
+}
+
+// ---- element types ------------------------------------------------------------------
+struct OpsF32 {
+    using T = float;
+    using S = float;
+    static FASTDROPOUT_INLINE S scale_of(double s) { return static_cast<float>(s); }
+    static FASTDROPOUT_INLINE T mul1(T x, S s) { return x * s; }
+    static FASTDROPOUT_INLINE void scale64(std::uint64_t b, const T* x, T* y, S s) {
+        scale64_f32(b, x, y, s);
+    }
+    static FASTDROPOUT_INLINE void select64(std::uint64_t b, const T* x, T* y) {
+        select64_f32(b, x, y);
+    }
+};
+struct OpsF64 {
+    using T = double;
+    using S = double;
+    static FASTDROPOUT_INLINE S scale_of(double s) { return s; }
+    static FASTDROPOUT_INLINE T mul1(T x, S s) { return x * s; }
+    static FASTDROPOUT_INLINE void scale64(std::uint64_t b, const T* x, T* y, S s) {
+        scale64_f64(b, x, y, s);
+    }
+    static FASTDROPOUT_INLINE void select64(std::uint64_t b, const T* x, T* y) {
+        select64_f64(b, x, y);
+    }
+};
+struct OpsF16 {  // float16 travels as its bit pattern
+    using T = std::uint16_t;
+    using S = float;  // a float16 scale is exactly a float
+    static FASTDROPOUT_INLINE S scale_of(double s) { return static_cast<float>(s); }
+    static FASTDROPOUT_INLINE T mul1(T x, S s) {
+        return float_to_half_bits(half_bits_to_float(x) * s);
+    }
+    static FASTDROPOUT_INLINE void scale64(std::uint64_t b, const T* x, T* y, S s) {
+        scale64_f16(b, x, y, s);
+    }
+    static FASTDROPOUT_INLINE void select64(std::uint64_t b, const T* x, T* y) {
+        select64_f16(b, x, y);
+    }
+};
+
+// Fewer than 64 elements: one at a time. Dropped elements get all-zero bits (+0.0).
+template <class Ops>
+FASTDROPOUT_INLINE void apply_tail(std::uint64_t b, const typename Ops::T* x, typename Ops::T* y,
+                                   std::size_t count, typename Ops::S s, bool scaled) {
+    using T = typename Ops::T;
+    for (std::size_t k = 0; k < count; ++k) {
+        const T v = x[k];
+        y[k] = ((b >> k) & 1u) ? (scaled ? Ops::mul1(v, s) : v) : T(0);
+    }
+}
+
+template <class Ops>
+FASTDROPOUT_INLINE void apply_group(std::uint64_t b, const typename Ops::T* x, typename Ops::T* y,
+                                    typename Ops::S s, bool scaled) {
+    if (scaled) {
+        Ops::scale64(b, x, y, s);
+    } else {
+        Ops::select64(b, x, y);
+    }
+}
+
+// ---- kernels --------------------------------------------------------------------------
+// SPEC sections 2-3, fused: one pass reads x, writes y and (optionally) the mask bits.
+template <class Ops>
+void forward_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
+    using T = typename Ops::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    BitStream stream(a.stream, begin);
+    std::size_t i = begin;
+    for (; i + 64 <= end; i += 64) {
+        const std::uint64_t b = stream.next();
+        if (a.bits != nullptr) {
+            store_bits(a.bits + i / 8, b, 8);
+        }
+        apply_group<Ops>(b, x + i, y + i, s, a.scaled);
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        const std::uint64_t b = stream.next() & low_bits(rem);
+        if (a.bits != nullptr) {
+            store_bits(a.bits + i / 8, b, (rem + 7) / 8);  // unused high bits are 0
+        }
+        apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
+    }
+}
+
+void gen_bits_kernel(const StreamArgs& sa, std::uint8_t* bits, std::size_t begin,
+                     std::size_t end) {
+    BitStream stream(sa, begin);
+    std::size_t i = begin;
+    for (; i + 64 <= end; i += 64) {
+        store_bits(bits + i / 8, stream.next(), 8);
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        store_bits(bits + i / 8, stream.next() & low_bits(rem), (rem + 7) / 8);
+    }
+}
+
+// Stored mask (or all-kept) applied to x; bit0 may be any bit position.
+template <class Ops>
+void apply_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end) {
+    using T = typename Ops::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    std::size_t i = begin;
+    for (; i + 64 <= end; i += 64) {
+        const std::uint64_t b = a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);
+        apply_group<Ops>(b, x + i, y + i, s, a.scaled);
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        const std::uint64_t b = a.all_kept ? low_bits(rem) : load_bits(a.bits, a.bit0 + i, rem);
+        apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
+    }
+}
+
+void philox_blocks_kernel(std::uint32_t k0, std::uint32_t k1, std::uint64_t first,
+                          std::uint32_t c2, std::uint32_t c3, std::size_t n,
+                          std::uint32_t* out) {
+    const RoundKeys rk = make_round_keys(k0, k1);
+    for (std::size_t i = 0; i < n; i += kLanes) {
+        U32 w0, w1;
+        counters(first + i, kAllBlocksMask, w0, w1);
+        U32 w2 = set1(c2);
+        U32 w3 = set1(c3);
+        philox10(w0, w1, w2, w3, rk);
+        std::uint32_t words[4][kLanes];
+        store(words[0], w0);
+        store(words[1], w1);
+        store(words[2], w2);
+        store(words[3], w3);
+        const std::size_t lanes = (n - i) < static_cast<std::size_t>(kLanes)
+                                      ? (n - i)
+                                      : static_cast<std::size_t>(kLanes);
+        for (std::size_t l = 0; l < lanes; ++l) {
+            for (int w = 0; w < 4; ++w) {
+                out[4 * (i + l) + static_cast<std::size_t>(w)] = words[w][l];
+            }
+        }
+    }
+}
+
+const KernelTable kTable = {
+    FASTDROPOUT_ISA_NAME,
+    {&forward_kernel<OpsF16>, &forward_kernel<OpsF32>, &forward_kernel<OpsF64>},
+    &gen_bits_kernel,
+    {&apply_kernel<OpsF16>, &apply_kernel<OpsF32>, &apply_kernel<OpsF64>},
+    &philox_blocks_kernel,
+};
+
+}  // namespace
+
+const KernelTable& kernel_table() { return kTable; }
+
+}  // namespace FASTDROPOUT_ISA
+}  // namespace fastdropout

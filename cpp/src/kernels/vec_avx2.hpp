@@ -1,0 +1,120 @@
+// AVX2 vocabulary for dropout_generic.hpp: eight Philox blocks in flight per vector.
+// Compiled only in kernels/avx2.cpp (-mavx2 -mfma -mf16c -mbmi -mbmi2).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "half.hpp"
+#include "vec_x86_common.hpp"
+
+namespace fastdropout {
+namespace avx2 {
+namespace {
+
+// ---- Philox lanes -----------------------------------------------------------------
+using U32 = __m256i;
+constexpr int kLanes = 8;
+
+FASTDROPOUT_INLINE U32 set1(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+FASTDROPOUT_INLINE U32 load(const std::uint32_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+FASTDROPOUT_INLINE U32 iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return _mm256_add_epi32(a, b); }
+FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) {
+    return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
+}
+// 32x32 -> 64 products of every lane: vpmuludq multiplies the even lanes; the odd
+// lanes are shifted down and multiplied separately, then the halves are blended
+// back (m is a broadcast, so its odd words equal its even ones).
+FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
+    const __m256i pe = _mm256_mul_epu32(a, m);
+    const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+    lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+}
+FASTDROPOUT_INLINE std::uint32_t ge_bits(U32 r, U32 t) {
+    // Unsigned r >= t  <=>  max(r, t) == r (AVX2 has no unsigned compare).
+    const __m256i ge = _mm256_cmpeq_epi32(_mm256_max_epu32(r, t), r);
+    return static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(ge)));
+}
+// Lane l of word w is stream position 4*l + w: interleave the four 8-bit masks.
+FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
+    return _pdep_u32(ge_bits(r0, t), 0x11111111u) | _pdep_u32(ge_bits(r1, t), 0x22222222u) |
+           _pdep_u32(ge_bits(r2, t), 0x44444444u) | _pdep_u32(ge_bits(r3, t), 0x88888888u);
+}
+
+// ---- 64-element groups: bit k of b decides element k --------------------------------
+// Lane masks (all ones where kept) from bits; AND-ing with them gives +0.0 where
+// dropped whatever the value was (NaN and Inf included): a select, not a multiply.
+FASTDROPOUT_INLINE __m256i lanes32(std::uint32_t b8) {
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(b8)), sel),
+                              sel);
+}
+FASTDROPOUT_INLINE __m256i lanes64(std::uint32_t b4) {
+    const __m256i sel = _mm256_setr_epi64x(1, 2, 4, 8);
+    return _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(b4), sel), sel);
+}
+FASTDROPOUT_INLINE __m256i lanes16(std::uint32_t b16) {
+    const __m256i sel = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                          4096, 8192, 16384, -32768);
+    return _mm256_cmpeq_epi16(
+        _mm256_and_si256(_mm256_set1_epi16(static_cast<short>(b16)), sel), sel);
+}
+
+FASTDROPOUT_INLINE void scale64_f32(std::uint64_t b, const float* x, float* y, float s) {
+    const __m256 vs = _mm256_set1_ps(s);
+    for (int j = 0; j < 8; ++j) {
+        const __m256 m = _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> (8 * j)) & 0xffu));
+        _mm256_storeu_ps(y + 8 * j, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), vs), m));
+    }
+}
+FASTDROPOUT_INLINE void select64_f32(std::uint64_t b, const float* x, float* y) {
+    for (int j = 0; j < 8; ++j) {
+        const __m256 m = _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> (8 * j)) & 0xffu));
+        _mm256_storeu_ps(y + 8 * j, _mm256_and_ps(_mm256_loadu_ps(x + 8 * j), m));
+    }
+}
+FASTDROPOUT_INLINE void scale64_f64(std::uint64_t b, const double* x, double* y, double s) {
+    const __m256d vs = _mm256_set1_pd(s);
+    for (int j = 0; j < 16; ++j) {
+        const __m256d m = _mm256_castsi256_pd(lanes64(static_cast<std::uint32_t>(b >> (4 * j)) & 0xfu));
+        _mm256_storeu_pd(y + 4 * j, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x + 4 * j), vs), m));
+    }
+}
+FASTDROPOUT_INLINE void select64_f64(std::uint64_t b, const double* x, double* y) {
+    for (int j = 0; j < 16; ++j) {
+        const __m256d m = _mm256_castsi256_pd(lanes64(static_cast<std::uint32_t>(b >> (4 * j)) & 0xfu));
+        _mm256_storeu_pd(y + 4 * j, _mm256_and_pd(_mm256_loadu_pd(x + 4 * j), m));
+    }
+}
+// float16: widen (exact), multiply in float32 (exact: 11-bit x 11-bit significands),
+// narrow once with round-to-nearest-even -- the same value NumPy's float16 multiply
+// gives.
+FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                    float s) {
+    const __m256 vs = _mm256_set1_ps(s);
+    for (int j = 0; j < 8; ++j) {
+        const __m256 m = _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> (8 * j)) & 0xffu));
+        const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 8 * j)));
+        const __m256 r = _mm256_and_ps(_mm256_mul_ps(v, vs), m);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 8 * j),
+                         _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+}
+FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y) {
+    for (int j = 0; j < 4; ++j) {
+        const __m256i m = lanes16(static_cast<std::uint32_t>(b >> (16 * j)) & 0xffffu);
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16 * j));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j), _mm256_and_si256(v, m));
+    }
+}
+
+}  // namespace
+}  // namespace avx2
+}  // namespace fastdropout

@@ -1,0 +1,98 @@
+// AVX-512 vocabulary for dropout_generic.hpp: sixteen Philox blocks (64 stream
+// positions) per vector, opmask registers for the select. Compiled only in
+// kernels/avx512.cpp (-mavx512f -mavx512bw -mavx512dq -mavx512vl + the avx2 set).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "half.hpp"
+#include "vec_x86_common.hpp"
+
+namespace fastdropout {
+namespace avx512 {
+namespace {
+
+// ---- Philox lanes -----------------------------------------------------------------
+using U32 = __m512i;
+constexpr int kLanes = 16;
+
+FASTDROPOUT_INLINE U32 set1(std::uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+FASTDROPOUT_INLINE U32 load(const std::uint32_t* p) { return _mm512_loadu_si512(p); }
+FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) { _mm512_storeu_si512(p, v); }
+FASTDROPOUT_INLINE U32 iota() {
+    return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return _mm512_add_epi32(a, b); }
+FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) {
+    return _mm512_ternarylogic_epi32(a, b, c, 0x96);  // a ^ b ^ c in one instruction
+}
+// See vec_avx2.hpp: even lanes by vpmuludq, odd lanes shifted down, halves blended.
+FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
+    const __m512i pe = _mm512_mul_epu32(a, m);
+    const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+    hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+    lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+}
+// Lane l of word w is stream position 4*l + w: interleave four 16-bit masks into 64.
+FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
+    const std::uint64_t g0 = _mm512_cmpge_epu32_mask(r0, t);
+    const std::uint64_t g1 = _mm512_cmpge_epu32_mask(r1, t);
+    const std::uint64_t g2 = _mm512_cmpge_epu32_mask(r2, t);
+    const std::uint64_t g3 = _mm512_cmpge_epu32_mask(r3, t);
+    return _pdep_u64(g0, 0x1111111111111111ull) | _pdep_u64(g1, 0x2222222222222222ull) |
+           _pdep_u64(g2, 0x4444444444444444ull) | _pdep_u64(g3, 0x8888888888888888ull);
+}
+
+// ---- 64-element groups: bit k of b decides element k --------------------------------
+// Zero-masking gives +0.0 in dropped lanes whatever x was: a select, not a multiply.
+FASTDROPOUT_INLINE void scale64_f32(std::uint64_t b, const float* x, float* y, float s) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int j = 0; j < 4; ++j) {
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        _mm512_storeu_ps(y + 16 * j, _mm512_maskz_mul_ps(k, _mm512_loadu_ps(x + 16 * j), vs));
+    }
+}
+FASTDROPOUT_INLINE void select64_f32(std::uint64_t b, const float* x, float* y) {
+    for (int j = 0; j < 4; ++j) {
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        _mm512_storeu_ps(y + 16 * j, _mm512_maskz_mov_ps(k, _mm512_loadu_ps(x + 16 * j)));
+    }
+}
+FASTDROPOUT_INLINE void scale64_f64(std::uint64_t b, const double* x, double* y, double s) {
+    const __m512d vs = _mm512_set1_pd(s);
+    for (int j = 0; j < 8; ++j) {
+        const auto k = static_cast<__mmask8>(b >> (8 * j));
+        _mm512_storeu_pd(y + 8 * j, _mm512_maskz_mul_pd(k, _mm512_loadu_pd(x + 8 * j), vs));
+    }
+}
+FASTDROPOUT_INLINE void select64_f64(std::uint64_t b, const double* x, double* y) {
+    for (int j = 0; j < 8; ++j) {
+        const auto k = static_cast<__mmask8>(b >> (8 * j));
+        _mm512_storeu_pd(y + 8 * j, _mm512_maskz_mov_pd(k, _mm512_loadu_pd(x + 8 * j)));
+    }
+}
+// float16: widen (exact), multiply in float32 (exact for two halves), narrow once
+// with round-to-nearest-even: NumPy's float16 product, bit for bit.
+FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                    float s) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int j = 0; j < 4; ++j) {
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        const __m512 v =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16 * j)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
+                            _mm512_cvtps_ph(_mm512_maskz_mul_ps(k, v, vs),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+}
+FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y) {
+    for (int j = 0; j < 2; ++j) {
+        const auto k = static_cast<__mmask32>(b >> (32 * j));
+        _mm512_storeu_si512(y + 32 * j, _mm512_maskz_mov_epi16(k, _mm512_loadu_si512(x + 32 * j)));
+    }
+}
+
+}  // namespace
+}  // namespace avx512
+}  // namespace fastdropout

@@ -1,0 +1,76 @@
+// One-lane "vectors" for the portable kernel: the same vocabulary as vec_avx2.hpp and
+// vec_avx512.hpp, so dropout_generic.hpp is one algorithm for every ISA.
+// Compiled with baseline flags only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "half.hpp"
+
+#define FASTDROPOUT_INLINE inline
+
+namespace fastdropout {
+namespace scalar {
+namespace {
+
+// ---- Philox lanes -----------------------------------------------------------------
+using U32 = std::uint32_t;
+constexpr int kLanes = 1;
+
+FASTDROPOUT_INLINE U32 set1(std::uint32_t v) { return v; }
+FASTDROPOUT_INLINE U32 load(const std::uint32_t* p) { return *p; }
+FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) { *p = v; }
+FASTDROPOUT_INLINE U32 iota() { return 0; }
+FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return a + b; }
+FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) { return a ^ b ^ c; }
+FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
+    const std::uint64_t p = static_cast<std::uint64_t>(a) * m;
+    hi = static_cast<U32>(p >> 32);
+    lo = static_cast<U32>(p);
+}
+// Keep bits of one block's four words, in stream order (word w -> bit w).
+FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
+    return static_cast<std::uint64_t>(r0 >= t) | (static_cast<std::uint64_t>(r1 >= t) << 1) |
+           (static_cast<std::uint64_t>(r2 >= t) << 2) | (static_cast<std::uint64_t>(r3 >= t) << 3);
+}
+
+// ---- 64-element groups: bit k of b decides element k --------------------------------
+template <class T, class S>
+FASTDROPOUT_INLINE void scale64_plain(std::uint64_t b, const T* x, T* y, S s) {
+    for (int k = 0; k < 64; ++k) {
+        y[k] = ((b >> k) & 1u) ? static_cast<T>(x[k] * s) : T(0);
+    }
+}
+template <class T>
+FASTDROPOUT_INLINE void select64_plain(std::uint64_t b, const T* x, T* y) {
+    for (int k = 0; k < 64; ++k) {
+        y[k] = ((b >> k) & 1u) ? x[k] : T(0);
+    }
+}
+FASTDROPOUT_INLINE void scale64_f32(std::uint64_t b, const float* x, float* y, float s) {
+    scale64_plain(b, x, y, s);
+}
+FASTDROPOUT_INLINE void select64_f32(std::uint64_t b, const float* x, float* y) {
+    select64_plain(b, x, y);
+}
+FASTDROPOUT_INLINE void scale64_f64(std::uint64_t b, const double* x, double* y, double s) {
+    scale64_plain(b, x, y, s);
+}
+FASTDROPOUT_INLINE void select64_f64(std::uint64_t b, const double* x, double* y) {
+    select64_plain(b, x, y);
+}
+FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                    float s) {
+    for (int k = 0; k < 64; ++k) {
+        y[k] = ((b >> k) & 1u) ? float_to_half_bits(half_bits_to_float(x[k]) * s)
+                               : std::uint16_t(0);
+    }
+}
+FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y) {
+    select64_plain(b, x, y);
+}
+
+}  // namespace
+}  // namespace scalar
+}  // namespace fastdropout

@@ -1,0 +1,297 @@
+// OpenMP chunking and broadcast-layout walking (see parallel.hpp).
+//
+// Every keep/drop decision is a pure function of (seed, offset + index), so any split
+// of the work gives the same bits; the only rule is that two threads never write the
+// same mask byte, hence chunk edges at multiples of 64 elements (8 mask bytes, and a
+// whole number of cache lines of float32 output when the array is aligned).
+#include "parallel.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#if defined(FASTDROPOUT_OPENMP)
+#include <omp.h>
+#endif
+
+namespace fastdropout {
+namespace {
+
+// Below this many elements per thread, starting threads costs more than it saves.
+constexpr std::size_t kMinPerThread = std::size_t{1} << 16;
+// Channel vectors shorter than this are tiled into a repeating bit pattern
+// (channels_last spatial dropout) so the kernels see long runs.
+constexpr std::size_t kPatternMaxPeriod = 1024;
+constexpr std::size_t kPatternBits = 4096;
+
+int default_threads() {
+#if defined(FASTDROPOUT_OPENMP)
+    return std::max(1, omp_get_max_threads());
+#else
+    return 1;
+#endif
+}
+
+std::atomic<int>& thread_setting() {
+    static std::atomic<int> n{default_threads()};
+    return n;
+}
+
+std::size_t elem_size(Dtype dt) {
+    return dt == kF16 ? 2 : (dt == kF32 ? 4 : 8);
+}
+
+// How many chunks (threads) to use for n elements; reads the setting once.
+std::size_t plan_threads(std::size_t n) {
+    const std::size_t want = static_cast<std::size_t>(get_num_threads());
+    const std::size_t by_size = (n + kMinPerThread - 1) / kMinPerThread;
+    return std::max<std::size_t>(1, std::min(want, by_size));
+}
+
+// body(t, begin, end) over [0, n) split into nt chunks, every chunk but the last a
+// multiple of 64 elements long; t < nt is the chunk number.
+template <class Body>
+void parallel_chunks(std::size_t n, std::size_t nt, const Body& body) {
+    if (n == 0) {
+        return;
+    }
+    if (nt <= 1) {
+        body(std::size_t{0}, std::size_t{0}, n);
+        return;
+    }
+    const std::size_t chunk = ((n + nt - 1) / nt + 63) / 64 * 64;
+#if defined(FASTDROPOUT_OPENMP)
+#pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(static, 1)
+    for (long long t = 0; t < static_cast<long long>(nt); ++t) {
+        const std::size_t begin = static_cast<std::size_t>(t) * chunk;
+        if (begin < n) {
+            body(static_cast<std::size_t>(t), begin, std::min(n, begin + chunk));
+        }
+    }
+#else
+    for (std::size_t t = 0; t * chunk < n; ++t) {
+        body(t, t * chunk, std::min(n, t * chunk + chunk));
+    }
+#endif
+}
+
+template <class Body>
+void parallel_chunks(std::size_t n, const Body& body) {
+    parallel_chunks(n, plan_threads(n),
+                    [&](std::size_t, std::size_t b, std::size_t e) { body(b, e); });
+}
+
+struct MergedDim {
+    std::size_t size;
+    bool broadcast;
+    std::size_t mask_stride;  // 0 for broadcast dims
+};
+
+// Drop size-1 axes (they change nothing), merge neighbours of the same kind, and
+// give each remaining dim its stride in the C-ordered mask.
+std::vector<MergedDim> merge_dims(const std::vector<std::size_t>& dims,
+                                  const std::vector<bool>& broadcast) {
+    std::vector<MergedDim> m;
+    for (std::size_t a = 0; a < dims.size(); ++a) {
+        if (dims[a] == 1) {
+            continue;
+        }
+        if (!m.empty() && m.back().broadcast == broadcast[a]) {
+            m.back().size *= dims[a];
+        } else {
+            m.push_back({dims[a], static_cast<bool>(broadcast[a]), 0});
+        }
+    }
+    std::size_t acc = 1;
+    for (std::size_t k = m.size(); k-- > 0;) {
+        if (!m[k].broadcast) {
+            m[k].mask_stride = acc;
+            acc *= m[k].size;
+        }
+    }
+    return m;
+}
+
+// Mask index of the first element of `item`, where items enumerate the C-order
+// product of outer[0..k).
+std::uint64_t item_mask_index(const std::vector<MergedDim>& outer, std::size_t item) {
+    std::uint64_t m = 0;
+    for (std::size_t k = outer.size(); k-- > 0;) {
+        m += static_cast<std::uint64_t>(item % outer[k].size) * outer[k].mask_stride;
+        item /= outer[k].size;
+    }
+    return m;
+}
+
+inline bool bit_at(const std::uint8_t* bits, std::uint64_t m) {
+    return ((bits[m >> 3] >> (m & 7u)) & 1u) != 0;
+}
+
+// Splits [0, n) among threads and then into runs that stay inside one item of
+// `unit` elements: seg(item, within_item_begin, global_begin, length).
+template <class Seg>
+void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
+    parallel_chunks(n, [&](std::size_t b, std::size_t e) {
+        std::size_t item = b / unit;
+        std::size_t w = b % unit;
+        for (std::size_t i = b; i < e;) {
+            const std::size_t len = std::min(unit - w, e - i);
+            seg(item, w, i, len);
+            i += len;
+            ++item;
+            w = 0;
+        }
+    });
+}
+
+}  // namespace
+
+void set_num_threads(int n) { thread_setting().store(std::max(1, n)); }
+
+int get_num_threads() {
+#if defined(FASTDROPOUT_OPENMP)
+    return thread_setting().load();
+#else
+    return 1;
+#endif
+}
+
+bool has_openmp() {
+#if defined(FASTDROPOUT_OPENMP)
+    return true;
+#else
+    return false;
+#endif
+}
+
+void run_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a) {
+    const auto fn = table.forward[dt];
+    parallel_chunks(a.n, [&](std::size_t b, std::size_t e) { fn(a, b, e); });
+}
+
+void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* bits,
+                  std::size_t n) {
+    const auto fn = table.gen_bits;
+    parallel_chunks(n, [&](std::size_t b, std::size_t e) { fn(s, bits, b, e); });
+}
+
+bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+    for (const MergedDim& d : merge_dims(dims, broadcast)) {
+        if (d.broadcast) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
+               const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+    std::size_t n = 1;
+    for (std::size_t d : dims) {
+        n *= d;
+    }
+    if (n == 0) {
+        return;
+    }
+    const auto apply = table.apply[dt];
+    const std::size_t esize = elem_size(dt);
+    std::vector<MergedDim> m = merge_dims(dims, broadcast);
+
+    // Dense: mask element i is bit i.
+    bool any_broadcast = false;
+    for (const MergedDim& d : m) {
+        any_broadcast = any_broadcast || d.broadcast;
+    }
+    if (!any_broadcast) {
+        ApplyArgs args = a;
+        args.bit0 = 0;
+        args.all_kept = false;
+        parallel_chunks(n, [&](std::size_t b, std::size_t e) { apply(args, b, e); });
+        return;
+    }
+
+    const MergedDim inner = m.back();
+    if (inner.broadcast) {
+        // One decision per run of inner.size elements (channels_first feature maps):
+        // a zero fill or a scaled copy, streaming.
+        m.pop_back();
+        const std::vector<MergedDim> outer = m;
+        ApplyArgs keep = a;
+        keep.all_kept = true;
+        keep.bit0 = 0;
+        auto* y = static_cast<unsigned char*>(a.y);
+        walk_items(n, inner.size, [&](std::size_t item, std::size_t, std::size_t i, std::size_t len) {
+            if (bit_at(a.bits, item_mask_index(outer, item))) {
+                apply(keep, i, i + len);
+            } else {
+                std::memset(y + i * esize, 0, len * esize);
+            }
+        });
+        return;
+    }
+
+    const bool tile = m.size() >= 2 && m[m.size() - 2].broadcast && inner.size < kPatternMaxPeriod;
+    if (!tile) {
+        // Runs of inner.size elements whose decisions are consecutive mask bits.
+        m.pop_back();
+        const std::vector<MergedDim> outer = m;
+        walk_items(n, inner.size, [&](std::size_t item, std::size_t w, std::size_t i, std::size_t len) {
+            ApplyArgs args = a;
+            args.all_kept = false;
+            // the kernel reads bit (bit0 + element index); element i is item bit w.
+            args.bit0 = item_mask_index(outer, item) + w - i;  // mod 2**64 on purpose
+            apply(args, i, i + len);
+        });
+        return;
+    }
+
+    // Short channel vectors broadcast over many pixels (channels_last): per item,
+    // tile the item's inner.size bits into a pattern of >= 4096 bits and stream the
+    // item's pixels against it.
+    const std::size_t period = inner.size;
+    const std::size_t pixels = m[m.size() - 2].size;
+    m.pop_back();
+    m.pop_back();
+    const std::vector<MergedDim> outer = m;
+    const std::size_t pattern_bits = (kPatternBits + period - 1) / period * period;
+    const std::size_t unit = pixels * period;
+    // One pattern buffer per chunk, allocated here so nothing inside the parallel
+    // region can throw.
+    const std::size_t nt = plan_threads(n);
+    std::vector<std::vector<std::uint8_t>> patterns(
+        nt, std::vector<std::uint8_t>(pattern_bits / 8 + 2, 0));
+    parallel_chunks(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        std::vector<std::uint8_t>& pat = patterns[t];
+        std::size_t built_for = ~std::size_t{0};
+        std::size_t item = b / unit;
+        std::size_t w = b % unit;
+        for (std::size_t i = b; i < e;) {
+            if (built_for != item) {
+                const std::uint64_t m0 = item_mask_index(outer, item);
+                std::memset(pat.data(), 0, pat.size());
+                for (std::size_t q = 0; q < pattern_bits; ++q) {
+                    if (bit_at(a.bits, m0 + q % period)) {
+                        pat[q >> 3] = static_cast<std::uint8_t>(pat[q >> 3] | (1u << (q & 7u)));
+                    }
+                }
+                built_for = item;
+            }
+            const std::size_t phase = w % pattern_bits;
+            const std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
+            ApplyArgs args = a;
+            args.bits = pat.data();
+            args.all_kept = false;
+            args.bit0 = phase - i;  // mod 2**64 on purpose
+            apply(args, i, i + len);
+            i += len;
+            w += len;
+            if (w == unit) {
+                w = 0;
+                ++item;
+            }
+        }
+    });
+}
+
+}  // namespace fastdropout

@@ -1,0 +1,35 @@
+// Threads and array layout around a KernelTable: OpenMP over chunks whose edges are
+// multiples of 64 elements, and the walk over broadcast (spatial) layouts. No
+// intrinsics here; baseline flags.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "fastdropout/kernel_table.hpp"
+
+namespace fastdropout {
+
+void set_num_threads(int n);
+int get_num_threads();
+bool has_openmp();
+
+// Dense, fused: a.n elements of x/y, a.bits (optional) gets a.n mask bits.
+void run_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a);
+
+// Mask bits only: n mask elements into bits.
+void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* bits,
+                  std::size_t n);
+
+// Apply mask bits laid out in the mask shape (dims with the broadcast axes set to 1,
+// C order) to C-contiguous x of shape `dims`. a.bits/a.scale/a.scaled are used;
+// a.bit0 and a.all_kept are set here.
+void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
+               const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
+
+// Whether any axis of size != 1 is broadcast, i.e. whether the mask differs from
+// a dense one.
+bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
+
+}  // namespace fastdropout

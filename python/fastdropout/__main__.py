@@ -1,0 +1,55 @@
+"""``python -m fastdropout info|bench|demo``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+_USAGE = """usage: python -m fastdropout {info,bench,demo} [args...]
+
+  info    version, instruction sets and threads of this installation
+  bench   benchmarks (python -m fastdropout bench --help)
+  demo    demonstration (python -m fastdropout demo --help)
+"""
+
+
+def info() -> str:
+    """What ``python -m fastdropout info`` prints."""
+    import numpy as np
+
+    import fastdropout
+    from fastdropout import _core
+
+    lines = [
+        f"fastdropout {fastdropout.__version__}",
+        f"numpy       {np.__version__}",
+        f"python      {sys.version.split()[0]}",
+        f"simd level  {_core.simd_level()}",
+        f"available   {', '.join(_core._available_simd())}",
+        f"compiled    {', '.join(_core._compiled_simd())}",
+        f"threads     {_core.get_num_threads()}",
+        f"openmp      {'yes' if _core.has_openmp() else 'no'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "info":
+        print(info())
+        return 0
+    if command == "bench":
+        return int(importlib.import_module("fastdropout._bench").main(rest) or 0)
+    if command == "demo":
+        return int(importlib.import_module("fastdropout.demo").main(rest) or 0)
+    print(f"unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The native front-end: validate in Python, run the C++ core (``_core``).
+
+Validation comes from ``_validate.py`` (shared with ``fastdropout.reference``);
+this module only decides how to feed the core without hidden temporaries:
+
+- a C-contiguous, aligned input that does not overlap the output is read in
+  place by the kernel;
+- ``out=x`` (same memory, same layout) runs in place;
+- anything else (strided, Fortran-ordered, negative strides, partial overlap
+  with ``out``) is first copied into the output with ``np.copyto`` (which
+  copes with overlap), and the kernel then runs in place on the output.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _core
+from . import _validate as _v
+from ._seed import resolve_seed
+from ._validate import DEFAULT_MODE
+from .mask import Mask
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.floating[Any]]
+
+__all__ = [
+    "dropout",
+    "dropout_backward",
+    "get_num_threads",
+    "set_num_threads",
+    "simd_level",
+    "spatial_dropout",
+]
+
+_empty = np.empty
+_may_share_memory = np.may_share_memory
+_copyto = np.copyto
+_uint8 = np.uint8
+_threshold = _v.threshold
+_inverted_scale = _v.inverted_scale
+
+
+def _target(x: FloatArray, out: FloatArray | None) -> FloatArray:
+    """Where the kernel writes: ``out``, or a new C-contiguous array. An
+    unaligned ``out`` gets a temporary (see ``_finish``)."""
+    if out is None or not out.flags.aligned:
+        return _empty(x.shape, x.dtype)
+    return out
+
+
+def _source(x: FloatArray, y: FloatArray) -> FloatArray:
+    """What the kernel reads: ``x`` itself, or ``y`` after copying ``x`` into it."""
+    flags = x.flags
+    if flags.c_contiguous and flags.aligned:
+        if not _may_share_memory(x, y):
+            return x
+        if (
+            x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+            and x.shape == y.shape
+        ):
+            return y  # out is x: in place (same dtype and C layout, so same bytes)
+    _copyto(y, x)  # copes with any strides and with overlap
+    return y
+
+
+def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
+    if out is None or y is out:
+        return y
+    _copyto(out, y)  # unaligned out
+    return out
+
+
+def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> FloatArray:
+    y = out if out is not None else _empty(x.shape, x.dtype)
+    if mode == "inverted":
+        _copyto(y, x)
+    else:
+        with np.errstate(all="ignore"):  # Inf * 0 for p == 1 is NaN, quietly
+            np.multiply(x, _v.classic_factor(p, x.dtype), out=y)
+    return y
+
+
+def _forward(plan: _v.ForwardPlan) -> Any:
+    x = plan.x
+    out = plan.out
+    if not plan.training:
+        y = _evaluate(x, plan.p, plan.mode, out)
+        return (y, None) if plan.return_mask else y
+    seed = resolve_seed(plan.seed)
+    p = plan.p
+    axes = plan.axes
+    y = _target(x, out)
+    bits = (
+        _empty((plan.n_mask + 7) >> 3, _uint8) if (plan.return_mask or axes) else None
+    )
+    if plan.mode == "inverted":
+        _core.forward(_source(x, y), y, seed, plan.offset, _threshold(p),
+                      float(_inverted_scale(p, x.dtype)), True, bits, axes)
+    else:
+        _core.forward(_source(x, y), y, seed, plan.offset, _threshold(p), 1.0, False,
+                      bits, axes)
+    y = _finish(y, out)
+    if not plan.return_mask:
+        return y
+    assert bits is not None
+    return y, Mask._new(bits, plan.mask_shape, plan.n_mask, p, plan.mode, seed,
+                        plan.offset, axes)
+
+
+def dropout(
+    x: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Dropout of ``x`` with drop probability ``p``.
+
+    Parameters
+    ----------
+    x : array_like of float16, float32 or float64
+        Any shape (0-d and empty included) and any strides; the result equals
+        that of ``np.ascontiguousarray(x)``.
+    p : float in [0, 1]
+        Probability that an element is dropped.
+    training : bool
+        ``False`` is evaluation: ``x`` unchanged (inverted) or
+        ``x * (1 - p)`` (classic), as a new array (or in ``out``); no random
+        numbers are used and no mask is made.
+    mode : {"inverted", "classic"}
+        Inverted (the default) scales kept elements by ``1 / (1 - p)`` in
+        training; classic leaves them and scales by ``1 - p`` in evaluation.
+    seed : int in [0, 2**64), numpy.random.Generator or None
+        Key of the random stream; a Generator gives one 64-bit draw, ``None``
+        a fresh seed from the OS. The mask records the seed used.
+    offset : int in [0, 2**64)
+        Stream position of the first mask element.
+    broadcast_axes : int or tuple of ints, optional
+        Axes along which one decision is shared (mask shape: ``x.shape`` with
+        these axes set to 1).
+    out : ndarray, optional
+        Writeable, C-contiguous array of ``x``'s shape and dtype; may be ``x``.
+    return_mask : bool
+        Also return the :class:`~fastdropout.Mask` (``None`` in evaluation).
+
+    Returns
+    -------
+    y, or ``(y, mask)`` with ``return_mask=True``.
+    Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
+    with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
+    """
+    plan = _v.plan_forward(x, p, training, mode, seed, offset, broadcast_axes, out,
+                           return_mask)
+    return _forward(plan)
+
+
+def spatial_dropout(
+    x: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    data_format: str = "channels_first",
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Dropout of whole feature maps (channels) of a 3-, 4- or 5-D ``x``.
+
+    ``data_format="channels_first"``: ``x`` is ``(N, C, *spatial)`` and the
+    mask shape ``(N, C, 1, ..., 1)``; ``"channels_last"``: ``(N, *spatial, C)``
+    and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
+    for the same seed and offset. Other arguments as :func:`dropout`.
+    """
+    plan = _v.plan_forward(x, p, training, mode, seed, offset, None, out,
+                           return_mask, data_format=data_format)
+    return _forward(plan)
+
+
+def dropout_backward(
+    grad_y: npt.ArrayLike,
+    mask: Mask | None = None,
+    p: float | None = None,
+    *,
+    mode: str = DEFAULT_MODE,
+    seed: int | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """Gradient of dropout: ``grad_y * s`` (inverted) or ``grad_y`` (classic)
+    where kept, ``+0.0`` where dropped.
+
+    Pass either the ``mask`` of the forward call (``p`` and ``mode`` then come
+    from it; its shape must equal ``grad_y``'s, with 1 on broadcast axes), or
+    ``p`` with the integer ``seed`` and the ``offset`` (and
+    ``broadcast_axes``) of the forward call to regenerate the mask without
+    storing it. The result has ``grad_y``'s dtype; ``out`` as in
+    :func:`dropout`.
+    """
+    plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    g = plan.g
+    out_ = plan.out
+    y = _target(g, out_)
+    scaled = plan.mode == "inverted"
+    scale = float(_inverted_scale(plan.p, g.dtype)) if scaled else 1.0
+    if plan.mask is not None:
+        _core.backward_mask(_source(g, y), y, plan.mask.bits, scale, scaled, plan.axes)
+    else:
+        bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None
+        _core.forward(_source(g, y), y, plan.seed, plan.offset, _threshold(plan.p),
+                      scale, scaled, bits, plan.axes)
+    return _finish(y, out_)
+
+
+def set_num_threads(n: int) -> None:
+    """Number of OpenMP threads the kernels use (an int >= 1)."""
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError(f"n must be an int >= 1, got {n!r}")
+    try:
+        value = int(n.__index__())  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        raise TypeError(f"n must be an int >= 1, got {n!r}") from None
+    if not 1 <= value <= 0x7FFFFFFF:
+        raise ValueError(f"n must be an int >= 1 (and < 2**31), got {value}")
+    _core.set_num_threads(value)
+
+
+def get_num_threads() -> int:
+    """Number of threads the kernels use."""
+    return _core.get_num_threads()
+
+
+def simd_level() -> str:
+    """The instruction set in use: "avx512", "avx2", "neon" or "scalar"."""
+    return _core.simd_level()

@@ -1,0 +1,71 @@
+# Type stub for the compiled extension fastdropout._core (cpp/bindings/).
+# Everything here is private: the Python layer (_api.py) validates arguments and
+# calls these positionally. Arrays must already be C-contiguous, of one of the
+# float dtypes, native byte order; the core re-checks cheaply and raises
+# ValueError/TypeError rather than crash.
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+def simd_level() -> str:
+    """Name of the instruction set in use: "avx512", "avx2", "neon" or "scalar"."""
+
+def _available_simd() -> list[str]:
+    """Levels compiled into this build AND supported by this CPU, best first."""
+
+def _compiled_simd() -> list[str]:
+    """Levels compiled into this build, best first."""
+
+def _set_simd(name: str) -> None:
+    """Switch the active level (tests). ValueError for unknown/unsupported names."""
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def has_openmp() -> bool: ...
+def philox(
+    c0: int, c1: int, c2: int, c3: int, k0: int, k1: int
+) -> tuple[int, int, int, int]:
+    """Scalar Philox4x32-10 of one block (cpp/include/fastdropout/philox.hpp)."""
+
+def _philox_blocks(
+    k0: int, k1: int, first_block: int, c2: int, c3: int, n_blocks: int
+) -> npt.NDArray[np.uint32]:
+    """Philox4x32-10 through the active SIMD kernel: 4*n_blocks words, block i has
+    counter ((first_block+i) mod 2**64 as lo/hi words, c2, c3)."""
+
+def forward(
+    x: npt.NDArray[np.floating],
+    y: npt.NDArray[np.floating],
+    seed: int,
+    offset: int,
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """Training forward pass (also the regenerated backward pass).
+
+    y[i] = keep ? (scaled ? x[i]*scale : x[i]) : +0.0 with keep decided by Philox at
+    stream position offset + (C-order index in the mask shape). x and y have the same
+    shape/dtype and are C-contiguous; y may be x (in place). threshold is
+    round_half_even(p * 2**32) in [0, 2**32]. scale is the dtype-rounded scale as a
+    float. broadcast_axes: sorted, non-negative, unique axes of x along which one
+    decision is shared (empty for dense). bits: uint8 array of ceil(n_mask/8) bytes
+    that receives the mask bits (little bit order), or None (dense only: with
+    broadcast axes a bits buffer is required, since the mask is generated first).
+    """
+
+def backward_mask(
+    g: npt.NDArray[np.floating],
+    y: npt.NDArray[np.floating],
+    bits: npt.NDArray[np.uint8],
+    scale: float,
+    scaled: bool,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """y = bit ? (scaled ? g*scale : g) : +0.0, bits indexed in the mask shape
+    (g.shape with broadcast_axes set to 1). y may be g."""

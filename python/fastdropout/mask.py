@@ -1,0 +1,225 @@
+"""The read-only dropout mask returned by ``return_mask=True`` (SPEC section 5)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+__all__ = ["Mask"]
+
+
+class Mask:
+    """One bit per mask element: 1 = kept, 0 = dropped.
+
+    Attributes (all read-only):
+
+    - ``bits``: 1-D read-only ``uint8`` array of ``ceil(size / 8)`` bytes; bit
+      ``k`` of byte ``i`` is element ``8*i + k`` in C order over ``shape``
+      (NumPy's ``bitorder="little"``); unused high bits of the last byte are 0.
+    - ``shape``: the mask shape (the input's shape with broadcast axes set to 1).
+    - ``size``: the number of mask elements (``prod(shape)``).
+    - ``p``, ``mode``: the drop probability and mode of the forward call.
+    - ``seed``, ``offset``: the stream position it was drawn from (SPEC section 2).
+    - ``broadcast_axes``: the axes of the input along which decisions are shared.
+
+    ``to_bool()`` gives the decisions as a bool array of ``shape``.
+    """
+
+    __slots__ = ("_axes", "_bits", "_mode", "_offset", "_p", "_seed", "_shape", "_size")
+
+    _bits: npt.NDArray[np.uint8]
+    _shape: tuple[int, ...]
+    _size: int
+    _p: float
+    _mode: str
+    _seed: int
+    _offset: int
+    _axes: tuple[int, ...]
+
+    def __init__(
+        self,
+        bits: npt.ArrayLike,
+        shape: tuple[int, ...],
+        p: float,
+        mode: str,
+        seed: int,
+        offset: int,
+        broadcast_axes: tuple[int, ...] = (),
+    ) -> None:
+        from . import _validate as v
+
+        try:
+            shp = tuple(int(s) for s in shape)
+        except TypeError:
+            raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+        if any(s < 0 for s in shp):
+            raise ValueError(f"shape must not have negative sizes, got {shp}")
+        size = 1
+        for s in shp:
+            size *= s
+        arr = np.asarray(bits)
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise TypeError(
+                f"bits must be a 1-D uint8 array, got dtype {arr.dtype} "
+                f"and shape {arr.shape}"
+            )
+        if arr.shape[0] != (size + 7) // 8:
+            raise ValueError(
+                f"bits has {arr.shape[0]} bytes, but a mask of shape {shp} "
+                f"needs {(size + 7) // 8}"
+            )
+        if size % 8 and int(arr[-1]) >> (size % 8):
+            raise ValueError("the unused high bits of the last byte of bits must be 0")
+        arr = arr.copy()
+        arr.flags.writeable = False
+        axes = tuple(int(a) for a in broadcast_axes)
+        self._set(
+            arr,
+            shp,
+            size,
+            v.check_p(p),
+            v.check_mode(mode),
+            v.check_offset(seed, "seed"),
+            v.check_offset(offset),
+            axes,
+        )
+
+    def _set(
+        self,
+        bits: npt.NDArray[np.uint8],
+        shape: tuple[int, ...],
+        size: int,
+        p: float,
+        mode: str,
+        seed: int,
+        offset: int,
+        axes: tuple[int, ...],
+    ) -> None:
+        s = object.__setattr__
+        s(self, "_bits", bits)
+        s(self, "_shape", shape)
+        s(self, "_size", size)
+        s(self, "_p", p)
+        s(self, "_mode", mode)
+        s(self, "_seed", seed)
+        s(self, "_offset", offset)
+        s(self, "_axes", axes)
+
+    @classmethod
+    def _new(
+        cls,
+        bits: npt.NDArray[np.uint8],
+        shape: tuple[int, ...],
+        size: int,
+        p: float,
+        mode: str,
+        seed: int,
+        offset: int,
+        axes: tuple[int, ...],
+    ) -> Mask:
+        """Wrap freshly made, already validated bits (no copy): internal."""
+        bits.flags.writeable = False
+        self = cls.__new__(cls)
+        self._set(bits, shape, size, p, mode, seed, offset, axes)
+        return self
+
+    # -- read-only attributes ------------------------------------------------
+
+    @property
+    def bits(self) -> npt.NDArray[np.uint8]:
+        return self._bits
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def broadcast_axes(self) -> tuple[int, ...]:
+        return self._axes
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"Mask is read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Mask is read-only: cannot delete {name!r}")
+
+    # -- views -----------------------------------------------------------------
+
+    def to_bool(self) -> npt.NDArray[np.bool_]:
+        """The decisions as a bool array of ``shape`` (True = kept)."""
+        flat = np.unpackbits(self._bits, count=self._size, bitorder="little")
+        return flat.astype(bool).reshape(self._shape)
+
+    def kept_fraction(self) -> float:
+        """Fraction of mask elements kept (``nan`` for an empty mask)."""
+        if self._size == 0:
+            return float("nan")
+        kept = int(np.unpackbits(self._bits, bitorder="little").sum(dtype=np.int64))
+        return kept / self._size
+
+    # -- protocol ----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"Mask(shape={self._shape}, p={self._p!r}, mode={self._mode!r}, "
+            f"seed={self._seed}, offset={self._offset}, "
+            f"broadcast_axes={self._axes}, nbytes={self._bits.size})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return (
+            self._shape == other._shape
+            and self._p == other._p
+            and self._mode == other._mode
+            and self._seed == other._seed
+            and self._offset == other._offset
+            and self._axes == other._axes
+            and bool(np.array_equal(self._bits, other._bits))
+        )
+
+    def __hash__(self) -> int:
+        return hash(
+            (self._shape, self._p, self._mode, self._seed, self._offset, self._axes,
+             self._bits.tobytes())
+        )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[Mask], tuple[Any, ...]]:
+        return (
+            Mask,
+            (np.array(self._bits), self._shape, self._p, self._mode, self._seed,
+             self._offset, self._axes),
+        )
+
+    def __copy__(self) -> Mask:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Mask:
+        return self

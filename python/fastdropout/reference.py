@@ -1,0 +1,300 @@
+"""The executable SPEC: fastdropout in pure NumPy.
+
+Written to be read, not to be fast. It exports the same public functions and
+layers as ``fastdropout``, validates arguments with the same code
+(``_validate.py``), and its results are the contract the native core is held
+to bit for bit (``tests/test_dropout.py``). Section numbers refer to SPEC.md.
+
+Memory stays bounded: the random stream and the values are processed in chunks
+of ``CHUNK`` elements, so temporaries never exceed a few MiB beyond the output
+and the one-bit-per-element mask.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Callable
+
+import numpy as np
+
+from . import _validate as _v
+from . import layers as _layers
+from ._seed import resolve_seed
+from ._validate import DEFAULT_MODE
+from .mask import Mask
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.floating[Any]]
+    U32Array = npt.NDArray[np.uint32]
+    U64Array = npt.NDArray[np.uint64]
+
+__all__ = [
+    "CHUNK",
+    "Dropout",
+    "Mask",
+    "SpatialDropout",
+    "dropout",
+    "dropout_backward",
+    "keep",
+    "mask_bits",
+    "philox",
+    "spatial_dropout",
+]
+
+#: Elements per chunk; a multiple of 8 so that packed mask bytes of
+#: consecutive chunks concatenate into the mask of the whole array.
+CHUNK = 1 << 18
+
+# --------------------------------------------------------------------------
+# SPEC section 2: Philox4x32-10 (Salmon et al., SC11; Random123's philox.h)
+# --------------------------------------------------------------------------
+
+_M0 = np.uint64(0xD2511F53)  # multiplier applied to counter word 0
+_M1 = np.uint64(0xCD9E8D57)  # multiplier applied to counter word 2
+_W0 = np.uint64(0x9E3779B9)  # Weyl increment of key word 0 (golden ratio)
+_W1 = np.uint64(0xBB67AE85)  # Weyl increment of key word 1 (sqrt(3) - 1)
+_LO32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+_ROUNDS = 10
+
+
+def philox(counter: Any, key: Any) -> U32Array:
+    """Philox4x32-10 of the counter ``(c0, c1, c2, c3)`` under ``(k0, k1)``.
+
+    Each word may be an int or an array of 32-bit values (they broadcast);
+    the result has the broadcast shape plus a last axis of the four output
+    words, as ``uint32``. The words are held in ``uint64`` so that the 32x32
+    product is exact: ``(a * M) >> 32`` is mulhi and ``(a * M) & 0xFFFFFFFF``
+    is mullo.
+    """
+    words = np.broadcast_arrays(
+        *(np.asarray(w, dtype=np.uint64) for w in (*counter, *key))
+    )
+    c0, c1, c2, c3, k0, k1 = (w & _LO32 for w in words)
+    for rnd in range(_ROUNDS):
+        if rnd > 0:  # the first round uses the key as given (unbumped)
+            k0 = (k0 + _W0) & _LO32
+            k1 = (k1 + _W1) & _LO32
+        prod0 = c0 * _M0
+        prod1 = c2 * _M1
+        hi0, lo0 = prod0 >> _SHIFT32, prod0 & _LO32
+        hi1, lo1 = prod1 >> _SHIFT32, prod1 & _LO32
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
+
+
+def _key(seed: int) -> tuple[int, int]:
+    # SPEC 2: key = (seed & 0xFFFFFFFF, seed >> 32)
+    return seed & 0xFFFFFFFF, seed >> 32
+
+
+def _random_words(seed: int, first: int, count: int) -> U32Array:
+    """The words ``r`` at stream positions ``first, first + 1, ...`` (mod 2**64).
+
+    SPEC 2: position ``j`` is word ``j % 4`` of block ``j // 4``, whose counter
+    is ``(b & 0xFFFFFFFF, b >> 32, 0, 0)``. Positions wrap modulo 2**64, which
+    is a multiple of 4, so blocks wrap modulo 2**62.
+    """
+    first_block, first_word = first >> 2, first & 3
+    n_blocks = (first_word + count + 3) // 4
+    blocks = (np.uint64(first_block) + np.arange(n_blocks, dtype=np.uint64)) & (
+        np.uint64((1 << 62) - 1)
+    )
+    out = philox((blocks & _LO32, blocks >> _SHIFT32, 0, 0), _key(seed))
+    return out.reshape(-1)[first_word : first_word + count]
+
+
+def mask_bits(seed: int, offset: int, n: int, p: float) -> npt.NDArray[np.uint8]:
+    """Packed decisions (1 = kept, SPEC 5) of mask elements ``0 .. n-1``.
+
+    Element ``i`` is at stream position ``offset + i`` (mod 2**64) and is kept
+    iff its word ``r >= round_half_even(p * 2**32)``, compared as 64-bit
+    integers (SPEC 2).
+    """
+    seed = _v.check_offset(seed, "seed")
+    offset = _v.check_offset(offset)
+    t = np.uint64(_v.threshold(_v.check_p(p)))
+    parts = [np.zeros(0, np.uint8)]
+    for start in range(0, n, CHUNK):
+        count = min(CHUNK, n - start)
+        r = _random_words(seed, (offset + start) % (1 << 64), count)
+        kept = r.astype(np.uint64) >= t
+        parts.append(np.packbits(kept, bitorder="little"))  # zero-padded tail
+    return np.concatenate(parts)
+
+
+def keep(seed: int, offset: int, index: npt.ArrayLike, p: float) -> npt.NDArray[np.bool_]:
+    """Decisions for arbitrary mask indices (True = kept), e.g. to sample-check
+    a huge array: the decision of element ``index`` of a mask drawn at
+    ``(seed, offset)`` with drop probability ``p`` (SPEC 2)."""
+    seed = _v.check_offset(seed, "seed")
+    offset = _v.check_offset(offset)
+    t = np.uint64(_v.threshold(_v.check_p(p)))
+    idx = np.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"index must be integers, got dtype {idx.dtype}")
+    idx = idx.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        j = np.uint64(offset) + idx  # stream position, wraps modulo 2**64
+    j = np.asarray(j, dtype=np.uint64)
+    b = j >> np.uint64(2)
+    words = philox((b & _LO32, b >> _SHIFT32, 0, 0), _key(seed))
+    w = (j & np.uint64(3)).astype(np.intp)
+    r = np.take_along_axis(words, w[..., np.newaxis], axis=-1)[..., 0]
+    return np.asarray(r.astype(np.uint64) >= t)
+
+
+# --------------------------------------------------------------------------
+# SPEC sections 3 and 4: applying a mask to values
+# --------------------------------------------------------------------------
+
+
+def _mask_index(i: npt.NDArray[np.int64], shape: tuple[int, ...],
+                axes: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """Mask element of each C-order flat index ``i`` of an array of ``shape``.
+
+    SPEC 4: the mask shape is ``shape`` with the broadcast axes set to 1, so
+    an element's mask coordinates are its own with those axes set to 0.
+    """
+    m = np.zeros_like(i)
+    m_stride = 1
+    for ax in reversed(range(len(shape))):
+        coord = i % shape[ax]
+        i = i // shape[ax]
+        if ax not in axes:
+            m += coord * m_stride
+            m_stride *= shape[ax]
+    return m
+
+
+def _apply_mask(y: FloatArray, bits: npt.NDArray[np.uint8], axes: tuple[int, ...],
+                scale: np.floating[Any], scaled: bool) -> None:
+    """In place on C-contiguous ``y``: ``keep ? (scaled ? y * scale : y) : +0.0``.
+
+    SPEC 3: a select, not a multiply by zero, so dropped NaN/Inf give +0.0;
+    ``y * scale`` is the product in ``y``'s dtype (NumPy's float16 product for
+    float16), overflowing to Inf where it must.
+    """
+    flat = y.reshape(-1)  # a view: y is C-contiguous
+    zero = y.dtype.type(0.0)  # +0.0
+    for start in range(0, flat.size, CHUNK):
+        stop = min(start + CHUNK, flat.size)
+        if axes:
+            m = _mask_index(np.arange(start, stop, dtype=np.int64), y.shape, axes)
+            kept = ((bits[m >> 3] >> (m & 7)) & 1).astype(bool)
+        else:  # dense: element i is mask element i; start is a multiple of 8
+            kept = np.unpackbits(bits[start // 8 : (stop + 7) // 8],
+                                 count=stop - start, bitorder="little").astype(bool)
+        v = flat[start:stop]
+        with np.errstate(all="ignore"):  # Inf * s, float16 overflow: no warnings
+            flat[start:stop] = np.where(kept, v * scale if scaled else v, zero)
+
+
+def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
+    """SPEC 3, evaluation: inverted gives ``x``; classic gives ``x * dtype(1 - p)``."""
+    if mode == "inverted":
+        np.copyto(y, x)
+    else:
+        with np.errstate(all="ignore"):  # Inf * 0 for p == 1 is NaN, quietly
+            np.multiply(x, _v.classic_factor(p, x.dtype), out=y)
+    return y
+
+
+# --------------------------------------------------------------------------
+# SPEC section 6: the public functions
+# --------------------------------------------------------------------------
+
+
+def _forward(plan: _v.ForwardPlan) -> Any:
+    x = plan.x
+    y = plan.out if plan.out is not None else np.empty(x.shape, x.dtype)
+    if not plan.training:
+        _evaluate(x, plan.p, plan.mode, y)
+        return (y, None) if plan.return_mask else y
+    seed = resolve_seed(plan.seed)
+    bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
+    # SPEC 6: the result is that of np.ascontiguousarray(x); copyto also copes
+    # with out being x, or overlapping it.
+    np.copyto(y, x)
+    _apply_mask(y, bits, plan.axes, _v.inverted_scale(plan.p, x.dtype),
+                plan.mode == "inverted")
+    if not plan.return_mask:
+        return y
+    mask = Mask._new(bits, plan.mask_shape, plan.n_mask, plan.p, plan.mode, seed,
+                     plan.offset, plan.axes)
+    return y, mask
+
+
+def dropout(
+    x: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Reference of :func:`fastdropout.dropout` (same arguments and result)."""
+    plan = _v.plan_forward(x, p, training, mode, seed, offset, broadcast_axes, out,
+                           return_mask)
+    return _forward(plan)
+
+
+def spatial_dropout(
+    x: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    data_format: str = "channels_first",
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Reference of :func:`fastdropout.spatial_dropout` (SPEC 4)."""
+    plan = _v.plan_forward(x, p, training, mode, seed, offset, None, out,
+                           return_mask, data_format=data_format)
+    return _forward(plan)
+
+
+def dropout_backward(
+    grad_y: npt.ArrayLike,
+    mask: Mask | None = None,
+    p: float | None = None,
+    *,
+    mode: str = DEFAULT_MODE,
+    seed: int | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """Reference of :func:`fastdropout.dropout_backward` (SPEC 3, last item)."""
+    plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    g = plan.g
+    y = plan.out if plan.out is not None else np.empty(g.shape, g.dtype)
+    if plan.mask is not None:
+        bits = plan.mask.bits
+    else:  # regenerate the forward's mask from (seed, offset)
+        bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
+    np.copyto(y, g)
+    _apply_mask(y, bits, plan.axes, _v.inverted_scale(plan.p, g.dtype),
+                plan.mode == "inverted")
+    return y
+
+
+class Dropout(_layers.Dropout):
+    __doc__ = _layers.Dropout.__doc__
+    _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
+    _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
+
+
+class SpatialDropout(_layers.SpatialDropout):
+    __doc__ = _layers.SpatialDropout.__doc__
+    _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
+    _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(spatial_dropout)
+    _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
