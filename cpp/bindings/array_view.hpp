@@ -65,8 +65,14 @@ inline std::size_t product(const std::vector<std::size_t>& s) {
     return n;
 }
 
-inline std::uint64_t to_u64(const py::int_& v, const char* name) {
-    const unsigned long long r = PyLong_AsUnsignedLongLong(v.ptr());
+inline std::uint64_t to_u64(const py::handle& v, const char* name) {
+    PyObject* index = PyNumber_Index(v.ptr());  // accepts NumPy integers, refuses floats
+    if (index == nullptr) {
+        PyErr_Clear();
+        throw py::type_error(std::string(name) + " must be an integer");
+    }
+    const unsigned long long r = PyLong_AsUnsignedLongLong(index);
+    Py_DECREF(index);
     if (r == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
         PyErr_Clear();
         throw py::value_error(std::string(name) + " must be an integer in [0, 2**64)");

@@ -73,8 +73,8 @@ std::uint8_t* bits_buffer(const py::object& bits, std::size_t mask_size) {
     return static_cast<std::uint8_t*>(arr.mutable_data());
 }
 
-void forward(const py::array& x, const py::array& y, const py::int_& seed, const py::int_& offset,
-             const py::int_& threshold, double scale, bool scaled, const py::object& bits,
+void forward(const py::array& x, const py::array& y, const py::object& seed, const py::object& offset,
+             const py::object& threshold, double scale, bool scaled, const py::object& bits,
              const py::tuple& axes) {
     const Checked c = check_pair(x, y, axes);
     const std::uint64_t s = to_u64(seed, "seed");

@@ -17,7 +17,7 @@ namespace py = pybind11;
 namespace fastdropout {
 namespace {
 
-std::uint32_t to_u32(const py::int_& v, const char* name) {
+std::uint32_t to_u32(const py::object& v, const char* name) {
     const std::uint64_t r = to_u64(v, name);
     if (r > 0xFFFFFFFFu) {
         throw py::value_error(std::string(name) + " must be a 32-bit word");
@@ -47,15 +47,29 @@ void register_runtime(py::module_& m) {
     }, "Threads for large arrays.");
     m.def("get_num_threads", &get_num_threads, "Threads used for large arrays.");
     m.def("has_openmp", &has_openmp, "Whether this build uses OpenMP.");
-    m.def("philox", [](const py::int_& c0, const py::int_& c1, const py::int_& c2,
-                       const py::int_& c3, const py::int_& k0, const py::int_& k1) {
+    m.def("_stream_copy", [](const py::array& src, const py::array& dst) {
+        require_c_contiguous(src, "src");
+        require_c_contiguous(dst, "dst");
+        require_writeable(dst, "dst");
+        if (src.nbytes() != dst.nbytes()) {
+            throw py::value_error("src and dst must have the same number of bytes");
+        }
+        require_same_or_disjoint(src, dst);
+        const void* s = src.data();
+        void* d = const_cast<void*>(dst.data());
+        const auto n = static_cast<std::size_t>(src.nbytes());
+        py::gil_scoped_release release;
+        run_copy(s, d, n);
+    }, "Multi-threaded memcpy with the kernels' chunking (benchmark baseline).");
+    m.def("philox", [](const py::object& c0, const py::object& c1, const py::object& c2,
+                       const py::object& c3, const py::object& k0, const py::object& k1) {
         const PhiloxBlock r = philox4x32_10(
             {{to_u32(c0, "c0"), to_u32(c1, "c1"), to_u32(c2, "c2"), to_u32(c3, "c3")}},
             to_u32(k0, "k0"), to_u32(k1, "k1"));
         return std::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
     }, "Scalar Philox4x32-10 of one block.");
-    m.def("_philox_blocks", [](const py::int_& k0, const py::int_& k1, const py::int_& first,
-                               const py::int_& c2, const py::int_& c3, py::ssize_t n) {
+    m.def("_philox_blocks", [](const py::object& k0, const py::object& k1, const py::object& first,
+                               const py::object& c2, const py::object& c3, py::ssize_t n) {
         if (n < 0) {
             throw py::value_error("n_blocks must be >= 0");
         }

@@ -176,6 +176,17 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
     parallel_chunks(n, [&](std::size_t b, std::size_t e) { fn(s, bits, b, e); });
 }
 
+void run_copy(const void* src, void* dst, std::size_t nbytes) {
+    const auto* s = static_cast<const unsigned char*>(src);
+    auto* d = static_cast<unsigned char*>(dst);
+    // Same chunking as a float32 kernel over nbytes / 4 elements.
+    parallel_chunks(nbytes / 4, [&](std::size_t b, std::size_t e) {
+        std::memcpy(d + 4 * b, s + 4 * b, 4 * (e - b));
+    });
+    const std::size_t done = nbytes / 4 * 4;
+    std::memcpy(d + done, s + done, nbytes - done);
+}
+
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
     for (const MergedDim& d : merge_dims(dims, broadcast)) {
         if (d.broadcast) {

@@ -28,6 +28,10 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
 void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
 
+// memcpy of nbytes split over the same threads as the kernels: the benchmarks'
+// physical-limit baseline (same bytes moved, same thread count).
+void run_copy(const void* src, void* dst, std::size_t nbytes);
+
 // Whether any axis of size != 1 is broadcast, i.e. whether the mask differs from
 // a dense one.
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);

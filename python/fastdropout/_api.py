@@ -6,9 +6,9 @@ this module only decides how to feed the core without hidden temporaries:
 - a C-contiguous, aligned input that does not overlap the output is read in
   place by the kernel;
 - ``out=x`` (same memory, same layout) runs in place;
-- anything else (strided, Fortran-ordered, negative strides, partial overlap
-  with ``out``) is first copied into the output with ``np.copyto`` (which
-  copes with overlap), and the kernel then runs in place on the output.
+- anything else (strided, Fortran-ordered, negative strides) is first copied
+  into the output with ``np.copyto``, and the kernel then runs in place on the
+  output; a partial overlap of ``x`` and ``out`` goes through a copy of ``x``.
 """
 
 from __future__ import annotations
@@ -56,16 +56,27 @@ def _target(x: FloatArray, out: FloatArray | None) -> FloatArray:
 def _source(x: FloatArray, y: FloatArray) -> FloatArray:
     """What the kernel reads: ``x`` itself, or ``y`` after copying ``x`` into it."""
     flags = x.flags
-    if flags.c_contiguous and flags.aligned:
-        if not _may_share_memory(x, y):
+    if not _may_share_memory(x, y):
+        if flags.c_contiguous and flags.aligned:
             return x
-        if (
-            x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
-            and x.shape == y.shape
-        ):
-            return y  # out is x: in place (same dtype and C layout, so same bytes)
-    _copyto(y, x)  # copes with any strides and with overlap
+        _copyto(y, x)  # any strides
+        return y
+    if _same_memory(x, y):
+        return y  # out is x: in place
+    # Partial overlap. np.copyto does not always cope with it (1-D arrays of
+    # different strides are copied element by element without a temporary),
+    # so read x through a copy.
+    _copyto(y, x.copy())
     return y
+
+
+def _same_memory(x: FloatArray, y: FloatArray) -> bool:
+    """x and y are the same elements at the same addresses (y is C-contiguous)."""
+    return (
+        x.flags.c_contiguous
+        and x.shape == y.shape
+        and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+    )
 
 
 def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
@@ -77,6 +88,8 @@ def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
 
 def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> FloatArray:
     y = out if out is not None else _empty(x.shape, x.dtype)
+    if out is not None and _may_share_memory(x, out) and not _same_memory(x, out):
+        x = x.copy()  # partial overlap: see _source
     if mode == "inverted":
         _copyto(y, x)
     else:

@@ -25,6 +25,10 @@ def _set_simd(name: str) -> None:
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def has_openmp() -> bool: ...
+def _stream_copy(src: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]) -> None:
+    """memcpy of src into dst (C-contiguous, same byte count) split over the kernels'
+    threads and chunks: the benchmarks' physical-limit baseline."""
+
 def philox(
     c0: int, c1: int, c2: int, c3: int, k0: int, k1: int
 ) -> tuple[int, int, int, int]:

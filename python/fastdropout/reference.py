@@ -191,10 +191,23 @@ def _apply_mask(y: FloatArray, bits: npt.NDArray[np.uint8], axes: tuple[int, ...
             flat[start:stop] = np.where(kept, v * scale if scaled else v, zero)
 
 
+def _copy_input(y: FloatArray, x: FloatArray) -> None:
+    """``y[...] = x``. SPEC 6: the result is that of ``np.ascontiguousarray(x)``
+    even when ``out`` overlaps ``x``. np.copyto does not always cope with a
+    partial overlap (1-D arrays of different strides), so read through a copy
+    unless ``y`` is ``x`` itself."""
+    if np.may_share_memory(x, y) and not (
+        x.flags.c_contiguous and x.shape == y.shape
+        and x.__array_interface__["data"] == y.__array_interface__["data"]
+    ):
+        x = x.copy()
+    np.copyto(y, x)
+
+
 def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
     """SPEC 3, evaluation: inverted gives ``x``; classic gives ``x * dtype(1 - p)``."""
     if mode == "inverted":
-        np.copyto(y, x)
+        _copy_input(y, x)
     else:
         with np.errstate(all="ignore"):  # Inf * 0 for p == 1 is NaN, quietly
             np.multiply(x, _v.classic_factor(p, x.dtype), out=y)
@@ -214,9 +227,7 @@ def _forward(plan: _v.ForwardPlan) -> Any:
         return (y, None) if plan.return_mask else y
     seed = resolve_seed(plan.seed)
     bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
-    # SPEC 6: the result is that of np.ascontiguousarray(x); copyto also copes
-    # with out being x, or overlapping it.
-    np.copyto(y, x)
+    _copy_input(y, x)
     _apply_mask(y, bits, plan.axes, _v.inverted_scale(plan.p, x.dtype),
                 plan.mode == "inverted")
     if not plan.return_mask:
@@ -281,7 +292,7 @@ def dropout_backward(
         bits = plan.mask.bits
     else:  # regenerate the forward's mask from (seed, offset)
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
-    np.copyto(y, g)
+    _copy_input(y, g)
     _apply_mask(y, bits, plan.axes, _v.inverted_scale(plan.p, g.dtype),
                 plan.mode == "inverted")
     return y
