@@ -23,7 +23,8 @@ def _import() -> tuple[types.ModuleType, bool]:
         if exc.name != "fastdropout._core":
             raise
         spec = importlib.util.find_spec("fastdropout")
-        assert spec is not None and spec.submodule_search_locations is not None
+        assert spec is not None
+        assert spec.submodule_search_locations is not None
         stub = types.ModuleType("fastdropout")
         stub.__path__ = list(spec.submodule_search_locations)
         sys.modules["fastdropout"] = stub
@@ -33,7 +34,6 @@ def _import() -> tuple[types.ModuleType, bool]:
 
 fastdropout, HAVE_CORE = _import()
 
-import fastdropout.reference as reference  # noqa: E402
 
 NO_CORE_REASON = "fastdropout._core is not built (reference-only run)"
 
@@ -46,8 +46,11 @@ else:  # pragma: no cover - depends on the build
     AVAILABLE_SIMD = []
 
 DTYPES = (np.float16, np.float32, np.float64)
-UINT_OF = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32,
-           np.dtype(np.float64): np.uint64}
+UINT_OF = {
+    np.dtype(np.float16): np.uint16,
+    np.dtype(np.float32): np.uint32,
+    np.dtype(np.float64): np.uint64,
+}
 TWO_64 = 1 << 64
 
 
@@ -61,7 +64,12 @@ def philox_py(counter: tuple[int, ...], key: tuple[int, ...]) -> tuple[int, ...]
             k1 = (k1 + 0xBB67AE85) & 0xFFFFFFFF
         p0 = 0xD2511F53 * c0
         p1 = 0xCD9E8D57 * c2
-        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & 0xFFFFFFFF, (p0 >> 32) ^ c3 ^ k1, p0 & 0xFFFFFFFF
+        c0, c1, c2, c3 = (
+            (p1 >> 32) ^ c1 ^ k0,
+            p1 & 0xFFFFFFFF,
+            (p0 >> 32) ^ c3 ^ k1,
+            p0 & 0xFFFFFFFF,
+        )
     return c0, c1, c2, c3
 
 
@@ -112,11 +120,26 @@ def special_values(dtype: Any, n: int, rng: np.random.Generator) -> np.ndarray:
     dt = np.dtype(dtype)
     info = np.finfo(dt)
     specials = np.array(
-        [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0,
-         float(info.smallest_subnormal), -float(info.smallest_subnormal),
-         3 * float(info.smallest_subnormal), float(info.smallest_normal),
-         float(info.max), -float(info.max), float(info.max) / 1.5,
-         1.0, -1.0, float(info.eps), 0.5, 1e4],
+        [
+            np.nan,
+            -np.nan,
+            np.inf,
+            -np.inf,
+            0.0,
+            -0.0,
+            float(info.smallest_subnormal),
+            -float(info.smallest_subnormal),
+            3 * float(info.smallest_subnormal),
+            float(info.smallest_normal),
+            float(info.max),
+            -float(info.max),
+            float(info.max) / 1.5,
+            1.0,
+            -1.0,
+            float(info.eps),
+            0.5,
+            1e4,
+        ],
     ).astype(dt)
     with np.errstate(over="ignore"):
         x = (rng.standard_normal(n) * 3).astype(dt)

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util import AVAILABLE_SIMD, HAVE_CORE, NO_CORE_REASON, core, fastdropout, reference
+from _util import (
+    AVAILABLE_SIMD,
+    HAVE_CORE,
+    NO_CORE_REASON,
+    core,
+    fastdropout,
+    reference,
+)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -15,10 +22,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if not HAVE_CORE:
         return [f"fastdropout: {NO_CORE_REASON}"]
     return [
-        f"fastdropout {fastdropout.__version__}: simd level {core.simd_level()} "
-        f"(available: {', '.join(AVAILABLE_SIMD)}; compiled: "
-        f"{', '.join(core._compiled_simd())}), threads {core.get_num_threads()}, "
-        f"OpenMP {'yes' if core.has_openmp() else 'no'}"
+        (
+            f"fastdropout {fastdropout.__version__}: simd level {core.simd_level()} "
+            f"(available: {', '.join(AVAILABLE_SIMD)}; compiled: "
+            f"{', '.join(core._compiled_simd())}), threads {core.get_num_threads()}, "
+            f"OpenMP {'yes' if core.has_openmp() else 'no'}"
+        )
     ]
 
 
@@ -61,8 +70,9 @@ def simd(request: pytest.FixtureRequest) -> Iterator[str]:
         core._set_simd(before)
 
 
-@pytest.fixture(params=[np.float16, np.float32, np.float64],
-                ids=["float16", "float32", "float64"])
+@pytest.fixture(
+    params=[np.float16, np.float32, np.float64], ids=["float16", "float32", "float64"]
+)
 def dtype(request: pytest.FixtureRequest) -> Any:
     return request.param
 

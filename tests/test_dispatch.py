@@ -35,8 +35,12 @@ def run_python(code: str, simd: str | None) -> subprocess.CompletedProcess[str]:
     if simd is not None:
         env["FASTDROPOUT_SIMD"] = simd
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -55,7 +59,9 @@ def test_forced_level_is_used(level: str) -> None:
     # every level computes the same mask
     import fastdropout
 
-    expected = int((fastdropout.dropout(np.ones(1000, np.float32), 0.5, seed=1) != 0).sum())
+    expected = int(
+        (fastdropout.dropout(np.ones(1000, np.float32), 0.5, seed=1) != 0).sum()
+    )
     assert int(kept) == expected
 
 
@@ -82,7 +88,7 @@ def test_unknown_name_fails_import_listing_valid_names(name: str) -> None:
 
 
 def test_unsupported_or_missing_level_is_refused() -> None:
-    refused = sorted((KNOWN - set(AVAILABLE_SIMD)))
+    refused = sorted(KNOWN - set(AVAILABLE_SIMD))
     if not refused:  # pragma: no cover - depends on the machine
         pytest.skip("this CPU supports every level compiled, and all are compiled")
     for name in refused:
@@ -103,7 +109,8 @@ def test_compiled_but_unsupported_level() -> None:
     for name in unsupported:  # pragma: no cover - depends on the machine
         proc = run_python("import fastdropout", name)
         assert proc.returncode != 0
-        assert "not supported" in proc.stderr and name in proc.stderr
+        assert "not supported" in proc.stderr
+        assert name in proc.stderr
 
 
 def test_level_lists(core_module: Any) -> None:
@@ -140,7 +147,9 @@ def _cpu_flags() -> set[str]:
 
 
 @pytest.mark.skipif(
-    not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")),
+    not (
+        sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+    ),
     reason="/proc/cpuinfo cross-check is for Linux x86-64",
 )
 def test_detection_agrees_with_proc_cpuinfo() -> None:
@@ -174,8 +183,23 @@ def test_stub_matches_module(core_module: Any) -> None:
             names.add(node.target.id)
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    public = {n for n in dir(core_module) if not (n.startswith("__") and n.endswith("__"))}
+    public = {
+        n for n in dir(core_module) if not (n.startswith("__") and n.endswith("__"))
+    }
     public |= {"__version__"} if hasattr(core_module, "__version__") else set()
     assert names == public
     assert isinstance(core_module.__version__, str)
     assert core_module.__version__ == fastdropout.__version__
+
+
+def test_cli_info() -> None:
+    proc = run_python(
+        "from fastdropout.__main__ import main; raise SystemExit(main(['info']))",
+        "scalar",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "simd level  scalar" in out
+    for word in ("fastdropout", "available", "compiled", "threads", "openmp"):
+        assert word in out
+    assert "scalar" in out.split("available", 1)[1]

@@ -16,9 +16,29 @@ from _util import TWO_64, assert_same, assert_same_mask, make_input, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SHAPES = [(), (0,), (1,), (3,), (7,), (8,), (9,), (15,), (16,), (17,), (31,), (33,),
-          (63,), (64,), (65,), (127,), (129,), (4097,), (3, 5, 7), (2, 0, 3),
-          (1, 1, 1, 1)]
+SHAPES = [
+    (),
+    (0,),
+    (1,),
+    (3,),
+    (7,),
+    (8,),
+    (9,),
+    (15,),
+    (16,),
+    (17,),
+    (31,),
+    (33,),
+    (63,),
+    (64,),
+    (65,),
+    (127,),
+    (129,),
+    (4097,),
+    (3, 5, 7),
+    (2, 0, 3),
+    (1, 1, 1, 1),
+]
 PS = [0.0, 2.0**-40, 0.1, 0.5, 0.9, 1 - 2.0**-30, 1 - 2.0**-33, 1.0]
 P_IDS = ["0", "2^-40", "0.1", "0.5", "0.9", "1-2^-30", "1-2^-33", "1"]
 SEEDS = [0, 1, TWO_64 - 1, 0x9E3779B97F4A7C15]
@@ -52,7 +72,9 @@ def check_forward_backward(native: Any, x: np.ndarray, p: float, **kw: Any) -> N
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-def test_shapes(native: Any, simd: str, dtype: Any, shape: tuple[int, ...], mode: str) -> None:
+def test_shapes(
+    native: Any, simd: str, dtype: Any, shape: tuple[int, ...], mode: str
+) -> None:
     assert native.simd_level() == simd
     x = make_input(shape, dtype, seed=len(shape) + sum(shape))
     check_forward_backward(native, x, 0.3, seed=42, offset=3, mode=mode)
@@ -118,15 +140,19 @@ def test_layouts(native: Any, simd: str, dtype: Any, layout: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "axes", [0, 1, 2, -1, (0, 2), (2, 0), (0, 1), (1, 2), (0, 1, 2), ()],
+    "axes",
+    [0, 1, 2, -1, (0, 2), (2, 0), (0, 1), (1, 2), (0, 1, 2), ()],
     ids=lambda a: str(a).replace(" ", ""),
 )
-def test_broadcast_axes(native: Any, simd: str, dtype: Any, axes: Any, mode: str) -> None:
+def test_broadcast_axes(
+    native: Any, simd: str, dtype: Any, axes: Any, mode: str
+) -> None:
     del simd
     for shape in ((3, 5, 7), (2, 9, 33), (4, 1, 17)):
         x = make_input(shape, dtype, seed=6)
-        check_forward_backward(native, x, 0.4, seed=13, offset=TWO_64 - 3,
-                               broadcast_axes=axes, mode=mode)
+        check_forward_backward(
+            native, x, 0.4, seed=13, offset=TWO_64 - 3, broadcast_axes=axes, mode=mode
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -136,7 +162,8 @@ def test_evaluation(native: Any, dtype: Any, p: float, mode: str) -> None:
     check_forward_backward(native, x, p, training=False, mode=mode, seed=1)
     y, m = native.dropout(x, p, training=False, mode=mode, return_mask=True)
     assert m is None
-    assert y.flags.c_contiguous and not np.shares_memory(y, x)
+    assert y.flags.c_contiguous
+    assert not np.shares_memory(y, x)
     xf = np.asfortranarray(x)
     assert native.dropout(xf, p, training=False, mode=mode).flags.c_contiguous
     out = np.empty_like(x)
@@ -167,16 +194,24 @@ def _out_cases(n: int, dtype: Any) -> dict[str, Any]:
         buf[::2][:n] = make_input((n,), dtype, 8)
         return buf[: 2 * n : 2], buf[n // 2 : n // 2 + n]
 
-    return {"separate": separate, "same": same, "overlap+1": overlap(1),
-            "overlap-1": overlap(-1), "overlap+7": overlap(7),
-            "strided-overlap": strided_overlap}
+    return {
+        "separate": separate,
+        "same": same,
+        "overlap+1": overlap(1),
+        "overlap-1": overlap(-1),
+        "overlap+7": overlap(7),
+        "strided-overlap": strided_overlap,
+    }
 
 
 @pytest.mark.parametrize(
-    "case", ["separate", "same", "overlap+1", "overlap-1", "overlap+7", "strided-overlap"]
+    "case",
+    ["separate", "same", "overlap+1", "overlap-1", "overlap+7", "strided-overlap"],
 )
-@pytest.mark.parametrize("what", ["forward", "forward-axes", "backward-mask",
-                                  "backward-regen", "eval-classic"])
+@pytest.mark.parametrize(
+    "what",
+    ["forward", "forward-axes", "backward-mask", "backward-regen", "eval-classic"],
+)
 def test_out(native: Any, dtype: Any, case: str, what: str) -> None:
     n = 301
     make = _out_cases(n, dtype)[case]
@@ -233,7 +268,9 @@ def test_huge_array(native: Any) -> None:
     del yr, yn
     # sampled against the literal stream
     idx = np.array([0, 1, (1 << 23) - 1, 1 << 23, (1 << 24) + 12], dtype=np.int64)
-    np.testing.assert_array_equal(mn.to_bool()[idx], reference.keep(77, kw["offset"], idx, 0.25))
+    np.testing.assert_array_equal(
+        mn.to_bool()[idx], reference.keep(77, kw["offset"], idx, 0.25)
+    )
 
 
 axes_shapes = st.lists(st.integers(0, 6), min_size=0, max_size=5).map(tuple)
@@ -243,28 +280,45 @@ axes_shapes = st.lists(st.integers(0, 6), min_size=0, max_size=5).map(tuple)
 def dropout_case(draw: st.DrawFn) -> dict[str, Any]:
     shape = draw(axes_shapes)
     ndim = len(shape)
-    axes = draw(st.one_of(
-        st.none(),
-        st.sets(st.integers(0, ndim - 1), max_size=ndim).map(
-            lambda s: tuple(a - ndim if i % 2 else a for i, a in enumerate(sorted(s)))
-        ) if ndim else st.just(()),
-    ))
+    axes = draw(
+        st.one_of(
+            st.none(),
+            st.sets(st.integers(0, ndim - 1), max_size=ndim).map(
+                lambda s: tuple(
+                    a - ndim if i % 2 else a for i, a in enumerate(sorted(s))
+                )
+            )
+            if ndim
+            else st.just(()),
+        )
+    )
     return {
         "shape": shape,
         "axes": axes,
         "dtype": draw(st.sampled_from([np.float16, np.float32, np.float64])),
         "p": draw(st.one_of(st.sampled_from(PS), st.floats(0, 1))),
         "seed": draw(st.integers(0, TWO_64 - 1)),
-        "offset": draw(st.one_of(st.integers(0, TWO_64 - 1),
-                                 st.integers(TWO_64 - 200, TWO_64 - 1))),
+        "offset": draw(
+            st.one_of(st.integers(0, TWO_64 - 1), st.integers(TWO_64 - 200, TWO_64 - 1))
+        ),
         "mode": draw(st.sampled_from(MODES)),
     }
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(case=dropout_case())
 def test_random_cases(native: Any, case: dict[str, Any]) -> None:
     x = make_input(case["shape"], case["dtype"], seed=case["seed"] % 1000)
-    check_forward_backward(native, x, case["p"], seed=case["seed"], offset=case["offset"],
-                           mode=case["mode"], broadcast_axes=case["axes"])
+    check_forward_backward(
+        native,
+        x,
+        case["p"],
+        seed=case["seed"],
+        offset=case["offset"],
+        mode=case["mode"],
+        broadcast_axes=case["axes"],
+    )

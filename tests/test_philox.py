@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util import AVAILABLE_SIMD, philox_py, reference
+from _util import philox_py, reference
 
 KAT_FILE = Path(__file__).parent / "data" / "philox_kat.txt"
 MASK32 = 0xFFFFFFFF
@@ -59,7 +59,9 @@ def test_reference_vectorised_matches_scalar_python() -> None:
 
 
 @pytest.mark.parametrize(("counter", "key", "expected"), KATS, ids=KAT_IDS)
-def test_core_scalar_kat(core_module: Any, counter: Any, key: Any, expected: Any) -> None:
+def test_core_scalar_kat(
+    core_module: Any, counter: Any, key: Any, expected: Any
+) -> None:
     assert tuple(core_module.philox(*counter, *key)) == expected
 
 
@@ -74,8 +76,19 @@ def test_core_simd_kat(
     assert tuple(int(v) for v in out) == expected
 
 
-FIRST_BLOCKS = [0, 1, 5, (1 << 32) - 3, (1 << 32) - 1, 1 << 32, (1 << 33) + 7,
-                (1 << 62) - 2, (1 << 63) + 11, (1 << 64) - 5, (1 << 64) - 1]
+FIRST_BLOCKS = [
+    0,
+    1,
+    5,
+    (1 << 32) - 3,
+    (1 << 32) - 1,
+    1 << 32,
+    (1 << 33) + 7,
+    (1 << 62) - 2,
+    (1 << 63) + 11,
+    (1 << 64) - 5,
+    (1 << 64) - 1,
+]
 
 
 @pytest.mark.parametrize("first_block", FIRST_BLOCKS, ids=hex)

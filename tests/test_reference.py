@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from _util import TWO_64, assert_same, bits_of, make_input, philox_py, reference
-
 from fastdropout import _validate
 from fastdropout.mask import Mask
 
@@ -45,7 +44,9 @@ def test_mask_bits_follow_spec_literally(seed: int, offset: int) -> None:
     got = np.unpackbits(bits, count=n, bitorder="little").astype(bool)
     np.testing.assert_array_equal(got, expected)
     assert bits[-1] >> (n % 8) == 0  # unused high bits are zero
-    np.testing.assert_array_equal(reference.keep(seed, offset, np.arange(n), p), expected)
+    np.testing.assert_array_equal(
+        reference.keep(seed, offset, np.arange(n), p), expected
+    )
 
 
 def test_keep_wraps_modulo_2_64() -> None:
@@ -102,7 +103,9 @@ def test_p_near_one_drops_everything(p: float) -> None:
 
 
 @pytest.mark.parametrize("chunk", [8, 16, 24, 4096])
-def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+def test_chunking_does_not_change_results(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
     x = make_input((5, 61), np.float32, 3)
     expected = [
         reference.dropout(x, 0.3, seed=11, offset=TWO_64 - 5, return_mask=True),
@@ -144,7 +147,8 @@ def test_values_select_not_multiply(dtype: Any, mode: str) -> None:
     assert_same(y[kept], expected_kept[kept])
     # dropped: +0.0 whatever x was (NaN, Inf and -0.0 included)
     assert not bits_of(y[~kept]).any()
-    assert np.isnan(x[~kept]).any() and np.isinf(x[~kept]).any()
+    assert np.isnan(x[~kept]).any()
+    assert np.isinf(x[~kept]).any()
 
 
 def test_float16_products_overflow_to_inf() -> None:
@@ -169,7 +173,8 @@ def test_evaluation(dtype: Any, p: float) -> None:
     x = make_input((7, 5), dtype, 2)
     y = reference.dropout(x, p, training=False)
     assert_same(y, x)
-    assert y is not x and not np.shares_memory(y, x)
+    assert y is not x
+    assert not np.shares_memory(y, x)
     y, m = reference.dropout(x, p, training=False, mode="classic", return_mask=True)
     assert m is None
     with np.errstate(all="ignore"):
@@ -198,7 +203,9 @@ def test_generator_seed_is_one_64_bit_draw() -> None:
 
 
 def test_none_seed_is_fresh() -> None:
-    seeds = {reference.dropout(np.ones(4), 0.5, return_mask=True)[1].seed for _ in range(4)}
+    seeds = {
+        reference.dropout(np.ones(4), 0.5, return_mask=True)[1].seed for _ in range(4)
+    }
     assert len(seeds) == 4
     assert all(0 <= s < TWO_64 for s in seeds)
 
@@ -270,8 +277,9 @@ def test_spatial_channels_first_and_last_drop_the_same_maps() -> None:
     x = make_input((3, 5, 4, 7), np.float32, 10)
     yf, mf = reference.spatial_dropout(x, 0.5, seed=4, return_mask=True)
     xl = np.moveaxis(x, 1, -1)
-    yl, ml = reference.spatial_dropout(xl, 0.5, seed=4, data_format="channels_last",
-                                       return_mask=True)
+    yl, ml = reference.spatial_dropout(
+        xl, 0.5, seed=4, data_format="channels_last", return_mask=True
+    )
     assert mf.shape == (3, 5, 1, 1)
     assert ml.shape == (3, 1, 1, 5)
     np.testing.assert_array_equal(mf.bits, ml.bits)

@@ -21,9 +21,11 @@ def test_thread_count_does_not_change_results(
     del simd
     assert native.get_num_threads() == nthreads
     x = make_input(shape, dtype, seed=nthreads)
-    for kw in ({"seed": 3, "offset": TWO_64 - 999},
-               {"seed": 4, "broadcast_axes": (0,), "mode": "classic"},
-               {"seed": 5, "broadcast_axes": (-1,)}):
+    for kw in (
+        {"seed": 3, "offset": TWO_64 - 999},
+        {"seed": 4, "broadcast_axes": (0,), "mode": "classic"},
+        {"seed": 5, "broadcast_axes": (-1,)},
+    ):
         yr, mr = reference.dropout(x, 0.3, return_mask=True, **kw)
         yn, mn = native.dropout(x, 0.3, return_mask=True, **kw)
         assert_same(yn, yr)
@@ -71,7 +73,8 @@ def test_concurrent_calls_with_thread_count_changes(native: Any) -> None:
 
 def test_get_set_num_threads(native: Any) -> None:
     before = native.get_num_threads()
-    assert isinstance(before, int) and before >= 1
+    assert isinstance(before, int)
+    assert before >= 1
     try:
         for n in (1, 2, np.int64(3), 7):
             native.set_num_threads(n)
@@ -83,8 +86,16 @@ def test_get_set_num_threads(native: Any) -> None:
 
 @pytest.mark.parametrize(
     ("n", "exc"),
-    [(0, ValueError), (-1, ValueError), (1 << 40, ValueError), (1.5, TypeError),
-     ("2", TypeError), (None, TypeError), (True, TypeError), (2.0, TypeError)],
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (1 << 40, ValueError),
+        (1.5, TypeError),
+        ("2", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (2.0, TypeError),
+    ],
     ids=["0", "-1", "2^40", "1.5", "str", "None", "True", "2.0"],
 )
 def test_set_num_threads_errors(native: Any, n: Any, exc: type[Exception]) -> None:

@@ -13,6 +13,9 @@ _USAGE = """usage: python -m fastdropout {info,bench,demo} [args...]
   demo    demonstration (python -m fastdropout demo --help)
 """
 
+# Commands implemented elsewhere, imported only when used.
+_COMMANDS = {"bench": "fastdropout._bench", "demo": "fastdropout.demo"}
+
 
 def info() -> str:
     """What ``python -m fastdropout info`` prints."""
@@ -43,10 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "info":
         print(info())
         return 0
-    if command == "bench":
-        return int(importlib.import_module("fastdropout._bench").main(rest) or 0)
-    if command == "demo":
-        return int(importlib.import_module("fastdropout.demo").main(rest) or 0)
+    if command in _COMMANDS:
+        module_name = _COMMANDS[command]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            print(f"`{command}` is not available in this installation", file=sys.stderr)
+            return 1
+        return int(module.main(rest) or 0)
     print(f"unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

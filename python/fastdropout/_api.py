@@ -13,6 +13,7 @@ this module only decides how to feed the core without hidden temporaries:
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,10 +54,11 @@ def _target(x: FloatArray, out: FloatArray | None) -> FloatArray:
     return out
 
 
-def _source(x: FloatArray, y: FloatArray) -> FloatArray:
-    """What the kernel reads: ``x`` itself, or ``y`` after copying ``x`` into it."""
-    flags = x.flags
-    if not _may_share_memory(x, y):
+def _source(x: FloatArray, y: FloatArray, out: FloatArray | None) -> FloatArray:
+    """What the kernel reads: ``x`` itself, or ``y`` after copying ``x`` into it.
+    ``y`` is ``out`` or a fresh array (which cannot overlap ``x``)."""
+    if y is not out or not _may_share_memory(x, y):
+        flags = x.flags
         if flags.c_contiguous and flags.aligned:
             return x
         _copyto(y, x)  # any strides
@@ -99,30 +101,25 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 
 
 def _forward(plan: _v.ForwardPlan) -> Any:
-    x = plan.x
-    out = plan.out
-    if not plan.training:
-        y = _evaluate(x, plan.p, plan.mode, out)
-        return (y, None) if plan.return_mask else y
-    seed = resolve_seed(plan.seed)
-    p = plan.p
-    axes = plan.axes
-    y = _target(x, out)
-    bits = (
-        _empty((plan.n_mask + 7) >> 3, _uint8) if (plan.return_mask or axes) else None
+    x, p, training, mode, seed_arg, offset, axes, mask_shape, n_mask, out, want_mask = (
+        plan
     )
-    if plan.mode == "inverted":
-        _core.forward(_source(x, y), y, seed, plan.offset, _threshold(p),
-                      float(_inverted_scale(p, x.dtype)), True, bits, axes)
-    else:
-        _core.forward(_source(x, y), y, seed, plan.offset, _threshold(p), 1.0, False,
-                      bits, axes)
+    if not training:
+        y = _evaluate(x, p, mode, out)
+        return (y, None) if want_mask else y
+    seed = resolve_seed(seed_arg)
+    y = _target(x, out)
+    bits = _empty((n_mask + 7) >> 3, _uint8) if (want_mask or axes) else None
+    scaled = mode == "inverted"
+    scale = float(_inverted_scale(p, x.dtype)) if scaled else 1.0
+    _core.forward(
+        _source(x, y, out), y, seed, offset, _threshold(p), scale, scaled, bits, axes
+    )
     y = _finish(y, out)
-    if not plan.return_mask:
+    if not want_mask:
         return y
     assert bits is not None
-    return y, Mask._new(bits, plan.mask_shape, plan.n_mask, p, plan.mode, seed,
-                        plan.offset, axes)
+    return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes)
 
 
 def dropout(
@@ -172,8 +169,9 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
-    plan = _v.plan_forward(x, p, training, mode, seed, offset, broadcast_axes, out,
-                           return_mask)
+    plan = _v.plan_forward(
+        x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
+    )
     return _forward(plan)
 
 
@@ -196,8 +194,19 @@ def spatial_dropout(
     and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
     for the same seed and offset. Other arguments as :func:`dropout`.
     """
-    plan = _v.plan_forward(x, p, training, mode, seed, offset, None, out,
-                           return_mask, data_format=data_format)
+    plan = _v.plan_forward(
+        x,
+        p,
+        training,
+        mode,
+        seed,
+        offset,
+        None,
+        out,
+        return_mask,
+        spatial=True,
+        data_format=data_format,
+    )
     return _forward(plan)
 
 
@@ -229,11 +238,22 @@ def dropout_backward(
     scaled = plan.mode == "inverted"
     scale = float(_inverted_scale(plan.p, g.dtype)) if scaled else 1.0
     if plan.mask is not None:
-        _core.backward_mask(_source(g, y), y, plan.mask.bits, scale, scaled, plan.axes)
+        _core.backward_mask(
+            _source(g, y, out_), y, plan.mask.bits, scale, scaled, plan.axes
+        )
     else:
         bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None
-        _core.forward(_source(g, y), y, plan.seed, plan.offset, _threshold(plan.p),
-                      scale, scaled, bits, plan.axes)
+        _core.forward(
+            _source(g, y, out_),
+            y,
+            plan.seed,
+            plan.offset,
+            _threshold(plan.p),
+            scale,
+            scaled,
+            bits,
+            plan.axes,
+        )
     return _finish(y, out_)
 
 
@@ -242,8 +262,8 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, (bool, np.bool_)):
         raise TypeError(f"n must be an int >= 1, got {n!r}")
     try:
-        value = int(n.__index__())  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
+        value = operator.index(n)
+    except TypeError:
         raise TypeError(f"n must be an int >= 1, got {n!r}") from None
     if not 1 <= value <= 0x7FFFFFFF:
         raise ValueError(f"n must be an int >= 1 (and < 2**31), got {value}")

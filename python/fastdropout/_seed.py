@@ -37,6 +37,8 @@ def _int_seed(seed: object) -> int:
 
 def check_seed(seed: object) -> None:
     """Validate ``seed`` without drawing anything from it."""
+    if type(seed) is int and 0 <= seed < _TWO_64:  # fast path
+        return
     if seed is None or isinstance(seed, np.random.Generator):
         return
     _int_seed(seed)
@@ -44,6 +46,8 @@ def check_seed(seed: object) -> None:
 
 def resolve_seed(seed: object) -> int:
     """The 64-bit seed a call uses (draws from a Generator or the OS)."""
+    if type(seed) is int and 0 <= seed < _TWO_64:  # fast path
+        return seed
     if seed is None:
         return secrets.randbits(64)
     if isinstance(seed, np.random.Generator):

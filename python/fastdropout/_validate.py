@@ -55,6 +55,7 @@ DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
 SPATIAL_RANKS: tuple[int, ...] = (3, 4, 5)
 
 _FLOAT_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+_FLOAT16_OVERFLOW = 65520.0  # half-way between float16's max (65504) and 2**16
 _TAKES = "float16, float32 or float64 (native byte order)"
 
 
@@ -104,8 +105,11 @@ def inverted_scale(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
     """SPEC section 3: ``dtype(1 / (1 - p))``, computed in float64 and rounded
     once to ``dtype``; ``inf`` for ``p == 1`` (and where float16 overflows)."""
     s = math.inf if p == 1.0 else 1.0 / (1.0 - p)
-    with np.errstate(over="ignore"):
-        return dtype.type(s)  # type: ignore[no-any-return]
+    if s >= _FLOAT16_OVERFLOW and dtype.itemsize == 2:
+        # float16 rounds [65520, inf) to inf; say so without the cast's warning
+        # (float32/float64 cannot overflow: s <= 2**53 for p < 1).
+        s = math.inf
+    return dtype.type(s)  # type: ignore[no-any-return]
 
 
 def classic_factor(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
@@ -114,12 +118,9 @@ def classic_factor(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
 
 
 def check_mode(mode: object) -> str:
-    if type(mode) is str or isinstance(mode, str):
-        if mode in MODES:
-            return str(mode)
-    raise ValueError(
-        f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}"
-    )
+    if (type(mode) is str or isinstance(mode, str)) and mode in MODES:
+        return str(mode)
+    raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
 
 
 def check_data_format(data_format: object) -> str:
@@ -296,6 +297,9 @@ class ForwardPlan(NamedTuple):
     return_mask: bool
 
 
+_new_tuple = tuple.__new__
+
+
 def plan_forward(
     x: object,
     p: object,
@@ -307,19 +311,20 @@ def plan_forward(
     out: object,
     return_mask: object,
     *,
+    spatial: bool = False,
     data_format: object = None,
 ) -> ForwardPlan:
-    """Validate every argument of ``dropout``/``spatial_dropout`` (the latter
-    when ``data_format`` is given), in a fixed order, before any work."""
+    """Validate every argument of ``dropout`` (or of ``spatial_dropout`` with
+    ``spatial=True``), in a fixed order, before any work."""
     pf = check_p(p)
     train = check_flag(training, "training")
     m = check_mode(mode)
-    if data_format is not None:
+    if spatial:
         fmt = check_data_format(data_format)
     check_seed(seed)
     off = check_offset(offset)
     arr = check_array(x)
-    if data_format is not None:
+    if spatial:
         axes = spatial_axes(arr.ndim, fmt)
     else:
         axes = normalize_axes(broadcast_axes, arr.ndim)
@@ -331,7 +336,10 @@ def plan_forward(
     else:
         mshape = arr.shape
         n_mask = arr.size
-    return ForwardPlan(arr, pf, train, m, seed, off, axes, mshape, n_mask, o, want_mask)
+    # tuple.__new__ skips NamedTuple's Python-level __new__ (fast path).
+    return _new_tuple(
+        ForwardPlan, (arr, pf, train, m, seed, off, axes, mshape, n_mask, o, want_mask)
+    )
 
 
 class BackwardPlan(NamedTuple):
@@ -400,12 +408,11 @@ def plan_backward(
             a for a, (ms, gs) in enumerate(zip(mshape, g.shape)) if ms == 1 != gs
         )
         o = None if out is None else check_out(out, g.shape, g.dtype)
-        return BackwardPlan(g, mask.p, mask.mode, mask, 0, 0, axes, mshape,
-                            mask.size, o)
-    if pf is None or seed is None:
-        missing = " and ".join(
-            n for n, v in (("p", pf), ("seed", seed)) if v is None
+        return BackwardPlan(
+            g, mask.p, mask.mode, mask, 0, 0, axes, mshape, mask.size, o
         )
+    if pf is None or seed is None:
+        missing = " and ".join(n for n, v in (("p", pf), ("seed", seed)) if v is None)
         raise ValueError(
             "dropout_backward needs either the mask of the forward call or the "
             f"p, seed and offset it used to regenerate it; {missing} missing"

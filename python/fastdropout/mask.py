@@ -205,8 +205,15 @@ class Mask:
 
     def __hash__(self) -> int:
         return hash(
-            (self._shape, self._p, self._mode, self._seed, self._offset, self._axes,
-             self._bits.tobytes())
+            (
+                self._shape,
+                self._p,
+                self._mode,
+                self._seed,
+                self._offset,
+                self._axes,
+                self._bits.tobytes(),
+            )
         )
 
     def __reduce__(
@@ -214,8 +221,15 @@ class Mask:
     ) -> tuple[type[Mask], tuple[Any, ...]]:
         return (
             Mask,
-            (np.array(self._bits), self._shape, self._p, self._mode, self._seed,
-             self._offset, self._axes),
+            (
+                np.array(self._bits),
+                self._shape,
+                self._p,
+                self._mode,
+                self._seed,
+                self._offset,
+                self._axes,
+            ),
         )
 
     def __copy__(self) -> Mask:

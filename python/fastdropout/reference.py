@@ -12,7 +12,7 @@ and the one-bit-per-element mask.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -124,7 +124,9 @@ def mask_bits(seed: int, offset: int, n: int, p: float) -> npt.NDArray[np.uint8]
     return np.concatenate(parts)
 
 
-def keep(seed: int, offset: int, index: npt.ArrayLike, p: float) -> npt.NDArray[np.bool_]:
+def keep(
+    seed: int, offset: int, index: npt.ArrayLike, p: float
+) -> npt.NDArray[np.bool_]:
     """Decisions for arbitrary mask indices (True = kept), e.g. to sample-check
     a huge array: the decision of element ``index`` of a mask drawn at
     ``(seed, offset)`` with drop probability ``p`` (SPEC 2)."""
@@ -150,8 +152,9 @@ def keep(seed: int, offset: int, index: npt.ArrayLike, p: float) -> npt.NDArray[
 # --------------------------------------------------------------------------
 
 
-def _mask_index(i: npt.NDArray[np.int64], shape: tuple[int, ...],
-                axes: tuple[int, ...]) -> npt.NDArray[np.int64]:
+def _mask_index(
+    i: npt.NDArray[np.int64], shape: tuple[int, ...], axes: tuple[int, ...]
+) -> npt.NDArray[np.int64]:
     """Mask element of each C-order flat index ``i`` of an array of ``shape``.
 
     SPEC 4: the mask shape is ``shape`` with the broadcast axes set to 1, so
@@ -168,8 +171,13 @@ def _mask_index(i: npt.NDArray[np.int64], shape: tuple[int, ...],
     return m
 
 
-def _apply_mask(y: FloatArray, bits: npt.NDArray[np.uint8], axes: tuple[int, ...],
-                scale: np.floating[Any], scaled: bool) -> None:
+def _apply_mask(
+    y: FloatArray,
+    bits: npt.NDArray[np.uint8],
+    axes: tuple[int, ...],
+    scale: np.floating[Any],
+    scaled: bool,
+) -> None:
     """In place on C-contiguous ``y``: ``keep ? (scaled ? y * scale : y) : +0.0``.
 
     SPEC 3: a select, not a multiply by zero, so dropped NaN/Inf give +0.0;
@@ -184,8 +192,11 @@ def _apply_mask(y: FloatArray, bits: npt.NDArray[np.uint8], axes: tuple[int, ...
             m = _mask_index(np.arange(start, stop, dtype=np.int64), y.shape, axes)
             kept = ((bits[m >> 3] >> (m & 7)) & 1).astype(bool)
         else:  # dense: element i is mask element i; start is a multiple of 8
-            kept = np.unpackbits(bits[start // 8 : (stop + 7) // 8],
-                                 count=stop - start, bitorder="little").astype(bool)
+            kept = np.unpackbits(
+                bits[start // 8 : (stop + 7) // 8],
+                count=stop - start,
+                bitorder="little",
+            ).astype(bool)
         v = flat[start:stop]
         with np.errstate(all="ignore"):  # Inf * s, float16 overflow: no warnings
             flat[start:stop] = np.where(kept, v * scale if scaled else v, zero)
@@ -197,7 +208,8 @@ def _copy_input(y: FloatArray, x: FloatArray) -> None:
     partial overlap (1-D arrays of different strides), so read through a copy
     unless ``y`` is ``x`` itself."""
     if np.may_share_memory(x, y) and not (
-        x.flags.c_contiguous and x.shape == y.shape
+        x.flags.c_contiguous
+        and x.shape == y.shape
         and x.__array_interface__["data"] == y.__array_interface__["data"]
     ):
         x = x.copy()
@@ -228,12 +240,21 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     seed = resolve_seed(plan.seed)
     bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, x)
-    _apply_mask(y, bits, plan.axes, _v.inverted_scale(plan.p, x.dtype),
-                plan.mode == "inverted")
+    _apply_mask(
+        y, bits, plan.axes, _v.inverted_scale(plan.p, x.dtype), plan.mode == "inverted"
+    )
     if not plan.return_mask:
         return y
-    mask = Mask._new(bits, plan.mask_shape, plan.n_mask, plan.p, plan.mode, seed,
-                     plan.offset, plan.axes)
+    mask = Mask._new(
+        bits,
+        plan.mask_shape,
+        plan.n_mask,
+        plan.p,
+        plan.mode,
+        seed,
+        plan.offset,
+        plan.axes,
+    )
     return y, mask
 
 
@@ -250,8 +271,9 @@ def dropout(
     return_mask: bool = False,
 ) -> Any:
     """Reference of :func:`fastdropout.dropout` (same arguments and result)."""
-    plan = _v.plan_forward(x, p, training, mode, seed, offset, broadcast_axes, out,
-                           return_mask)
+    plan = _v.plan_forward(
+        x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
+    )
     return _forward(plan)
 
 
@@ -268,8 +290,19 @@ def spatial_dropout(
     return_mask: bool = False,
 ) -> Any:
     """Reference of :func:`fastdropout.spatial_dropout` (SPEC 4)."""
-    plan = _v.plan_forward(x, p, training, mode, seed, offset, None, out,
-                           return_mask, data_format=data_format)
+    plan = _v.plan_forward(
+        x,
+        p,
+        training,
+        mode,
+        seed,
+        offset,
+        None,
+        out,
+        return_mask,
+        spatial=True,
+        data_format=data_format,
+    )
     return _forward(plan)
 
 
@@ -293,8 +326,9 @@ def dropout_backward(
     else:  # regenerate the forward's mask from (seed, offset)
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, g)
-    _apply_mask(y, bits, plan.axes, _v.inverted_scale(plan.p, g.dtype),
-                plan.mode == "inverted")
+    _apply_mask(
+        y, bits, plan.axes, _v.inverted_scale(plan.p, g.dtype), plan.mode == "inverted"
+    )
     return y
 
 

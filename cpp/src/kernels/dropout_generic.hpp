@@ -1,5 +1,5 @@
 // THE dropout kernel, written once against the small vocabulary of vec_<isa>.hpp
-// (U32, kLanes, set1, load, store, iota, add, xor3, mulhilo, keep_bits, and the
+// (U32, kLanes, kSets, set1, load, store, iota, add, xor3, mulhilo, keep_bits, and the
 // 64-element scale64_* / select64_* operations). kernels/<isa>.cpp defines
 // FASTDROPOUT_ISA, includes its vec header and then this file, stamping the kernel
 // out in namespace fastdropout::<isa>. Everything but kernel_table() has internal
@@ -45,18 +45,25 @@ FASTDROPOUT_INLINE RoundKeys make_round_keys(std::uint32_t k0, std::uint32_t k1)
     return rk;
 }
 
-// Philox4x32-10 on kLanes blocks at once (Random123's round, vectorised).
-FASTDROPOUT_INLINE void philox10(U32& c0, U32& c1, U32& c2, U32& c3, const RoundKeys& rk) {
+// Philox4x32-10 on kSets independent vectors of kLanes blocks each. The sets are
+// interleaved round by round: one set alone is bound by the multiply latency of the
+// round's dependency chain; kSets of them keep the multiplier busy.
+template <std::size_t N>
+FASTDROPOUT_INLINE void philox10(U32 (&c)[N][4], const RoundKeys& rk) {
     const U32 m0 = set1(kPhiloxM0);
     const U32 m1 = set1(kPhiloxM1);
     for (int r = 0; r < kPhiloxRounds; ++r) {
-        U32 hi0, lo0, hi1, lo1;
-        mulhilo(c0, m0, hi0, lo0);
-        mulhilo(c2, m1, hi1, lo1);
-        c0 = xor3(hi1, c1, set1(rk.k0[r]));
-        c2 = xor3(hi0, c3, set1(rk.k1[r]));
-        c1 = lo1;
-        c3 = lo0;
+        const U32 k0 = set1(rk.k0[r]);
+        const U32 k1 = set1(rk.k1[r]);
+        for (std::size_t s = 0; s < N; ++s) {
+            U32 hi0, lo0, hi1, lo1;
+            mulhilo(c[s][0], m0, hi0, lo0);
+            mulhilo(c[s][2], m1, hi1, lo1);
+            c[s][0] = xor3(hi1, c[s][1], k0);
+            c[s][2] = xor3(hi0, c[s][3], k1);
+            c[s][1] = lo1;
+            c[s][3] = lo0;
+        }
     }
 }
 
@@ -81,22 +88,13 @@ FASTDROPOUT_INLINE void counters(std::uint64_t first, std::uint64_t wrap, U32& c
     c1 = load(a1);
 }
 
-// Keep bits for the 64 stream positions of blocks [block, block + 16): bit q is
-// position 4 * block + q.
-FASTDROPOUT_INLINE std::uint64_t group_bits(std::uint64_t block, const RoundKeys& rk, U32 t) {
-    std::uint64_t bits = 0;
-    const U32 zero = set1(0);
-    for (int it = 0; it < 16 / kLanes; ++it) {
-        U32 c0, c1;
-        counters((block + static_cast<std::uint64_t>(it * kLanes)) & kStreamBlockMask,
-                 kStreamBlockMask, c0, c1);
-        U32 c2 = zero;
-        U32 c3 = zero;
-        philox10(c0, c1, c2, c3, rk);
-        bits |= keep_bits(c0, c1, c2, c3, t) << (4 * kLanes * it);
-    }
-    return bits;
-}
+// One Philox pass makes kSets * kLanes blocks; a refill makes at least 16 blocks
+// (64 stream positions, one 64-bit word of keep bits).
+constexpr int kPassBlocks = kLanes * kSets;
+constexpr int kFillBlocks = kPassBlocks > 16 ? kPassBlocks : 16;
+constexpr int kFillWords = kFillBlocks / 16;
+static_assert(kFillBlocks % kPassBlocks == 0 && kFillBlocks % 16 == 0 && 64 % (4 * kLanes) == 0,
+              "kLanes and kSets must be powers of two");
 
 // The keep bits of consecutive mask elements, 64 at a time, starting at element
 // `index`. Element i sits at stream position offset + i; when that is not a multiple
@@ -119,7 +117,7 @@ class BitStream {
             constant_ = false;
             t_ = set1(static_cast<std::uint32_t>(s.threshold));
             if (shift_ != 0) {
-                bits_ = advance();
+                bits_ = aligned_next();
             }
         }
     }
@@ -129,24 +127,55 @@ class BitStream {
             return bits_;
         }
         if (shift_ == 0) {
-            return advance();
+            return aligned_next();
         }
-        const std::uint64_t later = advance();
+        const std::uint64_t later = aligned_next();
         const std::uint64_t out = (bits_ >> shift_) | (later << (64 - shift_));
         bits_ = later;
         return out;
     }
 
   private:
-    FASTDROPOUT_INLINE std::uint64_t advance() {
-        const std::uint64_t g = group_bits(block_, rk_, t_);
-        block_ = (block_ + 16) & kStreamBlockMask;
-        return g;
+    // Keep bits of the next 64 block-aligned stream positions.
+    FASTDROPOUT_INLINE std::uint64_t aligned_next() {
+        if (used_ == kFillWords) {
+            fill();
+            used_ = 0;
+        }
+        return words_[used_++];
+    }
+
+    // kFillBlocks blocks from block_: bit q of the fill is stream position
+    // 4 * block_ + q.
+    FASTDROPOUT_INLINE void fill() {
+        for (int w = 0; w < kFillWords; ++w) {
+            words_[w] = 0;
+        }
+        const U32 zero = set1(0);
+        for (int pass = 0; pass < kFillBlocks / kPassBlocks; ++pass) {
+            U32 c[kSets][4];
+            for (int s = 0; s < kSets; ++s) {
+                const int first = pass * kPassBlocks + s * kLanes;
+                counters((block_ + static_cast<std::uint64_t>(first)) & kStreamBlockMask,
+                         kStreamBlockMask, c[s][0], c[s][1]);
+                c[s][2] = zero;
+                c[s][3] = zero;
+            }
+            philox10(c, rk_);
+            for (int s = 0; s < kSets; ++s) {
+                const int bit = 4 * (pass * kPassBlocks + s * kLanes);
+                words_[bit / 64] |= keep_bits(c[s][0], c[s][1], c[s][2], c[s][3], t_)
+                                    << (bit % 64);
+            }
+        }
+        block_ = (block_ + static_cast<std::uint64_t>(kFillBlocks)) & kStreamBlockMask;
     }
 
     RoundKeys rk_;
     U32 t_{};
     std::uint64_t block_ = 0;
+    std::uint64_t words_[kFillWords] = {};
+    int used_ = kFillWords;
     std::uint64_t bits_ = 0;
     unsigned shift_ = 0;
     bool constant_ = false;
@@ -308,16 +337,15 @@ void philox_blocks_kernel(std::uint32_t k0, std::uint32_t k1, std::uint64_t firs
                           std::uint32_t* out) {
     const RoundKeys rk = make_round_keys(k0, k1);
     for (std::size_t i = 0; i < n; i += kLanes) {
-        U32 w0, w1;
-        counters(first + i, kAllBlocksMask, w0, w1);
-        U32 w2 = set1(c2);
-        U32 w3 = set1(c3);
-        philox10(w0, w1, w2, w3, rk);
+        U32 w[1][4];
+        counters(first + i, kAllBlocksMask, w[0][0], w[0][1]);
+        w[0][2] = set1(c2);
+        w[0][3] = set1(c3);
+        philox10(w, rk);
         std::uint32_t words[4][kLanes];
-        store(words[0], w0);
-        store(words[1], w1);
-        store(words[2], w2);
-        store(words[3], w3);
+        for (int k = 0; k < 4; ++k) {
+            store(words[k], w[0][k]);
+        }
         const std::size_t lanes = (n - i) < static_cast<std::size_t>(kLanes)
                                       ? (n - i)
                                       : static_cast<std::size_t>(kLanes);

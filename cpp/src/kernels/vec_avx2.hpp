@@ -1,4 +1,5 @@
-// AVX2 vocabulary for dropout_generic.hpp: eight Philox blocks in flight per vector.
+// AVX2 vocabulary for dropout_generic.hpp: four Philox blocks per vector, four
+// vectors per 64 stream positions.
 // Compiled only in kernels/avx2.cpp (-mavx2 -mfma -mf16c -mbmi -mbmi2).
 #pragma once
 
@@ -13,39 +14,43 @@ namespace avx2 {
 namespace {
 
 // ---- Philox lanes -----------------------------------------------------------------
+// Each 64-bit lane carries one block's 32-bit word in its low half (4 blocks per
+// register): vpmuludq gives the whole product in place, `lo` as it stands and `hi`
+// after one vpshufd, with no blends. Upper halves hold garbage nothing reads
+// (vpmuludq and the final compare use the low dwords only).
 using U32 = __m256i;
-constexpr int kLanes = 8;
+// Independent vectors in flight per Philox pass (hides the multiply latency).
+constexpr int kSets = 4;
+constexpr int kLanes = 4;
 
 FASTDROPOUT_INLINE U32 set1(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
 FASTDROPOUT_INLINE U32 load(const std::uint32_t* p) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+    // gather the low dwords: 0,2 of each 128-bit half, then the halves together
+    const __m256i packed = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
 }
-FASTDROPOUT_INLINE U32 iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+FASTDROPOUT_INLINE U32 iota() { return _mm256_setr_epi64x(0, 1, 2, 3); }
 FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return _mm256_add_epi32(a, b); }
 FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) {
     return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
 }
-// 32x32 -> 64 products of every lane: vpmuludq multiplies the even lanes; the odd
-// lanes are shifted down and multiplied separately, then the halves are blended
-// back (m is a broadcast, so its odd words equal its even ones).
 FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
-    const __m256i pe = _mm256_mul_epu32(a, m);
-    const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-    hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
-    lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+    lo = _mm256_mul_epu32(a, m);
+    hi = _mm256_shuffle_epi32(lo, 0xB1);
 }
+// 4 bits, lane l -> bit l, from the low dwords.
 FASTDROPOUT_INLINE std::uint32_t ge_bits(U32 r, U32 t) {
     // Unsigned r >= t  <=>  max(r, t) == r (AVX2 has no unsigned compare).
     const __m256i ge = _mm256_cmpeq_epi32(_mm256_max_epu32(r, t), r);
-    return static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(ge)));
+    return _pext_u32(static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(ge))), 0x55u);
 }
-// Lane l of word w is stream position 4*l + w: interleave the four 8-bit masks.
+// Lane l of word w is stream position 4*l + w: interleave the four 4-bit masks.
 FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
-    return _pdep_u32(ge_bits(r0, t), 0x11111111u) | _pdep_u32(ge_bits(r1, t), 0x22222222u) |
-           _pdep_u32(ge_bits(r2, t), 0x44444444u) | _pdep_u32(ge_bits(r3, t), 0x88888888u);
+    return _pdep_u32(ge_bits(r0, t), 0x1111u) | _pdep_u32(ge_bits(r1, t), 0x2222u) |
+           _pdep_u32(ge_bits(r2, t), 0x4444u) | _pdep_u32(ge_bits(r3, t), 0x8888u);
 }
 
 // ---- 64-element groups: bit k of b decides element k --------------------------------

@@ -1,5 +1,5 @@
-// AVX-512 vocabulary for dropout_generic.hpp: sixteen Philox blocks (64 stream
-// positions) per vector, opmask registers for the select. Compiled only in
+// AVX-512 vocabulary for dropout_generic.hpp: eight Philox blocks per vector (two
+// vectors per 64 stream positions), opmask registers for the select. Compiled only in
 // kernels/avx512.cpp (-mavx512f -mavx512bw -mavx512dq -mavx512vl + the avx2 set).
 #pragma once
 
@@ -14,34 +14,41 @@ namespace avx512 {
 namespace {
 
 // ---- Philox lanes -----------------------------------------------------------------
+// Each 64-bit lane carries one Philox block's 32-bit word in its low half, 8 blocks
+// per register. vpmuludq then yields the full 64-bit product in place: its low half
+// is `lo` as it stands and its high half is brought down by one vpshufd (port 5),
+// so a round costs one multiply (port 0) and one shuffle per word pair, and no
+// blends. The upper halves carry garbage that nothing reads: vpmuludq and the final
+// compare look at the low dwords only.
 using U32 = __m512i;
-constexpr int kLanes = 16;
+// Independent vectors in flight per Philox pass (hides the multiply latency).
+constexpr int kSets = 4;
+constexpr int kLanes = 8;
 
 FASTDROPOUT_INLINE U32 set1(std::uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
-FASTDROPOUT_INLINE U32 load(const std::uint32_t* p) { return _mm512_loadu_si512(p); }
-FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) { _mm512_storeu_si512(p, v); }
-FASTDROPOUT_INLINE U32 iota() {
-    return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+FASTDROPOUT_INLINE U32 load(const std::uint32_t* p) {
+    return _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
+FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi64_epi32(v));
+}
+FASTDROPOUT_INLINE U32 iota() { return _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7); }
 FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return _mm512_add_epi32(a, b); }
 FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) {
     return _mm512_ternarylogic_epi32(a, b, c, 0x96);  // a ^ b ^ c in one instruction
 }
-// See vec_avx2.hpp: even lanes by vpmuludq, odd lanes shifted down, halves blended.
 FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
-    const __m512i pe = _mm512_mul_epu32(a, m);
-    const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-    hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
-    lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+    lo = _mm512_mul_epu32(a, m);
+    hi = _mm512_shuffle_epi32(lo, _MM_PERM_CDAB);
 }
-// Lane l of word w is stream position 4*l + w: interleave four 16-bit masks into 64.
+// 8 bits, lane l -> bit l, from the low dwords.
+FASTDROPOUT_INLINE std::uint32_t ge_bits(U32 r, U32 t) {
+    return _pext_u32(_mm512_cmpge_epu32_mask(r, t), 0x5555u);
+}
+// Lane l of word w is stream position 4*l + w: interleave the four 8-bit masks.
 FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
-    const std::uint64_t g0 = _mm512_cmpge_epu32_mask(r0, t);
-    const std::uint64_t g1 = _mm512_cmpge_epu32_mask(r1, t);
-    const std::uint64_t g2 = _mm512_cmpge_epu32_mask(r2, t);
-    const std::uint64_t g3 = _mm512_cmpge_epu32_mask(r3, t);
-    return _pdep_u64(g0, 0x1111111111111111ull) | _pdep_u64(g1, 0x2222222222222222ull) |
-           _pdep_u64(g2, 0x4444444444444444ull) | _pdep_u64(g3, 0x8888888888888888ull);
+    return _pdep_u32(ge_bits(r0, t), 0x11111111u) | _pdep_u32(ge_bits(r1, t), 0x22222222u) |
+           _pdep_u32(ge_bits(r2, t), 0x44444444u) | _pdep_u32(ge_bits(r3, t), 0x88888888u);
 }
 
 // ---- 64-element groups: bit k of b decides element k --------------------------------

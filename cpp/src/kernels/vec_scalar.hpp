@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "half.hpp"
 
@@ -16,6 +17,8 @@ namespace {
 
 // ---- Philox lanes -----------------------------------------------------------------
 using U32 = std::uint32_t;
+// Independent vectors in flight per Philox pass (hides the multiply latency).
+constexpr int kSets = 4;
 constexpr int kLanes = 1;
 
 FASTDROPOUT_INLINE U32 set1(std::uint32_t v) { return v; }
@@ -36,39 +39,50 @@ FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t
 }
 
 // ---- 64-element groups: bit k of b decides element k --------------------------------
-template <class T, class S>
-FASTDROPOUT_INLINE void scale64_plain(std::uint64_t b, const T* x, T* y, S s) {
-    for (int k = 0; k < 64; ++k) {
-        y[k] = ((b >> k) & 1u) ? static_cast<T>(x[k] * s) : T(0);
-    }
-}
-template <class T>
-FASTDROPOUT_INLINE void select64_plain(std::uint64_t b, const T* x, T* y) {
-    for (int k = 0; k < 64; ++k) {
-        y[k] = ((b >> k) & 1u) ? x[k] : T(0);
-    }
+// Branch-free: the product (or x itself) is AND-ed with an all-ones / all-zeros word,
+// so a dropped element is +0.0 whatever it was, and compilers can vectorise the loop
+// with the baseline instruction set (SSE2 on x86-64).
+template <class T, class U>
+FASTDROPOUT_INLINE void and_store(T* y, int k, T v, std::uint64_t b) {
+    U u;
+    std::memcpy(&u, &v, sizeof u);
+    u &= static_cast<U>(0) - static_cast<U>((b >> k) & 1u);
+    std::memcpy(y + k, &u, sizeof u);
 }
 FASTDROPOUT_INLINE void scale64_f32(std::uint64_t b, const float* x, float* y, float s) {
-    scale64_plain(b, x, y, s);
+    for (int k = 0; k < 64; ++k) {
+        and_store<float, std::uint32_t>(y, k, x[k] * s, b);
+    }
 }
 FASTDROPOUT_INLINE void select64_f32(std::uint64_t b, const float* x, float* y) {
-    select64_plain(b, x, y);
+    for (int k = 0; k < 64; ++k) {
+        and_store<float, std::uint32_t>(y, k, x[k], b);
+    }
 }
 FASTDROPOUT_INLINE void scale64_f64(std::uint64_t b, const double* x, double* y, double s) {
-    scale64_plain(b, x, y, s);
+    for (int k = 0; k < 64; ++k) {
+        and_store<double, std::uint64_t>(y, k, x[k] * s, b);
+    }
 }
 FASTDROPOUT_INLINE void select64_f64(std::uint64_t b, const double* x, double* y) {
-    select64_plain(b, x, y);
+    for (int k = 0; k < 64; ++k) {
+        and_store<double, std::uint64_t>(y, k, x[k], b);
+    }
 }
 FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
                                     float s) {
     for (int k = 0; k < 64; ++k) {
-        y[k] = ((b >> k) & 1u) ? float_to_half_bits(half_bits_to_float(x[k]) * s)
-                               : std::uint16_t(0);
+        if ((b >> k) & 1u) {
+            y[k] = float_to_half_bits(half_bits_to_float(x[k]) * s);
+        } else {
+            y[k] = 0;
+        }
     }
 }
 FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y) {
-    select64_plain(b, x, y);
+    for (int k = 0; k < 64; ++k) {
+        y[k] = static_cast<std::uint16_t>(x[k] & (0u - static_cast<unsigned>((b >> k) & 1u)));
+    }
 }
 
 }  // namespace

@@ -76,13 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="hidden layer sizes of the MLP (default: %(default)s)",
     )
     ap.add_argument(
-        "--channels", type=_positive, nargs="+", default=[16, 32], metavar="C",
+        "--channels", type=_positive, nargs="+", default=[8, 16], metavar="C",
         help="conv layer widths, with --conv (default: %(default)s)",
     )
     ap.add_argument(
         "--train-size", type=_positive, default=200,
         help="training images; all other digits are the validation set "
         "(default: %(default)s; small so that overfitting shows)",
+    )
+    ap.add_argument(
+        "--val-size", type=_positive, default=None,
+        help="validation images (default: all images not used for training)",
     )
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam step size (default: %(default)s)")
     ap.add_argument("--batch-size", type=_positive, default=32, help="default: %(default)s")
@@ -127,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(msg, flush=True)
 
     t_start = time.perf_counter()
-    data = load_digits(args.train_size, args.seed)
+    data = load_digits(args.train_size, args.seed, val_size=args.val_size)
     log(
         f"digits: {len(data.y_train)} training / {len(data.y_val)} validation images, "
         f"fastdropout {getattr(fastdropout, '__version__', '?')} "

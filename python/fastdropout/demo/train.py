@@ -37,11 +37,13 @@ class Dataset:
     n_classes: int
 
 
-def load_digits(train_size: int, seed: int, dtype: Any = np.float32) -> Dataset:
+def load_digits(
+    train_size: int, seed: int, *, val_size: int | None = None, dtype: Any = np.float32
+) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1797 images, shipped with sklearn).
 
-    A random ``train_size`` images (chosen by ``seed``) are the training set, all the
-    others the validation set. Pixels are scaled to [0, 1].
+    A random ``train_size`` images (chosen by ``seed``) are the training set, the
+    others (or ``val_size`` of them) the validation set. Pixels are scaled to [0, 1].
     """
     datasets = require("sklearn.datasets")
     digits = datasets.load_digits()
@@ -52,6 +54,8 @@ def load_digits(train_size: int, seed: int, dtype: Any = np.float32) -> Dataset:
         raise SystemExit(f"--train-size must be between 10 and {n - 10}, got {train_size}")
     order = np.random.default_rng([seed, 0xDA7A]).permutation(n)
     tr, va = order[:train_size], order[train_size:]
+    if val_size is not None:
+        va = va[:val_size]
     return Dataset(
         x[tr].astype(dtype),
         y[tr],
