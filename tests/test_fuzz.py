@@ -304,59 +304,73 @@ def _edge_p() -> list[Any]:
 BAD_P = [math.nan, -math.nan, math.inf, -math.inf, -1e-300, -0.5, 1.0000000000000002,
          2, 2.0, -1, "0.5", None, True, False, 0.5j, np.array(0.5), [0.5],
          decimal.Decimal("0.5"), 10**400, np.float32("nan"), b"0.5", Unhashable()]
-
-p_st = st.one_of(
-    st.floats(0.0, 1.0),
-    st.sampled_from(_edge_p()),
-    st.sampled_from(BAD_P),
-)
-
 GOOD_SEEDS = [0, 1, TWO_32 - 1, TWO_32, 2**63, TWO_64 - 1, np.uint64(TWO_64 - 1),
               np.int64(2**62), np.uint8(7), None]
 BAD_SEEDS = [-1, TWO_64, 2**100, -(2**63), np.int64(-1), 1.0, 0.0, "1", b"1", True,
              False, np.bool_(True), [1], (1,), 1.5, np.float64(3.0), Unhashable(),
              np.array(5), decimal.Decimal(1), complex(1, 0)]
-seed_st = st.one_of(
-    st.integers(0, TWO_64 - 1),
-    st.sampled_from(GOOD_SEEDS),
-    st.sampled_from(BAD_SEEDS),
-    st.integers(0, 1000).map(Gen),
-)
+BAD_OFFSETS = [-1, TWO_64, TWO_64 + 3, 1.0, "0", None, True, np.bool_(False),
+               np.float64(2.0), 2**200, np.int64(-5)]
+BAD_MODES = ["INVERTED", "", None, 0, b"classic", ["classic"], "inverted "]
+BAD_FORMATS = ["NCHW", "channels-first", None, 1, b"channels_last", "CHANNELS_LAST"]
+BAD_FLAGS = [2, -1, "yes", None, 1.0, [True], np.float64(1.0)]
+BAD_AXES = [True, 1.0, "0", (0.0,), (None,), np.int64(0) + 0.5, [np.int8(0), 0.5],
+            (np.True_,), Unhashable(), {0: 1}]
+BAD_ARGS = ("x", "out", "p", "seed", "offset", "training", "mode", "return_mask",
+            "axes", "data_format")
 
-offset_st = st.one_of(
-    st.integers(0, 64),
-    st.integers(0, TWO_64 - 1),
-    st.integers(1, 300).map(lambda k: TWO_64 - k),
-    st.sampled_from([TWO_32 - 3, TWO_32, 2**62, np.uint64(TWO_64 - 5), np.int32(12)]),
-    st.sampled_from([-1, TWO_64, TWO_64 + 3, 1.0, "0", None, True, np.bool_(False),
-                     np.float64(2.0), 2**200, np.int64(-5)]),
-)
+#: Each argument: (valid values, wrong values).
+GOOD: dict[str, st.SearchStrategy[Any]] = {
+    "p": st.one_of(st.floats(0.0, 1.0), st.sampled_from(_edge_p())),
+    "seed": st.one_of(st.integers(0, TWO_64 - 1), st.sampled_from(GOOD_SEEDS),
+                      st.integers(0, 1000).map(Gen)),
+    "offset": st.one_of(
+        st.integers(0, 64), st.integers(0, TWO_64 - 1),
+        st.integers(1, 300).map(lambda k: TWO_64 - k),  # wraps past 2**64
+        st.sampled_from([TWO_32 - 3, TWO_32, 2**62, np.uint64(TWO_64 - 5), np.int32(12)]),
+    ),
+    "mode": st.sampled_from(["inverted", "classic"]),
+    "data_format": st.sampled_from(["channels_first", "channels_last"]),
+    "flag": st.sampled_from([True, False, True, False, np.True_, np.False_, 1, 0,
+                             np.int8(1)]),
+}
+BAD: dict[str, st.SearchStrategy[Any]] = {
+    "p": st.sampled_from(BAD_P),
+    "seed": st.sampled_from(BAD_SEEDS),
+    "offset": st.sampled_from(BAD_OFFSETS),
+    "mode": st.sampled_from(BAD_MODES),
+    "data_format": st.sampled_from(BAD_FORMATS),
+    "flag": st.sampled_from(BAD_FLAGS),
+}
+#: Which arguments of a call are wrong: mostly none, else one or two.
+broken_st = st.one_of(st.just(frozenset()), st.just(frozenset()),
+                      st.frozensets(st.sampled_from(BAD_ARGS), min_size=1, max_size=2))
 
-mode_st = st.sampled_from(["inverted", "inverted", "classic", "classic", "INVERTED",
-                           "", None, 0, b"classic", ["classic"], "inverted "])
-data_format_st = st.sampled_from(["channels_first", "channels_first", "channels_last",
-                                  "channels_last", "NCHW", "channels-first", None, 1,
-                                  b"channels_last"])
-flag_st = st.sampled_from([True, True, False, False, np.True_, np.False_, 1, 0,
-                           np.int8(1), 2, -1, "yes", None, 1.0, [True]])
+
+def pick(draw: Any, kind: str, bad: bool) -> Any:
+    return draw(BAD[kind] if bad else GOOD[kind])
 
 
-def axes_st(ndim: int) -> st.SearchStrategy[Any]:
-    ax = st.integers(-ndim - 1, ndim)
+def axes_st(ndim: int, bad: bool) -> st.SearchStrategy[Any]:
+    if bad:
+        ax = st.integers(-ndim - 3, ndim + 2)
+        return st.one_of(
+            st.sampled_from(BAD_AXES),
+            st.integers(ndim, ndim + 2), st.integers(-ndim - 3, -ndim - 1),
+            st.lists(ax, min_size=2, max_size=ndim + 2).map(tuple),  # repeats likely
+        )
+    if ndim == 0:
+        return st.sampled_from([None, (), []])
+    ax = st.integers(-ndim, ndim - 1)
     return st.one_of(
-        st.none(),
-        ax,
-        st.lists(ax, max_size=ndim + 1).map(tuple),
-        st.lists(st.integers(-ndim, max(ndim - 1, -ndim)), max_size=ndim, unique=True),
-        st.sampled_from([True, 1.0, "0", (0.0,), (None,), np.array([0]), np.int64(0),
-                         [np.int8(-1)], (np.True_,), Unhashable()]),
+        st.none(), ax, ax.map(np.int64),
+        st.lists(ax, max_size=ndim).map(
+            lambda a: tuple(dict.fromkeys(v % ndim for v in a))),  # unique
+        st.lists(ax, max_size=ndim).map(lambda a: list(dict.fromkeys(a)))
+        .filter(lambda a: len({v % ndim for v in a}) == len(a)),
     )
 
 
-dtype_st = st.one_of(
-    st.sampled_from(VALID_DTYPES), st.sampled_from(VALID_DTYPES),
-    st.sampled_from(VALID_DTYPES), st.sampled_from(INVALID_DTYPES),
-)
 layout_st = st.sampled_from(["c", "c", "c", "strided", "strided", "transposed",
                              "broadcast", "readonly", "unaligned", "fortran", "list",
                              "scalar"])
@@ -376,28 +390,36 @@ def shapes(draw: Any, ranks: tuple[int, ...] = (0, 1, 2, 3, 4)) -> tuple[int, ..
 
 @st.composite
 def array_specs(draw: Any, ranks: tuple[int, ...] = (0, 1, 2, 3, 4),
-                dtypes: st.SearchStrategy[str] = dtype_st) -> ArraySpec:
+                bad_dtype: bool = False) -> ArraySpec:
     shape = draw(shapes(ranks))
     layout = draw(layout_st)
     if layout == "scalar" and shape != ():
         layout = "c"
     steps = tuple(draw(st.lists(st.sampled_from([1, 2, 3, -1, -2, -3]),
                                 min_size=len(shape), max_size=len(shape))))
-    return ArraySpec(draw(dtypes), shape, layout, steps,
+    dtype = draw(st.sampled_from(INVALID_DTYPES if bad_dtype else VALID_DTYPES))
+    return ArraySpec(dtype, shape, layout, steps,
                      draw(st.sampled_from(["values", "values", "bits"])),
                      draw(st.integers(0, 2**32)))
 
 
+GOOD_OUTS = [None, None, None, "fresh", "fresh", "x", "overlap", "overlap", "unaligned"]
+BAD_OUTS = ["x", "wrong_shape", "wrong_dtype", "byteswapped", "readonly", "noncontig",
+            "fortran", "list"]
+
+
 @st.composite
-def out_specs(draw: Any, spec: ArraySpec) -> OutSpec:
-    kind = draw(st.sampled_from([None, None, None, "fresh", "fresh", "x", "overlap",
-                                 "overlap", "wrong_shape", "wrong_dtype", "byteswapped",
-                                 "readonly", "noncontig", "fortran", "unaligned", "list"]))
-    if kind == "overlap" and (spec.layout in ("scalar", "list", "broadcast")
-                              or np.dtype(spec.dtype).kind == "O"):
+def out_specs(draw: Any, spec: ArraySpec, bad: bool) -> OutSpec:
+    kind = draw(st.sampled_from(BAD_OUTS if bad else GOOD_OUTS))
+    if kind == "x" and not bad and spec.layout not in ("c", "unaligned"):
+        kind = "overlap"  # out=x is only valid for a writeable C-contiguous x
+    if kind == "overlap" and spec.layout in ("scalar", "list", "broadcast"):
         kind = "fresh"
     n = _size(spec.shape)
-    shift = draw(st.integers(-n - 2, n + 2)) if kind == "overlap" else 0
+    shift = 0
+    if kind == "overlap":  # mostly a true partial overlap
+        shift = draw(st.integers(-n + 1, n - 1) if n > 1 and draw(st.integers(0, 4))
+                     else st.integers(-n - 2, n + 2))
     return OutSpec(kind, shift)
 
 
@@ -526,29 +548,35 @@ def _plain_x(spec: ArraySpec, out: OutSpec) -> np.ndarray:
 
 @st.composite
 def forward_calls(draw: Any, spatial: bool) -> tuple[Any, ...]:
-    ranks = (3, 4, 5, 3, 4, 5, 0, 1, 2, 6) if spatial else (0, 1, 2, 3, 4)
-    spec = draw(array_specs(ranks))
-    out = draw(out_specs(spec))
+    broken = draw(broken_st)
+    ranks = (3, 4, 5) if spatial else (0, 1, 2, 3, 4)
+    if "x" in broken and spatial and draw(st.booleans()):
+        spec = draw(array_specs((0, 1, 2, 6)))  # a rank spatial_dropout refuses
+    else:
+        spec = draw(array_specs(ranks, bad_dtype="x" in broken))
+    out = draw(out_specs(spec, "out" in broken))
     kwargs: dict[str, Any] = {}
-    p = draw(p_st)
+    p = pick(draw, "p", "p" in broken)
     p_positional = draw(st.booleans())
-    if draw(st.integers(0, 9)):
-        kwargs["seed"] = draw(seed_st)
-    if draw(st.booleans()):
-        kwargs["offset"] = draw(offset_st)
-    if draw(st.integers(0, 3)) == 0:
-        kwargs["training"] = draw(flag_st)
-    if draw(st.booleans()):
-        kwargs["mode"] = draw(mode_st)
-    if draw(st.booleans()):
-        kwargs["return_mask"] = draw(flag_st)
+    if "seed" in broken or draw(st.integers(0, 9)):
+        kwargs["seed"] = pick(draw, "seed", "seed" in broken)
+    if "offset" in broken or draw(st.booleans()):
+        kwargs["offset"] = pick(draw, "offset", "offset" in broken)
+    if "training" in broken or draw(st.integers(0, 3)) == 0:
+        kwargs["training"] = pick(draw, "flag", "training" in broken)
+    if "mode" in broken or draw(st.booleans()):
+        kwargs["mode"] = pick(draw, "mode", "mode" in broken)
+    if "return_mask" in broken or draw(st.booleans()):
+        kwargs["return_mask"] = pick(draw, "flag", "return_mask" in broken)
     if spatial:
-        if draw(st.booleans()):
-            kwargs["data_format"] = draw(data_format_st)
-    elif draw(st.booleans()):
-        kwargs["broadcast_axes"] = draw(axes_st(len(spec.shape)))
-    if draw(st.integers(0, 40)) == 0:
-        kwargs["bogus"] = 1  # unknown keyword: TypeError from both
+        if "data_format" in broken or draw(st.booleans()):
+            kwargs["data_format"] = pick(draw, "data_format", "data_format" in broken)
+        if "axes" in broken:
+            kwargs["broadcast_axes"] = (0,)  # not a keyword of spatial_dropout
+    elif "axes" in broken or draw(st.booleans()):
+        kwargs["broadcast_axes"] = draw(axes_st(len(spec.shape), "axes" in broken))
+    if "data_format" in broken and not spatial:
+        kwargs["data_format"] = "channels_last"  # not a keyword of dropout
     threads = draw(st.sampled_from([None, None, None, 1, 2, 3, 5, 16]))
     return spec, out, p, p_positional, kwargs, threads
 
@@ -591,30 +619,47 @@ def test_fuzz_spatial_dropout(call: tuple[Any, ...]) -> None:
 
 @st.composite
 def backward_calls(draw: Any) -> tuple[Any, ...]:
-    spec = draw(array_specs())
-    out = draw(out_specs(spec))
+    broken = draw(broken_st)
+    spec = draw(array_specs(bad_dtype="x" in broken))
+    out = draw(out_specs(spec, "out" in broken))
     kwargs: dict[str, Any] = {}
-    how = draw(st.sampled_from(["mask", "mask", "mask-broadcast", "mask-other-shape",
-                                "not-a-mask", "regen", "regen", "regen", "neither"]))
-    mask_p = draw(st.floats(0.0, 1.0) | st.sampled_from([0.0, 1.0, 0.5]))
-    mask_mode = draw(st.sampled_from(["inverted", "classic"]))
+    how = draw(st.sampled_from(["mask", "mask", "mask-broadcast", "regen", "regen",
+                                "regen-broadcast"] +
+                               (["mask-other-shape", "not-a-mask", "neither", "both"]
+                                if broken else [])))
+    mask_p = draw(GOOD["p"])
+    mask_mode = draw(GOOD["mode"])
     mask_seed = draw(st.integers(0, TWO_64 - 1))
     mask_offset = draw(st.integers(0, 64) | st.integers(1, 100).map(lambda k: TWO_64 - k))
-    if how.startswith("regen"):
-        kwargs["p"] = draw(p_st)
-        kwargs["seed"] = draw(seed_st)
-    elif draw(st.integers(0, 4)) == 0:
-        kwargs["p"] = draw(st.sampled_from([mask_p, 0.5, None]) | p_st)
-    if draw(st.booleans()):
-        kwargs["offset"] = draw(offset_st)
-    if draw(st.booleans()):
-        kwargs["mode"] = draw(mode_st)
-    if draw(st.integers(0, 2)) == 0 or how == "regen":
-        kwargs["broadcast_axes"] = draw(axes_st(len(spec.shape)))
-    if how != "regen" and draw(st.integers(0, 6)) == 0:
-        kwargs["seed"] = draw(seed_st)
-    axes_choice = draw(st.lists(st.integers(0, max(len(spec.shape) - 1, 0)),
-                                max_size=2, unique=True))
+    ndim = len(spec.shape)
+    if how.startswith("regen") or how == "both":
+        kwargs["p"] = pick(draw, "p", "p" in broken)
+        if "seed" in broken:  # None and Generators too: regenerating needs the int
+            kwargs["seed"] = draw(BAD["seed"] | st.sampled_from([None, Gen(3)]))
+        else:
+            kwargs["seed"] = draw(st.integers(0, TWO_64 - 1) | st.sampled_from(
+                [0, TWO_64 - 1, np.uint64(5), mask_seed]))
+        if draw(st.booleans()) or "offset" in broken:
+            kwargs["offset"] = pick(draw, "offset", "offset" in broken)
+        if draw(st.booleans()) or "mode" in broken:
+            kwargs["mode"] = pick(draw, "mode", "mode" in broken)
+        if how == "regen-broadcast" or "axes" in broken:
+            kwargs["broadcast_axes"] = draw(axes_st(ndim, "axes" in broken))
+    else:
+        if "p" in broken:
+            kwargs["p"] = draw(BAD["p"] | st.floats(0.0, 1.0))  # conflicts with the mask
+        elif draw(st.integers(0, 4)) == 0:
+            kwargs["p"] = mask_p  # the same p as the mask: allowed
+        if "mode" in broken:
+            kwargs["mode"] = draw(BAD["mode"] | GOOD["mode"])
+        elif draw(st.integers(0, 4)) == 0:
+            kwargs["mode"] = mask_mode
+        for name in ("seed", "offset"):
+            if name in broken:
+                kwargs[name] = pick(draw, name, draw(st.booleans()))
+        if "axes" in broken:
+            kwargs["broadcast_axes"] = draw(axes_st(ndim, draw(st.booleans())))
+    axes_choice = draw(st.lists(st.integers(0, max(ndim - 1, 0)), max_size=2, unique=True))
     other_shape = draw(shapes())
     return (spec, out, how, mask_p, mask_mode, mask_seed, mask_offset, kwargs,
             tuple(axes_choice), other_shape)
@@ -623,7 +668,7 @@ def backward_calls(draw: Any) -> tuple[Any, ...]:
 def _make_mask(impl: Any, how: str, shape: tuple[int, ...], p: float, mode: str,
                seed: int, offset: int, axes: tuple[int, ...],
                other_shape: tuple[int, ...]) -> Any:
-    if how == "mask":
+    if how in ("mask", "both"):
         x = np.ones(shape, np.float32)
         return impl.dropout(x, p, mode=mode, seed=seed, offset=offset, return_mask=True)[1]
     if how == "mask-broadcast":
@@ -670,27 +715,32 @@ def test_fuzz_dropout_backward(call: tuple[Any, ...]) -> None:
 
 @st.composite
 def layer_scripts(draw: Any, spatial: bool) -> tuple[Any, ...]:
-    ctor: dict[str, Any] = {"p": draw(p_st)}
-    if draw(st.booleans()):
-        ctor["mode"] = draw(mode_st)
+    broken = draw(broken_st)
+    ctor: dict[str, Any] = {"p": pick(draw, "p", "p" in broken)}
+    if "mode" in broken or draw(st.booleans()):
+        ctor["mode"] = pick(draw, "mode", "mode" in broken)
     ctor["seed"] = draw(st.one_of(st.integers(0, TWO_64 - 1), st.sampled_from(
-        [None, TWO_64 - 1, 0]), st.integers(0, 99).map(Gen), st.sampled_from(BAD_SEEDS)))
-    if spatial and draw(st.booleans()):
-        ctor["data_format"] = draw(data_format_st)
-    ranks = (3, 4, 5, 3, 4, 5, 2) if spatial else (0, 1, 2, 3)
+        [None, TWO_64 - 1, 0]), st.integers(0, 99).map(Gen))) if "seed" not in broken \
+        else draw(BAD["seed"])
+    if spatial and ("data_format" in broken or draw(st.booleans())):
+        ctor["data_format"] = pick(draw, "data_format", "data_format" in broken)
+    ranks = (3, 4, 5) if spatial else (0, 1, 2, 3)
     ops = []
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["forward", "forward", "call", "eval", "backward",
-                                   "backward", "backward-wrong", "set-offset"]))
+                                   "backward", "backward-wrong", "set-offset",
+                                   "forward-bad"]))
         arg: Any = None
         if op in ("forward", "call", "eval"):
-            arg = draw(array_specs(ranks, st.sampled_from(VALID_DTYPES) | dtype_st))
+            arg = draw(array_specs(ranks))
+        elif op == "forward-bad":
+            arg = draw(array_specs((0, 1, 2, 6) if spatial else ranks, bad_dtype=True))
         elif op == "backward":
             arg = draw(st.integers(0, 2**32))
         elif op == "backward-wrong":
             arg = draw(shapes(ranks))
         else:
-            arg = draw(offset_st)
+            arg = draw(GOOD["offset"] | BAD["offset"])
         ops.append((op, arg))
     return ctor, tuple(ops)
 
@@ -710,9 +760,9 @@ def _run_layer(cls: Any, ctor: dict[str, Any], ops: tuple[Any, ...]) -> list[Any
     last_shape: tuple[int, ...] = ()
     for op, arg in ops:
         try:
-            if op in ("forward", "call", "eval"):
+            if op in ("forward", "call", "eval", "forward-bad"):
                 x = build(arg, OutSpec(None)).x
-                if op == "forward":
+                if op in ("forward", "forward-bad"):
                     y = layer.forward(x)
                 elif op == "call":
                     y = layer(x, training=True)
@@ -814,7 +864,7 @@ CORE_INTS = [0, 1, 5, TWO_32 - 1, TWO_32, TWO_32 + 1, TWO_64 - 1, TWO_64, -1,
 
 @st.composite
 def core_calls(draw: Any) -> tuple[Any, ...]:
-    xs = draw(array_specs((0, 1, 2, 3), dtype_st))
+    xs = draw(array_specs((0, 1, 2, 3), bad_dtype=draw(st.integers(0, 3)) == 0))
     ys = draw(st.sampled_from(["same-spec", "fresh", "x", "overlap", "readonly",
                                "noncontig", "other-dtype", "other-shape", "unaligned"]))
     bits = draw(st.sampled_from([None, "right", "right", "short", "long", "int8",

@@ -51,6 +51,14 @@ cd "$work"  # nothing of the checkout on sys.path from here on
 unset PYTHONPATH FASTDROPOUT_SIMD
 t0=$SECONDS
 step() { echo "== [$((SECONDS - t0))s] $*"; }
+pip_install() {  # $1: venv python; the rest: what to install
+    local py=$1 rc=0
+    shift
+    "$py" -m pip install -q --disable-pip-version-check "$@" >"$work/pip.log" 2>&1 || rc=$?
+    # (without pip's warnings about find-links/index folders this machine lacks)
+    grep -v "is ignored: it is neither a file nor a directory" "$work/pip.log" || true
+    return $rc
+}
 
 # Installed-package checks shared by the wheel and the sdist venvs.
 verify_install() {  # $1: venv python, $2: expected version
@@ -75,7 +83,7 @@ EOF
 step "fresh venv + $(basename "$wheel")[test]"
 "$python" -m venv "$work/venv-wheel"
 vpy=$work/venv-wheel/bin/python
-"$vpy" -m pip install -q --disable-pip-version-check "$wheel[test]"
+pip_install "$vpy" "$wheel[test]"
 verify_install "$vpy" "$wheel_version"
 
 if [[ $tests -eq 1 ]]; then
@@ -101,8 +109,7 @@ if [[ $sdist -eq 1 ]]; then
     step "fresh venv + pip install $(basename "${sdists[0]}") (source build)"
     "$python" -m venv "$work/venv-sdist"
     spy=$work/venv-sdist/bin/python
-    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-        "$spy" -m pip install -q --disable-pip-version-check "${sdists[0]}"
+    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} pip_install "$spy" "${sdists[0]}"
     verify_install "$spy" "$wheel_version"
     step "sdist build: same bits as the wheel"
     "$spy" "$root/tools/qemu_check.py" check --digests "$work/wheel-digests.json"

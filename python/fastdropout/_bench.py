@@ -107,12 +107,9 @@ class WrongResult(Exception):
 def _parse_size(text: str) -> int:
     t = text.strip().replace(" ", "")
     try:
-        if "**" in t:
-            base, exp = t.split("**")
-            value = int(base) ** int(exp)
-        elif "^" in t:
-            base, exp = t.split("^")
-            value = int(base) ** int(exp)
+        if "**" in t or "^" in t:
+            base, exp = t.split("**" if "**" in t else "^")
+            value = int(int(base) ** int(exp))  # 2**-1 -> 0, refused below
         elif "<<" in t:
             base, exp = t.split("<<")
             value = int(base) << int(exp)
@@ -302,7 +299,7 @@ def _load_torch(wanted: bool) -> tuple[Any, str]:
     if not wanted:
         return None, "PyTorch left out (--no-torch)."
     try:
-        import torch  # noqa: PLC0415 - optional, imported lazily
+        import torch  # optional, imported lazily
     except ImportError:
         return None, f"PyTorch is not installed: {TORCH_HINT}."
     return torch, f"PyTorch {torch.__version__} (threads set to match each row)."
@@ -375,7 +372,7 @@ def _run_group(cases: list[Case], s: Settings, core: Any) -> None:
         except WrongResult as exc:
             c.status, c.detail = "WRONG", str(exc)
             continue
-        except Exception as exc:  # a baseline may not support a dtype, etc.
+        except Exception as exc:  # noqa: BLE001 - e.g. a baseline lacks a dtype
             c.status, c.detail = "error", f"{type(exc).__name__}: {exc}"
             continue
         c.number = max(1, math.ceil(s.min_time / max(t, 1e-9)))
@@ -404,12 +401,13 @@ def _run_group(cases: list[Case], s: Settings, core: Any) -> None:
 
 def spatial_shape(n: int) -> tuple[int, int, int, int] | None:
     """``(N, C, H, W)`` with ``N*C*H*W == n``: C = 32 channels, H*W the largest
-    power of two dividing ``n / C`` (at most 64 x 64). None if ``n % 32``."""
+    power of two dividing ``n / C`` that is at most 64 x 64 and leaves N >= 4 where
+    it can. None if ``n % 32``."""
     if n % CHANNELS:
         return None
     rest = n // CHANNELS
     hw = 1
-    while hw < 4096 and rest % (2 * hw) == 0:
+    while hw < 4096 and rest % (2 * hw) == 0 and rest // (2 * hw) >= 4:
         hw *= 2
     h = 1 << (hw.bit_length() - 1) // 2
     return rest // hw, CHANNELS, h, hw // h
@@ -446,6 +444,11 @@ class Data:
         self._masks: dict[str, Any] = {}
 
     # -- layouts --------------------------------------------------------------
+    @property
+    def n_mask_spatial(self) -> int:
+        assert self.sshape is not None
+        return self.sshape[0] * self.sshape[1]
+
     def spatial(self, layout: str, a: FloatArray) -> FloatArray:
         assert self.sshape is not None
         nn, c, h, w = self.sshape
@@ -559,8 +562,10 @@ class Data:
             got = flat[w.start:w.stop]
             want = np.ascontiguousarray(w.y).reshape(-1).view(u)
             if got.shape != want.shape or not np.array_equal(got, want):
-                bad = np.flatnonzero(got != want) if got.shape == want.shape else []
-                where = f" first at element {w.start + int(bad[0])}" if len(bad) else ""
+                where = ""
+                if got.shape == want.shape:
+                    first = int(np.flatnonzero(got != want)[0])
+                    where = f" first at element {w.start + first}"
                 raise WrongResult(f"values differ from fastdropout.reference{where}")
             if w.bits is not None:
                 gb = np.asarray(bits).reshape(-1)[w.bits_start:w.bits_start + len(w.bits)]
@@ -585,17 +590,19 @@ def _op_bytes(op: str, d: Data) -> int:
 
 def _fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
                        core: Any) -> list[Case]:
-    fd = d.fd
-    dropout, spatial_dropout, backward = fd.dropout, fd.spatial_dropout, fd.dropout_backward
-    from . import _validate  # the same threshold/scale the public API computes
+    """The public API (with and without ``out=``) and the raw ``_core`` call of
+    every op, each with a check against the reference."""
+    from . import _validate  # the threshold and scale the public API computes
 
+    fd = d.fd
+    dropout, backward = fd.dropout, fd.dropout_backward
     p, seed, x, y, g, bits = d.p, d.seed, d.x, d.y, d.g, d.bits
     thr = _validate.threshold(p)
     scale = float(_validate.inverted_scale(p, x.dtype))
     cases: list[Case] = []
 
-    def add(op: str, impl: str, label: str, fn: Callable[[], object],
-            result: Callable[[object], tuple[FloatArray, Any]],
+    def add(op: str, impl: str, label: str, fn: Callable[[], Any],
+            result: Callable[[Any], tuple[FloatArray, Any]],
             shape: tuple[int, ...] = (d.n,)) -> None:
         def check() -> str:
             out_y, out_bits = result(fn())
@@ -604,27 +611,54 @@ def _fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
         cases.append(Case(op, impl, label, d.dtype, d.n, shape, threads, simd,
                           _op_bytes(op, d), fn, check))
 
-    def y_of(r: object) -> tuple[FloatArray, Any]:
+    def y_of(r: Any) -> tuple[FloatArray, Any]:
         return r, None
 
-    def y_mask_of(r: object) -> tuple[FloatArray, Any]:
-        yy, m = r  # type: ignore[misc]
-        return yy, m.bits
+    def y_mask_of(r: Any) -> tuple[FloatArray, Any]:
+        return r[0], r[1].bits
 
-    def core_y(_: object) -> tuple[FloatArray, Any]:
-        return y, None
+    def written(out: FloatArray, out_bits: Any = None) -> Callable[[Any], Any]:
+        return lambda _: (out, out_bits)
 
-    def core_y_bits(_: object) -> tuple[FloatArray, Any]:
-        return y, bits
+    def spatial(op: str, layout: str) -> None:
+        fmt = "channels_first" if layout == "cf" else "channels_last"
+        xs, ys, gs = d.spatial(layout, x), d.spatial(layout, y), d.spatial(layout, g)
+        axes = d.axes(layout)
+        shape = tuple(xs.shape)
+        if op.endswith("forward"):
+            sbits = np.zeros((d.n_mask_spatial + 7) // 8, np.uint8)
+            add(op, "api", f"spatial_dropout({fmt}, out=y, return_mask=True)",
+                lambda: fd.spatial_dropout(xs, p, data_format=fmt, seed=seed, out=ys,
+                                           return_mask=True),
+                y_mask_of, shape)
+            add(op, "core", "_core.forward(bits, axes)",
+                lambda: core.forward(xs, ys, seed, 0, thr, scale, True, sbits, axes),
+                written(ys, sbits), shape)
+        else:
+            mask = d.mask(layout)
+            mbits = mask.bits
+            add(op, "api", f"dropout_backward({fmt} mask, out=y)",
+                lambda: backward(gs, mask, out=ys), y_of, shape)
+            add(op, "core", "_core.backward_mask(axes)",
+                lambda: core.backward_mask(gs, ys, mbits, scale, True, axes),
+                written(ys), shape)
+
+    def backward_mask(op: str) -> None:
+        mask = d.mask("dense")
+        mbits = mask.bits
+        add(op, "api", "dropout_backward(mask, out=y)",
+            lambda: backward(g, mask, out=y), y_of)
+        add(op, "api_alloc", "dropout_backward(mask)", lambda: backward(g, mask), y_of)
+        add(op, "core", "_core.backward_mask",
+            lambda: core.backward_mask(g, y, mbits, scale, True, ()), written(y))
 
     for op in s.ops:
         if op == "forward":
-            add(op, "api", "dropout(out=y)",
-                lambda: dropout(x, p, seed=seed, out=y), y_of)
-            add(op, "api_alloc", "dropout()",
-                lambda: dropout(x, p, seed=seed), y_of)
+            add(op, "api", "dropout(out=y)", lambda: dropout(x, p, seed=seed, out=y), y_of)
+            add(op, "api_alloc", "dropout()", lambda: dropout(x, p, seed=seed), y_of)
             add(op, "core", "_core.forward",
-                lambda: core.forward(x, y, seed, 0, thr, scale, True, None, ()), core_y)
+                lambda: core.forward(x, y, seed, 0, thr, scale, True, None, ()),
+                written(y))
         elif op == "forward_mask":
             add(op, "api", "dropout(out=y, return_mask=True)",
                 lambda: dropout(x, p, seed=seed, out=y, return_mask=True), y_mask_of)
@@ -632,53 +666,14 @@ def _fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
                 lambda: dropout(x, p, seed=seed, return_mask=True), y_mask_of)
             add(op, "core", "_core.forward(bits)",
                 lambda: core.forward(x, y, seed, 0, thr, scale, True, bits, ()),
-                core_y_bits)
+                written(y, bits))
         elif op == "backward_mask":
-            dmask = d.mask("dense")
-            dbits = dmask.bits
-            add(op, "api", "dropout_backward(mask, out=y)",
-                lambda: backward(g, dmask, out=y), y_of)
-            add(op, "api_alloc", "dropout_backward(mask)",
-                lambda: backward(g, dmask), y_of)
-            add(op, "core", "_core.backward_mask",
-                lambda: core.backward_mask(g, y, dbits, scale, True, ()), core_y)
+            backward_mask(op)
         elif op == "backward_regen":
             add(op, "api", "dropout_backward(p=, seed=, out=y)",
                 lambda: backward(g, p=p, seed=seed, out=y), y_of)
         elif d.sshape is not None:
-            layout = op.split("_")[1]
-            fmt = "channels_first" if layout == "cf" else "channels_last"
-            xs, ys, gs = (d.spatial(layout, a) for a in (x, y, g))
-            axes = d.axes(layout)
-            sbits = np.zeros((d.sshape[0] * d.sshape[1] + 7) // 8, np.uint8)
-            shape = tuple(xs.shape)
-
-            def spatial_y(_: object, ys: FloatArray = ys) -> tuple[FloatArray, Any]:
-                return ys, None
-
-            if op.endswith("forward"):
-                add(op, "api", f"spatial_dropout({layout}, out=y, return_mask=True)",
-                    lambda xs=xs, ys=ys, fmt=fmt: spatial_dropout(
-                        xs, p, data_format=fmt, seed=seed, out=ys, return_mask=True),
-                    y_mask_of, shape)
-
-                def spatial_y_bits(_: object, ys: FloatArray = ys,
-                                   sbits: Any = sbits) -> tuple[FloatArray, Any]:
-                    return ys, sbits
-
-                add(op, "core", "_core.forward(axes)",
-                    lambda xs=xs, ys=ys, sbits=sbits, axes=axes: core.forward(
-                        xs, ys, seed, 0, thr, scale, True, sbits, axes),
-                    spatial_y_bits, shape)
-            else:
-                smask = d.mask(layout)
-                add(op, "api", f"dropout_backward({layout} mask, out=y)",
-                    lambda gs=gs, ys=ys, m=smask: backward(gs, m, out=ys),
-                    y_of, shape)
-                add(op, "core", "_core.backward_mask(axes)",
-                    lambda gs=gs, ys=ys, mb=smask.bits, axes=axes: core.backward_mask(
-                        gs, ys, mb, scale, True, axes),
-                    spatial_y, shape)
+            spatial(op, op.split("_")[1])
     return cases
 
 
@@ -694,82 +689,92 @@ def _copy_cases(d: Data, threads: int, core: Any) -> list[Case]:
 
 
 def _numpy_cases(d: Data, s: Settings) -> list[Case]:
+    """The NumPy idiom (forward: a new random draw every call) and its backward."""
     p = d.p
     rng = np.random.default_rng(1)
-    x = d.x
+    x, g = d.x, d.g
+    nb = 2 * x.nbytes
     cases: list[Case] = []
-    ops = set(s.ops)
-    if ops & {"forward", "forward_mask", "backward_regen"}:
-        cases.append(Case("forward", "numpy", "x * (rng.random(x.shape) >= p) / (1 - p)",
-                          d.dtype, d.n, (d.n,), None, None, 2 * x.nbytes,
-                          lambda: x * (rng.random(x.shape) >= p) / (1 - p)))
-    if "backward_mask" in ops:
-        keep = rng.random(x.shape) >= p
-        cases.append(Case("backward_mask", "numpy", "g * keep / (1 - p)", d.dtype, d.n,
-                          (d.n,), None, None, 2 * x.nbytes + keep.nbytes,
-                          lambda: d.g * keep / (1 - p)))
-    if d.sshape is None:
-        return cases
-    for layout in ("cf", "cl"):
+
+    def add(op: str, label: str, fn: Callable[[], Any], shape: tuple[int, ...],
+            nbytes: int = nb) -> None:
+        cases.append(Case(op, "numpy", label, d.dtype, d.n, shape, None, None, nbytes,
+                          fn))
+
+    def spatial(layout: str, forward: bool) -> None:
         xs = d.spatial(layout, x)
         mshape = d.mask_shape(layout)
-        if f"spatial_{layout}_forward" in ops:
-            cases.append(Case(
-                f"spatial_{layout}_forward", "numpy",
-                "x * (rng.random(mask_shape) >= p) / (1 - p)", d.dtype, d.n, xs.shape,
-                None, None, 2 * x.nbytes,
-                lambda xs=xs, mshape=mshape: xs * (rng.random(mshape) >= p) / (1 - p)))
-        if f"spatial_{layout}_backward" in ops:
-            skeep = rng.random(mshape) >= p
-            cases.append(Case(
-                f"spatial_{layout}_backward", "numpy", "g * keep / (1 - p)", d.dtype, d.n,
-                xs.shape, None, None, 2 * x.nbytes,
-                lambda xs=xs, skeep=skeep: xs * skeep / (1 - p)))
+        if forward:
+            add(f"spatial_{layout}_forward",
+                "x * (rng.random(mask_shape) >= p) / (1 - p)",
+                lambda: xs * (rng.random(mshape) >= p) / (1 - p), tuple(xs.shape))
+        else:
+            keep = rng.random(mshape) >= p
+            add(f"spatial_{layout}_backward", "g * keep / (1 - p)",
+                lambda: xs * keep / (1 - p), tuple(xs.shape))
+
+    ops = set(s.ops)
+    if ops & {"forward", "forward_mask", "backward_regen"}:
+        add("forward", "x * (rng.random(x.shape) >= p) / (1 - p)",
+            lambda: x * (rng.random(x.shape) >= p) / (1 - p), (d.n,))
+    if "backward_mask" in ops:
+        keep = rng.random(x.shape) >= p
+        add("backward_mask", "g * keep / (1 - p)", lambda: g * keep / (1 - p), (d.n,),
+            nb + keep.nbytes)
+    if d.sshape is not None:
+        for op in OPS[4:]:
+            if op in ops:
+                spatial(op.split("_")[1], op.endswith("forward"))
     return cases
 
 
 def _torch_cases(d: Data, s: Settings, threads: int, torch: Any) -> list[Case]:
+    """PyTorch's CPU dropout: F.dropout, native_dropout (which returns the bool
+    mask), native_dropout_backward, F.dropout2d in both memory formats."""
     F = torch.nn.functional
     p = d.p
     xt = torch.from_numpy(d.x)
     nb = 2 * d.x.nbytes
-    ops = set(s.ops)
     cases: list[Case] = []
 
-    def add(op: str, label: str, fn: Callable[[], object], shape: tuple[int, ...],
+    def add(op: str, label: str, fn: Callable[[], Any], shape: tuple[int, ...],
             nbytes: int = nb) -> None:
         cases.append(Case(op, "torch", label, d.dtype, d.n, shape, threads, None,
                           nbytes, fn))
 
+    def spatial(layout: str, forward: bool) -> None:
+        xs = torch.from_numpy(d.spatial(layout, d.x))
+        if layout == "cl":  # an (N, C, H, W) view of (N, H, W, C): torch.channels_last
+            xs = xs.permute(0, 3, 1, 2)
+        shape = tuple(d.spatial(layout, d.x).shape)
+        if forward:
+            add(f"spatial_{layout}_forward", "F.dropout2d",
+                lambda: F.dropout2d(xs, p, training=True), shape)
+        else:
+            nn, c = d.mask_shape("cf")[:2]
+            noise = (torch.rand(nn, c, 1, 1) >= p).to(xt.dtype) / (1 - p)
+            add(f"spatial_{layout}_backward", "g * noise (autograd's backward)",
+                lambda: xs * noise, shape)
+
+    def backward_mask() -> None:
+        mt = torch.rand(xt.shape) >= p
+        scale = 1.0 / (1.0 - p)
+        add("backward_mask", "native_dropout_backward",
+            lambda: torch.ops.aten.native_dropout_backward(xt, mt, scale), (d.n,),
+            nb + d.n)
+
+    ops = set(s.ops)
     if "forward" in ops:
         add("forward", "F.dropout", lambda: F.dropout(xt, p, training=True), (d.n,))
     if "forward_mask" in ops:
         add("forward_mask", "torch.native_dropout",
             lambda: torch.native_dropout(xt, p, True), (d.n,), nb + d.n)
     if "backward_mask" in ops:
-        try:
-            _, mt = torch.native_dropout(xt, p, True)
-        except RuntimeError:
-            mt = torch.rand(xt.shape) >= p
-        scale = 1.0 / (1.0 - p)
-        add("backward_mask", "native_dropout_backward",
-            lambda: torch.ops.aten.native_dropout_backward(xt, mt, scale), (d.n,),
-            nb + d.n)
-    if d.sshape is None:
-        return cases
-    x_cf = torch.from_numpy(d.spatial("cf", d.x))
-    # channels_last: a (N, C, H, W) view of (N, H, W, C) memory, torch's channels_last
-    x_cl = torch.from_numpy(d.spatial("cl", d.x)).permute(0, 3, 1, 2)
-    nn, c, _, _ = d.sshape
-    noise = (torch.rand(nn, c, 1, 1) >= p).to(xt.dtype) / (1 - p)
-    for layout, xl in (("cf", x_cf), ("cl", x_cl)):
-        shape = tuple(d.spatial(layout, d.x).shape)
-        if f"spatial_{layout}_forward" in ops:
-            add(f"spatial_{layout}_forward", "F.dropout2d",
-                lambda xl=xl: F.dropout2d(xl, p, training=True), shape)
-        if f"spatial_{layout}_backward" in ops:
-            add(f"spatial_{layout}_backward", "g * noise (autograd's backward)",
-                lambda xl=xl: xl * noise, shape)
+        backward_mask()
+    if d.sshape is not None:
+        for op in OPS[4:]:
+            if op in ops:
+                spatial(op.split("_")[1], op.endswith("forward"))
     return cases
 
 
@@ -916,6 +921,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
 
+def _ns_cell(r: dict[str, Any] | None, ns_per_s_elem: float) -> str:
+    if r is None:
+        return "-"
+    if r["status"] != "ok":
+        return str(r["status"])
+    return _num(r["median_s"] * ns_per_s_elem)
+
+
 def _main_table(idx: Index, s: Settings) -> str:
     rows = []
     for dtype in s.dtypes:
@@ -934,21 +947,13 @@ def _main_table(idx: Index, s: Settings) -> str:
                             continue
                         med = r["median_s"]
                         ne = 1e9 / n
-                        core_r = idx.get(op, "core", *key)
-                        alloc_r = idx.get(op, "api_alloc", *key)
-
-                        def ns(rr: dict[str, Any] | None) -> str:
-                            if rr is None:
-                                return "-"
-                            if rr["status"] != "ok":
-                                return rr["status"]
-                            return _num(rr["median_s"] * ne)
-
+                        core_ns = _ns_cell(idx.get(op, "core", *key), ne)
+                        alloc_ns = _ns_cell(idx.get(op, "api_alloc", *key), ne)
                         rows.append([
                             op, dtype, _size(n), str(threads), simd,
                             _num(med * ne), _num(r["gb_per_s"]), _num(r["min_s"] * ne),
                             f"{(r['q3_s'] - r['q1_s']) / med * 100:.0f}%",
-                            ns(core_r), ns(alloc_r),
+                            core_ns, alloc_ns,
                             _times(_ratio(med, idx.baseline("stream_copy", op, dtype, n,
                                                             threads))),
                             _times(_ratio(med, idx.baseline("copyto", op, dtype, n,
@@ -1085,34 +1090,28 @@ def _targets(idx: Index, s: Settings, default_simd: str, have_torch: bool) -> li
 def _report(s: Settings, machine: dict[str, Any], idx: Index, targets: list[Target],
             memory: dict[str, Any] | None, notes: list[str]) -> str:
     m = machine
-    parts = [
-        "## fastdropout benchmark",
-        "",
+    machine_line = (
         f"- machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; SIMD available: "
-        f"{', '.join(m['simd_available'])}; OpenMP: {'yes' if m['openmp'] else 'no'}",
+        f"{', '.join(m['simd_available'])}; OpenMP: {'yes' if m['openmp'] else 'no'}")
+    versions = (
         f"- fastdropout {m['fastdropout']}, NumPy {m['numpy']}, PyTorch "
-        f"{m['torch'] or 'not used'}, Python {m['python']}; {m['date']}",
-        f"- command: `{m['command']}`",
+        f"{m['torch'] or 'not used'}, Python {m['python']}; {m['date']}")
+    method = (
         f"- p = {s.p}; median of up to {s.repeats} round-robin rounds (slow baselines: "
         f"at least 3 within --budget {s.budget:g} s); calls faster than "
-        f"{s.min_time * 1e3:g} ms looped within a sample",
-        "",
-        "### fastdropout",
-        "",
-        "Public API with `out=` (ns/elem, GB/s = bytes moved / time, min, IQR), the raw "
-        "`_core` call and the API without `out=` beside it. `x copy`: time / native "
-        "copy of the same bytes with the same threads (1.00x = memory speed); "
+        f"{s.min_time * 1e3:g} ms looped within a sample")
+    legend = (
+        "Public API with `out=` (ns/elem, GB/s = bytes moved / time, min, IQR), the "
+        "raw `_core` call and the API without `out=` beside it. `x copy`: time / "
+        "native copy of the same bytes with the same threads (1.00x = memory speed); "
         "`x np.copyto`: time / `np.copyto`; `vs NumPy`, `vs torch`: how many times "
-        "faster than the NumPy idiom / PyTorch.",
-        "",
-        _main_table(idx, s),
-        "",
-        "### Baselines",
-        "",
-        _baseline_table(idx, s),
-        "",
-        "### Targets",
-        "",
+        "faster than the NumPy idiom / PyTorch.")
+    parts = [
+        "## fastdropout benchmark", "",
+        machine_line, versions, f"- command: `{m['command']}`", method, "",
+        "### fastdropout", "", legend, "", _main_table(idx, s), "",
+        "### Baselines", "", _baseline_table(idx, s), "",
+        "### Targets", "",
     ]
     parts += [t.line() for t in targets] or ["- (targets are set for float32)"]
     if memory is not None:
@@ -1127,10 +1126,10 @@ def _report(s: Settings, machine: dict[str, Any], idx: Index, targets: list[Targ
 
 
 def _plot(path: Path, idx: Index, s: Settings) -> None:
-    import matplotlib  # noqa: PLC0415 - optional, imported lazily
+    import matplotlib  # optional, imported lazily
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     dtype = "float32" if "float32" in s.dtypes else s.dtypes[0]
     ops = [o for o in s.ops if any(r["op"] == o and r["dtype"] == dtype for r in idx.rows)]
@@ -1172,8 +1171,9 @@ def _plot(path: Path, idx: Index, s: Settings) -> None:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
-    legend_in = 0.2 + 0.16 * math.ceil(len(labels) / 4)  # legend height, inches
-    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
+    legend_in = 0.3 + 0.16 * math.ceil(len(labels) / 4)  # legend height, inches
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.95, wspace=0.3, hspace=0.45,
+                        bottom=(legend_in + 0.5) / fig.get_figheight())
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -1192,8 +1192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
 
-    import fastdropout as fd  # noqa: PLC0415 - the module under test, looked up now
-    from fastdropout import _core as core  # noqa: PLC0415
+    import fastdropout as fd  # looked up now (tests patch it)
+    from fastdropout import _core as core
 
     try:
         s = _settings(ns, core)
@@ -1202,7 +1202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if s.plot is not None:
         try:
-            import matplotlib  # noqa: F401, PLC0415
+            import matplotlib  # noqa: F401
         except ImportError:
             print("python -m fastdropout bench: --plot needs matplotlib "
                   "(pip install matplotlib)", file=sys.stderr)
@@ -1227,18 +1227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory = _memory(fd, s.memory_n, s.p) if s.memory_n > 0 else None
 
     wrong = [r for r in rows if r["simd"] is not None and r["status"] != "ok"]
-    notes = [
-        torch_note,
+    checks = (
         f"Checked against fastdropout.reference, bit for bit, before timing: whole "
         f"results up to {s.check_full_max} elements; larger dense ones in windows of "
         f"{WINDOW} elements (start, middle, a random place, end; the reference run at "
-        f"the window's offset), larger spatial ones on 4 samples along N.",
-        "GB/s counts the bytes an operation must move: x read, y written, mask bits "
-        "written or read (the NumPy idiom and PyTorch move more).",
-        "Spatial shapes: " + ", ".join(
-            f"n={_size(n)}: {spatial_shape(n)}" for n in s.sizes) + ".",
-        "backward_regen has no NumPy or PyTorch counterpart; `vs NumPy` there compares "
-        "with the forward idiom.",
+        f"the window's offset), larger spatial ones on 4 samples along N.")
+    shapes = ", ".join(f"n={_size(n)}: {spatial_shape(n)}" for n in s.sizes)
+    notes = [
+        torch_note,
+        checks,
+        ("GB/s counts the bytes an operation must move: x read, y written, mask bits "
+         "written or read (the NumPy idiom and PyTorch move more)."),
+        f"Spatial shapes (N, C, H, W): {shapes}.",
+        ("backward_regen has no NumPy or PyTorch counterpart; `vs NumPy` there "
+         "compares with the forward idiom."),
     ]
     if wrong:
         notes.insert(0, f"**{len(wrong)} fastdropout result(s) were wrong or failed and "
@@ -1248,7 +1250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if s.md is not None:
         s.md.write_text(report, encoding="utf-8")
     if s.json is not None:
-        import json  # noqa: PLC0415
+        import json
 
         payload = {
             "machine": machine,

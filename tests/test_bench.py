@@ -1,0 +1,204 @@
+"""The benchmark tool (``python -m fastdropout bench``): a smoke run on tiny
+arrays, the structure of its report and JSON, and its refusal to time a wrong
+result. No timing is asserted: these machines are shared and noisy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _util import HAVE_CORE, NO_CORE_REASON, fastdropout
+
+pytestmark = pytest.mark.skipif(not HAVE_CORE, reason=NO_CORE_REASON)
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny, fast settings shared by the tests: one round, no looping within a sample.
+FAST = ["--repeats", "1", "--min-time", "0", "--budget", "0", "--memory-n", "4096"]
+
+
+@pytest.fixture
+def bench() -> Any:
+    from fastdropout import _bench
+
+    return _bench
+
+
+def run_bench(bench: Any, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    md, js = tmp_path / "bench.md", tmp_path / "bench.json"
+    rc = bench.main([*FAST, *args, "--md", str(md), "--json", str(js)])
+    return rc, json.loads(js.read_text()), md.read_text()
+
+
+def rows(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in data["results"] if all(r[k] == v for k, v in match.items())]
+
+
+def test_smoke_run_structure(bench: Any, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    core = fastdropout._core
+    simd_before, threads_before = core.simd_level(), core.get_num_threads()
+    rc, data, md = run_bench(bench, tmp_path, "--sizes", "2**10,2**12",
+                             "--threads", "1,max", "--no-torch")
+    assert rc == 0
+    assert capsys.readouterr().out == md  # stdout is the Markdown report
+    # the settings it changed are restored
+    assert core.simd_level() == simd_before
+    assert core.get_num_threads() == threads_before
+
+    machine = data["machine"]
+    for key in ("cpu", "logical_cpus", "simd_available", "numpy", "torch", "date",
+                "command", "fastdropout"):
+        assert key in machine
+    assert machine["torch"] is None
+    assert data["settings"]["sizes"] == [1 << 10, 1 << 12]
+    threads = data["settings"]["threads"]
+    assert threads[0] == 1
+
+    for n in (1 << 10, 1 << 12):
+        for t in threads:
+            for op in bench.OPS:
+                (api,) = rows(data, op=op, impl="api", n=n, threads=t)
+                assert api["status"] == "ok", api["detail"]
+                assert api["checked"] == "full"
+                assert api["median_s"] > 0 and api["ns_per_elem"] > 0
+                assert api["min_s"] <= api["median_s"]
+                assert len(api["samples_s"]) == 1
+                assert api["simd"] == simd_before
+            for impl in ("stream_copy", "copyto"):
+                assert rows(data, op="copy", impl=impl, n=n, threads=t)[0]["status"] == "ok"
+            for op in ("forward", "forward_mask", "backward_mask"):
+                assert rows(data, op=op, impl="api_alloc", n=n, threads=t)
+                assert rows(data, op=op, impl="core", n=n, threads=t)
+        assert rows(data, op="forward", impl="numpy", n=n)[0]["status"] == "ok"
+    assert not rows(data, impl="torch")
+
+    verdicts = {t["verdict"] for t in data["targets"]}
+    assert verdicts <= {"PASS", "MISS", "n/a"}
+    torch_targets = [t for t in data["targets"] if "torch" in t["name"]]
+    assert torch_targets and all(t["verdict"] == "n/a" for t in torch_targets)
+    assert any(t["name"].endswith("small array") for t in data["targets"])
+
+    mem = data["memory"]
+    assert mem["n"] == 4096
+    for name in ("forward", "forward_out", "backward_mask"):
+        assert mem[name]["peak"] >= mem[name]["expected"] > 0
+
+    for heading in ("### fastdropout", "### Baselines", "### Targets", "### Memory",
+                    "| op | dtype | n | threads | simd | ns/elem"):
+        assert heading in md
+    assert "PyTorch left out" in md
+
+
+def test_sampled_check(bench: Any, tmp_path: Path) -> None:
+    """Above --check-full-max, results are checked in windows (and still pass)."""
+    rc, data, md = run_bench(
+        bench, tmp_path, "--sizes", "2**14", "--threads", "1", "--no-torch",
+        "--check-full-max", "1024", "--ops",
+        "forward_mask,backward_mask,backward_regen,spatial_cl_forward,spatial_cf_backward")
+    assert rc == 0
+    checked = {r["op"]: r["checked"] for r in rows(data, impl="api")}
+    assert set(checked) == {"forward_mask", "backward_mask", "backward_regen",
+                            "spatial_cl_forward", "spatial_cf_backward"}
+    assert all(c.startswith("sampled") for c in checked.values()), checked
+    assert "sampled" in md
+
+
+@pytest.mark.parametrize("size", ["2**10", "2**14"], ids=["full", "sampled"])
+def test_wrong_result_is_not_timed(bench: Any, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch, size: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    real = fastdropout.dropout
+
+    def off_by_one_element(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        y = result[0] if isinstance(result, tuple) else result
+        flat = y.reshape(-1)
+        flat[flat.size // 2] = 7.0  # inside the middle check window
+        return result
+
+    monkeypatch.setattr(fastdropout, "dropout", off_by_one_element)
+    rc, data, md = run_bench(bench, tmp_path, "--sizes", size, "--threads", "1",
+                             "--no-torch", "--check-full-max", "1024",
+                             "--ops", "forward,forward_mask")
+    assert rc == 1
+    for op in ("forward", "forward_mask"):
+        for impl in ("api", "api_alloc"):
+            (r,) = rows(data, op=op, impl=impl)
+            assert r["status"] == "WRONG"
+            assert "reference" in r["detail"]
+            assert r["median_s"] is None and r["samples_s"] == []
+        (core_row,) = rows(data, op=op, impl="core")  # the raw core is still right
+        assert core_row["status"] == "ok" and core_row["median_s"] > 0
+    assert "WRONG" in md
+    assert "WRONG" in capsys.readouterr().err
+
+
+def test_bad_arguments(bench: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--help"]) == 0
+    assert "--sizes" in capsys.readouterr().out
+    for args in (["--dtypes", "int8"], ["--simd", "nope"], ["--sizes", "0"],
+                 ["--ops", "sideways"], ["--quick", "--full"], ["--repeats", "0"]):
+        assert bench.main(args) == 2, args
+        assert capsys.readouterr().err
+
+
+def test_parse_size(bench: Any) -> None:
+    assert [bench._parse_size(s) for s in ("1024", "2**10", "2^10", "1<<10")] == [1024] * 4
+
+
+def test_spatial_shapes(bench: Any) -> None:
+    for k in range(5, 27):
+        n, c, h, w = bench.spatial_shape(1 << k)
+        assert n * c * h * w == 1 << k
+    assert bench.spatial_shape(1000) is None
+
+
+def test_plot(bench: Any, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bench.png"
+    rc = bench.main([*FAST, "--sizes", "2**10,2**11", "--threads", "1", "--no-torch",
+                     "--ops", "forward_mask,spatial_cf_forward", "--memory-n", "0",
+                     "--plot", str(png)])
+    assert rc == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_baselines(bench: Any, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    threads_before = torch.get_num_threads()
+    rc, data, _ = run_bench(bench, tmp_path, "--sizes", "2**10", "--threads", "1",
+                            "--ops", "forward,forward_mask,backward_mask,spatial")
+    assert rc == 0
+    assert torch.get_num_threads() == threads_before
+    got = {r["op"]: r["status"] for r in rows(data, impl="torch")}
+    assert got == dict.fromkeys(["forward", "forward_mask", "backward_mask",
+                                 *bench.OPS[4:]], "ok")
+    assert data["machine"]["torch"] == torch.__version__
+
+
+def test_script_wrapper() -> None:
+    """bench/bench_dropout.py forwards to fastdropout._bench.main."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_dropout.py"),
+                          "--help"], capture_output=True, text=True, check=True,
+                         timeout=120)
+    assert "python -m fastdropout bench" in out.stdout
+
+
+def test_numpy_reference_used_for_checks(bench: Any) -> None:
+    """The windows of a sampled check are the reference at the window's offset:
+    pieced together, they equal the reference of the whole array."""
+    settings = bench._settings(bench._build_parser().parse_args(
+        ["--sizes", "2**14", "--check-full-max", "1024", "--dtypes", "float32"]),
+        fastdropout._core)
+    d = bench.Data(fastdropout, "float32", 1 << 14, settings)
+    whole, mask = fastdropout.reference.dropout(d.x, d.p, seed=d.seed, return_mask=True)
+    for w in d.expected("forward_mask"):
+        np.testing.assert_array_equal(w.y.view(np.uint32),
+                                      whole[w.start:w.stop].view(np.uint32))
+        np.testing.assert_array_equal(
+            w.bits, mask.bits[w.bits_start:w.bits_start + len(w.bits)])
