@@ -25,11 +25,13 @@ CI); ``pytest tests/test_fuzz.py --hypothesis-show-statistics`` counts them.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import fractions
 import math
 import os
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable
 from unittest import mock
 
@@ -428,6 +430,23 @@ def out_specs(draw: Any, spec: ArraySpec, bad: bool) -> OutSpec:
 # --------------------------------------------------------------------------
 
 FIXED_OS_SEED = 0x0123_4567_89AB_CDEF  # what seed=None draws (patched)
+AVAILABLE_SIMD = tuple(_core._available_simd())
+simd_st = st.sampled_from(AVAILABLE_SIMD)
+threads_st = st.sampled_from([None, None, None, 1, 2, 3, 5, 16])
+
+
+@contextlib.contextmanager
+def kernels(simd: str, threads: int | None) -> Iterator[None]:
+    """Run the native code with this instruction set and thread count."""
+    simd_before, threads_before = _core.simd_level(), fastdropout.get_num_threads()
+    try:
+        _core._set_simd(simd)
+        if threads is not None:
+            fastdropout.set_num_threads(threads)
+        yield
+    finally:
+        _core._set_simd(simd_before)
+        fastdropout.set_num_threads(threads_before)
 
 
 @dataclass
@@ -577,23 +596,17 @@ def forward_calls(draw: Any, spatial: bool) -> tuple[Any, ...]:
         kwargs["broadcast_axes"] = draw(axes_st(len(spec.shape), "axes" in broken))
     if "data_format" in broken and not spatial:
         kwargs["data_format"] = "channels_last"  # not a keyword of dropout
-    threads = draw(st.sampled_from([None, None, None, 1, 2, 3, 5, 16]))
-    return spec, out, p, p_positional, kwargs, threads
+    return spec, out, p, p_positional, kwargs, draw(simd_st), draw(threads_st)
 
 
 def _check_forward(call: tuple[Any, ...], spatial: bool) -> None:
-    spec, out, p, p_positional, kwargs, threads = call
-    note(f"x={spec}, out={out}, p={p!r}, kwargs={kwargs}, threads={threads}")
+    spec, out, p, p_positional, kwargs, simd, threads = call
+    note(f"x={spec}, out={out}, p={p!r}, kwargs={kwargs}, simd={simd}, threads={threads}")
     native_fn = fastdropout.spatial_dropout if spatial else fastdropout.dropout
     ref_fn = reference.spatial_dropout if spatial else reference.dropout
     args, kw = ((p,), dict(kwargs)) if p_positional else ((), {**kwargs, "p": p})
-    before = fastdropout.get_num_threads()
-    try:
-        if threads is not None:
-            fastdropout.set_num_threads(threads)
+    with kernels(simd, threads):
         nat = run(native_fn, spec, out, args, kw)
-    finally:
-        fastdropout.set_num_threads(before)
     ref = run(ref_fn, spec, out, args, kw)
     compare(nat, ref)
     if nat.exc is None and out.kind is not None:
@@ -662,7 +675,7 @@ def backward_calls(draw: Any) -> tuple[Any, ...]:
     axes_choice = draw(st.lists(st.integers(0, max(ndim - 1, 0)), max_size=2, unique=True))
     other_shape = draw(shapes())
     return (spec, out, how, mask_p, mask_mode, mask_seed, mask_offset, kwargs,
-            tuple(axes_choice), other_shape)
+            tuple(axes_choice), other_shape, draw(simd_st), draw(threads_st))
 
 
 def _make_mask(impl: Any, how: str, shape: tuple[int, ...], p: float, mode: str,
@@ -688,16 +701,18 @@ def _make_mask(impl: Any, how: str, shape: tuple[int, ...], p: float, mode: str,
 @given(backward_calls())
 def test_fuzz_dropout_backward(call: tuple[Any, ...]) -> None:
     (spec, out, how, mask_p, mask_mode, mask_seed, mask_offset, kwargs, axes,
-     other_shape) = call
+     other_shape, simd, threads) = call
     note(f"grad={spec}, out={out}, how={how}, mask=({mask_p!r}, {mask_mode}, "
-         f"{mask_seed}, {mask_offset}, {axes}, {other_shape}), kwargs={kwargs}")
+         f"{mask_seed}, {mask_offset}, {axes}, {other_shape}), kwargs={kwargs}, "
+         f"simd={simd}, threads={threads}")
     masks = {}
     for name, impl in (("native", fastdropout), ("reference", reference)):
         masks[name] = _make_mask(impl, how, spec.shape, mask_p, mask_mode, mask_seed,
                                  mask_offset, axes, other_shape)
     if how.startswith("mask"):
         assert_same_mask(masks["native"], masks["reference"])
-    nat = run(fastdropout.dropout_backward, spec, out, (masks["native"],), kwargs)
+    with kernels(simd, threads):
+        nat = run(fastdropout.dropout_backward, spec, out, (masks["native"],), kwargs)
     ref = run(reference.dropout_backward, spec, out, (masks["reference"],), kwargs)
     compare(nat, ref)
     if nat.exc is None and out.kind is not None:
