@@ -165,16 +165,16 @@ double rounded_scale(double p, Dtype dt) {
     if (dt == fastdropout::kF32) {
         return static_cast<double>(static_cast<float>(s));
     }
-    // float16: round the float to 11 significant bits, half to even (s >= 1 is a
-    // normal number; above float16's largest finite value it becomes Inf).
-    const float f = static_cast<float>(s);
-    std::uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const std::uint32_t lsb = (u >> 13) & 1u;
-    u = (u + 0x0FFFu + lsb) & ~0x1FFFu;
-    float r;
-    std::memcpy(&r, &u, 4);
-    return r > 65504.0f ? HUGE_VAL : static_cast<double>(r);  // float16 overflow: Inf
+    // float16: round the double to 11 significant bits, half to even, as NumPy's
+    // double -> float16 conversion does (s >= 1 is a normal number; from 65520 on
+    // it rounds past float16's largest finite value to Inf).
+    std::uint64_t u;
+    std::memcpy(&u, &s, 8);
+    const std::uint64_t lsb = (u >> 42) & 1u;
+    u = (u + ((std::uint64_t{1} << 41) - 1) + lsb) & ~((std::uint64_t{1} << 42) - 1);
+    double r;
+    std::memcpy(&r, &u, 8);
+    return r > 65504.0 ? HUGE_VAL : r;
 }
 
 std::uint64_t threshold_of(double p) {

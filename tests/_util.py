@@ -34,6 +34,24 @@ def _import() -> tuple[types.ModuleType, bool]:
 
 fastdropout, HAVE_CORE = _import()
 
+# After _import(): works with or without the compiled core.
+from fastdropout import reference
+
+__all__ = [
+    "AVAILABLE_SIMD",
+    "HAVE_CORE",
+    "NO_CORE_REASON",
+    "TWO_64",
+    "assert_same",
+    "assert_same_mask",
+    "bits_of",
+    "core",
+    "fastdropout",
+    "make_input",
+    "philox_py",
+    "reference",
+    "special_values",
+]
 
 NO_CORE_REASON = "fastdropout._core is not built (reference-only run)"
 

@@ -65,7 +65,8 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
                 (api,) = rows(data, op=op, impl="api", n=n, threads=t)
                 assert api["status"] == "ok", api["detail"]
                 assert api["checked"] == "full"
-                assert api["median_s"] > 0 and api["ns_per_elem"] > 0
+                assert api["median_s"] > 0
+                assert api["ns_per_elem"] > 0
                 assert api["min_s"] <= api["median_s"]
                 assert len(api["samples_s"]) == 1
                 assert api["simd"] == simd_before
@@ -80,7 +81,8 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
     verdicts = {t["verdict"] for t in data["targets"]}
     assert verdicts <= {"PASS", "MISS", "n/a"}
     torch_targets = [t for t in data["targets"] if "torch" in t["name"]]
-    assert torch_targets and all(t["verdict"] == "n/a" for t in torch_targets)
+    assert torch_targets
+    assert all(t["verdict"] == "n/a" for t in torch_targets)
     assert any(t["name"].endswith("small array") for t in data["targets"])
 
     mem = data["memory"]
@@ -131,9 +133,11 @@ def test_wrong_result_is_not_timed(bench: Any, tmp_path: Path,
             (r,) = rows(data, op=op, impl=impl)
             assert r["status"] == "WRONG"
             assert "reference" in r["detail"]
-            assert r["median_s"] is None and r["samples_s"] == []
+            assert r["median_s"] is None
+            assert r["samples_s"] == []
         (core_row,) = rows(data, op=op, impl="core")  # the raw core is still right
-        assert core_row["status"] == "ok" and core_row["median_s"] > 0
+        assert core_row["status"] == "ok"
+        assert core_row["median_s"] > 0
     assert "WRONG" in md
     assert "WRONG" in capsys.readouterr().err
 
@@ -168,17 +172,42 @@ def test_plot(bench: Any, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_torch_baselines(bench: Any, tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    threads_before = torch.get_num_threads()
-    rc, data, _ = run_bench(bench, tmp_path, "--sizes", "2**10", "--threads", "1",
-                            "--ops", "forward,forward_mask,backward_mask,spatial")
-    assert rc == 0
-    assert torch.get_num_threads() == threads_before
+def test_torch_baselines(tmp_path: Path) -> None:
+    """With PyTorch installed, its baselines are timed, with our thread count.
+    In a subprocess: PyTorch brings its own OpenMP runtime, which should not
+    stay loaded in the test process."""
+    pytest.importorskip("torch")
+    js = tmp_path / "bench.json"
+    args = [*FAST, "--sizes", "2**10", "--threads", "1", "--ops",
+            "forward,forward_mask,backward_mask,spatial", "--json", str(js)]
+    code = (
+        "import sys, torch; from fastdropout._bench import main; "
+        "before = torch.get_num_threads(); "
+        f"rc = main({args!r}); "
+        "assert torch.get_num_threads() == before; sys.exit(rc)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   timeout=300)
+    data = json.loads(js.read_text())
     got = {r["op"]: r["status"] for r in rows(data, impl="torch")}
     assert got == dict.fromkeys(["forward", "forward_mask", "backward_mask",
-                                 *bench.OPS[4:]], "ok")
-    assert data["machine"]["torch"] == torch.__version__
+                                 "spatial_cf_forward", "spatial_cf_backward",
+                                 "spatial_cl_forward", "spatial_cl_backward"], "ok")
+    assert data["machine"]["torch"]
+    assert any(t["name"].endswith("torch.native_dropout") and t["verdict"] != "n/a"
+               for t in data["targets"])
+
+
+def test_without_torch(bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    """PyTorch missing: a clear note saying how to get it, and no torch rows."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    rc, data, md = run_bench(bench, tmp_path, "--sizes", "2**10", "--threads", "1",
+                             "--ops", "forward_mask")
+    assert rc == 0
+    assert not rows(data, impl="torch")
+    assert "pip install torch==2.13.0 to include PyTorch" in md
+    assert "pip install torch==2.13.0 to include PyTorch" in capsys.readouterr().err
 
 
 def test_script_wrapper() -> None:

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fastdropout
 import numpy as np
 import pytest
-
-import fastdropout
 from fastdropout.demo import nn
 from fastdropout.demo.html import decode_tensor, read_page_data
 
@@ -110,9 +109,26 @@ def page_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fastdropout.demo import main
 
     out = tmp_path_factory.mktemp("page")
-    args = ["--epochs", "3", "--hidden", "24", "16", "--channels", "6", "8",
-            "--train-size", "60", "--val-size", "80", "--seed", "5", "--quiet",
-            "--html", "--out", str(out)]
+    args = [
+        "--epochs",
+        "3",
+        "--hidden",
+        "24",
+        "16",
+        "--channels",
+        "6",
+        "8",
+        "--train-size",
+        "60",
+        "--val-size",
+        "80",
+        "--seed",
+        "5",
+        "--quiet",
+        "--html",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     return out / "visualizer.html"
 
@@ -175,7 +191,9 @@ def _example_x(data: dict[str, Any], i: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------- tests
 
 
-def test_page_loads_and_philox_self_test_passes(page: Any, page_data: dict[str, Any]) -> None:
+def test_page_loads_and_philox_self_test_passes(
+    page: Any, page_data: dict[str, Any]
+) -> None:
     assert page.get_attribute("body", "data-philox-kat") == "ok"
     hidden = [d["W"]["shape"][1] for d in page_data["mlp"]["dropout"]["dense"][:-1]]
     assert hidden == [24, 16]
@@ -199,14 +217,19 @@ def test_clicking_a_neuron_drops_it(
     k = int(hidden[0].argmax())
     assert hidden[0][k] > 0
     page.click(f"[data-layer='0'][data-neuron='{k}']")
-    assert page.get_attribute(f"[data-layer='0'][data-neuron='{k}']", "data-dropped") == "1"
+    assert (
+        page.get_attribute(f"[data-layer='0'][data-neuron='{k}']", "data-dropped")
+        == "1"
+    )
     keep = [np.ones(24, bool), np.ones(16, bool)]
     keep[0][k] = False
     _, ref_drop = mlp_forward(m, x, keep, 1.0)
     after = _probs(page)
     assert np.abs(after - before).max() > 1e-6
     np.testing.assert_allclose(after, ref_drop, rtol=0, atol=TOL)
-    page.screenshot(path=str(tmp_path / "visualizer_neuron_dropped.png"), full_page=True)
+    page.screenshot(
+        path=str(tmp_path / "visualizer_neuron_dropped.png"), full_page=True
+    )
     assert (tmp_path / "visualizer_neuron_dropped.png").stat().st_size > 10_000
 
     # A second-layer unit too, then restore both by clicking again.
@@ -214,7 +237,8 @@ def test_clicking_a_neuron_drops_it(
     page.click(f"[data-layer='1'][data-neuron='{j}']")
     keep[1][j] = False
     np.testing.assert_allclose(_probs(page), mlp_forward(m, x, keep, 1.0)[1], atol=TOL)
-    assert _dropped(page, 0).sum() == 1 and _dropped(page, 1).sum() == 1
+    assert _dropped(page, 0).sum() == 1
+    assert _dropped(page, 1).sum() == 1
     page.click(f"[data-layer='1'][data-neuron='{j}']")
     page.click(f"[data-layer='0'][data-neuron='{k}']")
     np.testing.assert_allclose(_probs(page), ref, rtol=0, atol=TOL)
@@ -224,11 +248,15 @@ def test_clicking_a_neuron_drops_it(
     page.click("[data-example='3']")
     m0 = _models(page_data, "mlp", "no_dropout")
     np.testing.assert_allclose(
-        _probs(page), mlp_forward(m0, _example_x(page_data, 3), all_kept, 1.0)[1], atol=TOL
+        _probs(page),
+        mlp_forward(m0, _example_x(page_data, 3), all_kept, 1.0)[1],
+        atol=TOL,
     )
 
 
-def test_sampled_mask_is_fastdropouts_mask(page: Any, page_data: dict[str, Any]) -> None:
+def test_sampled_mask_is_fastdropouts_mask(
+    page: Any, page_data: dict[str, Any]
+) -> None:
     seed, offset, n = 12_345_678_901_234_567, 5, 24 + 16  # key uses both words
     page.fill("#seed", str(seed))
     page.fill("#offset", str(offset))
@@ -263,7 +291,8 @@ def test_sampled_mask_is_fastdropouts_mask(page: Any, page_data: dict[str, Any])
     np.testing.assert_allclose(_probs(page), ref6, rtol=0, atol=TOL)
 
     page.click("#restore")
-    assert not _dropped(page, 0).any() and not _dropped(page, 1).any()
+    assert not _dropped(page, 0).any()
+    assert not _dropped(page, 1).any()
 
 
 def test_dense_vs_spatial_dropout_on_feature_maps(

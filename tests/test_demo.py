@@ -12,10 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import fastdropout
 import numpy as np
 import pytest
-
-import fastdropout
 from fastdropout.demo import nn
 from fastdropout.demo.html import decode_tensor, encode_tensor, read_page_data
 
@@ -31,7 +30,9 @@ def _loss_fixed_masks(model: nn.Sequential, x: np.ndarray, y: np.ndarray) -> flo
     return loss
 
 
-def _numeric_grad(f: Callable[[], float], a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def _numeric_grad(
+    f: Callable[[], float], a: np.ndarray, eps: float = 1e-6
+) -> np.ndarray:
     g = np.zeros_like(a)
     for i in np.ndindex(a.shape):
         old = a[i]
@@ -104,7 +105,9 @@ def test_conv2d_matches_direct_convolution() -> None:
         for i in range(3):
             for j in range(3):
                 ref[:, o] += np.einsum(
-                    "nchw,c->nhw", xp[:, :, i : i + 5, j : j + 4], conv.w.value[o, :, i, j]
+                    "nchw,c->nhw",
+                    xp[:, :, i : i + 5, j : j + 4],
+                    conv.w.value[o, :, i, j],
                 )
         ref[:, o] += conv.b.value[o]
     np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
@@ -123,7 +126,9 @@ def test_drop_draws_fastdropouts_stream() -> None:
     y2 = d.forward(x, training=True)  # the next stream position: another mask
     assert not np.array_equal(y1, y2)
     np.testing.assert_array_equal(y1, fastdropout.dropout(x, 0.5, seed=1234, offset=0))
-    np.testing.assert_array_equal(y2, fastdropout.dropout(x, 0.5, seed=1234, offset=120))
+    np.testing.assert_array_equal(
+        y2, fastdropout.dropout(x, 0.5, seed=1234, offset=120)
+    )
     np.testing.assert_array_equal(d.forward(x, training=False), x)
     d.reset()
     np.testing.assert_array_equal(d.forward(x, training=True), y1)
@@ -151,8 +156,21 @@ needs_demo_extra = pytest.mark.skipif(
 )
 
 TINY = [
-    "--epochs", "2", "--hidden", "16", "12", "--channels", "4", "6",
-    "--train-size", "40", "--val-size", "60", "--seed", "11", "--quiet",
+    "--epochs",
+    "2",
+    "--hidden",
+    "16",
+    "12",
+    "--channels",
+    "4",
+    "6",
+    "--train-size",
+    "40",
+    "--val-size",
+    "60",
+    "--seed",
+    "11",
+    "--quiet",
 ]
 
 
@@ -167,7 +185,8 @@ def _run(out: Path, *extra: str) -> dict:
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = _run(tmp_path / "a", "--html")
     out = capsys.readouterr().out
-    assert "summary" in out and "final val loss" in out
+    assert "summary" in out
+    assert "final val loss" in out
 
     files = {p.name for p in (tmp_path / "a").iterdir()}
     assert files == {"demo_loss.png", "demo_results.json", "visualizer.html"}
@@ -178,29 +197,41 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for runs in report["models"].values():
         assert set(runs) == {"no_dropout", "dropout"}
         for h in runs.values():
-            for key in ("train_loss", "val_loss", "train_acc", "val_acc", "running_loss"):
+            for key in (
+                "train_loss",
+                "val_loss",
+                "train_acc",
+                "val_acc",
+                "running_loss",
+            ):
                 assert len(h[key]) == 2
                 assert all(np.isfinite(h[key]))
             s = h["summary"]
             assert s["final_val_loss"] == h["val_loss"][-1]
             assert s["best_val_loss"] == min(h["val_loss"])
     assert report["dataset"] == {
-        "name": "sklearn.datasets.load_digits", "train_size": 40, "val_size": 60,
+        "name": "sklearn.datasets.load_digits",
+        "train_size": 40,
+        "val_size": 60,
     }
     assert report["config"]["p_hidden"] == 0.5
-    assert report["config"]["p_input"] == 0.2
+    assert report["config"]["p_input"] == 0.1
 
     # The page embeds the weights of all four networks and validation images.
     data = read_page_data((tmp_path / "a" / "visualizer.html").read_text("utf-8"))
     assert [d["W"]["shape"] for d in data["mlp"]["dropout"]["dense"]] == [
-        [64, 16], [16, 12], [12, 10],
+        [64, 16],
+        [16, 12],
+        [12, 10],
     ]
     assert [c["W"]["shape"] for c in data["conv"]["no_dropout"]["conv"]] == [
-        [4, 1, 3, 3], [6, 4, 3, 3],
+        [4, 1, 3, 3],
+        [6, 4, 3, 3],
     ]
     x = decode_tensor(data["examples"]["x"])
     assert x.shape == (len(data["examples"]["y"]), 64)
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0
+    assert x.max() <= 1.0
 
     # Deterministic for a given seed: a second run gives the same numbers.
     again = _run(tmp_path / "b", "--html")
@@ -211,7 +242,9 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @needs_demo_extra
-def test_demo_without_dropout_differences_come_from_dropout_only(tmp_path: Path) -> None:
+def test_demo_without_dropout_differences_come_from_dropout_only(
+    tmp_path: Path,
+) -> None:
     # With both rates 0 the two runs are the same computation, number for number.
     report = _run(tmp_path, "--p-hidden", "0", "--p-input", "0")
     runs = report["models"]["mlp"]
@@ -221,7 +254,12 @@ def test_demo_without_dropout_differences_come_from_dropout_only(tmp_path: Path)
 
 @pytest.mark.parametrize(
     "args",
-    [["--p-hidden", "1.5"], ["--p-input", "-0.1"], ["--epochs", "0"], ["--hidden", "x"]],
+    [
+        ["--p-hidden", "1.5"],
+        ["--p-input", "-0.1"],
+        ["--epochs", "0"],
+        ["--hidden", "x"],
+    ],
 )
 def test_demo_rejects_bad_arguments(
     args: list[str], capsys: pytest.CaptureFixture[str]
@@ -249,7 +287,11 @@ def test_demo_explains_missing_optional_dependency(
 def test_python_m_fastdropout_demo_help() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "fastdropout", "demo", "--help"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "--p-hidden" in proc.stdout and "--html" in proc.stdout
+    assert "--p-hidden" in proc.stdout
+    assert "--html" in proc.stdout

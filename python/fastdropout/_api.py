@@ -100,6 +100,69 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
     return y
 
 
+# ---- fast path ---------------------------------------------------------------------
+# The common call (a C-contiguous, aligned float ndarray; float p; int or no seed;
+# int offset; no out, no broadcast axes; training) is recognised with a handful of
+# identity checks and goes straight to the core. It computes exactly what the
+# general path computes; anything else falls through to full validation.
+_FAST_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+_MODES = frozenset(("inverted", "classic"))
+_TWO_64 = 1 << 64
+_ndarray = np.ndarray
+_scales: dict[tuple[float, str], float] = {}
+
+
+def _scale_of(p: float, dtype: np.dtype[Any]) -> float:
+    """``float(dtype(1 / (1 - p)))``, memoised (a few distinct p per program)."""
+    key = (p, dtype.char)
+    s = _scales.get(key)
+    if s is None:
+        if len(_scales) > 1024:
+            _scales.clear()
+        s = _scales[key] = float(_inverted_scale(p, dtype))
+    return s
+
+
+def _fast_dense(
+    x: Any, p: Any, mode: Any, seed: Any, offset: Any, return_mask: Any
+) -> Any:
+    """Result of a plain dense training call, or None if the call is not plain."""
+    if (
+        type(x) is not _ndarray
+        or type(p) is not float
+        or not 0.0 <= p <= 1.0
+        or type(offset) is not int
+        or not 0 <= offset < _TWO_64
+        or type(mode) is not str
+        or mode not in _MODES
+        or (return_mask is not True and return_mask is not False)
+    ):
+        return None
+    dtype = x.dtype
+    if dtype not in _FAST_DTYPES:
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned):
+        return None
+    if type(seed) is int and 0 <= seed < _TWO_64:
+        s = seed
+    elif seed is None:
+        s = resolve_seed(None)
+    else:
+        return None
+    y = _empty(x.shape, dtype)
+    n = x.size
+    bits = _empty((n + 7) >> 3, _uint8) if return_mask else None
+    scaled = mode == "inverted"
+    _core.forward(
+        x, y, s, offset, _threshold(p), _scale_of(p, dtype) if scaled else 1.0,
+        scaled, bits, (),
+    )
+    if bits is None:
+        return y
+    return y, Mask._new(bits, x.shape, n, p, mode, s, offset, ())
+
+
 def _forward(plan: _v.ForwardPlan) -> Any:
     x, p, training, mode, seed_arg, offset, axes, mask_shape, n_mask, out, want_mask = (
         plan
@@ -169,6 +232,10 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
+    if training is True and broadcast_axes is None and out is None:
+        fast = _fast_dense(x, p, mode, seed, offset, return_mask)
+        if fast is not None:
+            return fast
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
@@ -231,6 +298,26 @@ def dropout_backward(
     storing it. The result has ``grad_y``'s dtype; ``out`` as in
     :func:`dropout`.
     """
+    if (
+        type(mask) is Mask
+        and type(grad_y) is _ndarray
+        and p is None
+        and mode is DEFAULT_MODE
+        and seed is None
+        and type(offset) is int
+        and offset == 0
+        and broadcast_axes is None
+        and out is None
+        and grad_y.dtype in _FAST_DTYPES
+        and grad_y.shape == mask.shape
+        and grad_y.flags.c_contiguous
+        and grad_y.flags.aligned
+    ):  # fast path: the plain backward from a stored dense-shaped mask
+        y = _empty(grad_y.shape, grad_y.dtype)
+        scaled = mask.mode == "inverted"
+        scale = _scale_of(mask.p, grad_y.dtype) if scaled else 1.0
+        _core.backward_mask(grad_y, y, mask.bits, scale, scaled, ())
+        return y
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
     g = plan.g
     out_ = plan.out

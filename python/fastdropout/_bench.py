@@ -104,7 +104,7 @@ class WrongResult(Exception):
 # ---------------------------------------------------------------------------
 
 
-def _parse_size(text: str) -> int:
+def _parse_size(text: str, minimum: int = 1) -> int:
     t = text.strip().replace(" ", "")
     try:
         if "**" in t or "^" in t:
@@ -117,8 +117,8 @@ def _parse_size(text: str) -> int:
             value = int(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
     return value
 
 
@@ -149,8 +149,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="comma-separated thread counts; 'max' = the default thread "
                     "count of this process (default: 1,max)")
     ap.add_argument("--simd", type=_csv,
-                    help="'best' (the active level, default), 'all', or names from "
-                    "_core._available_simd()")
+                    help="'active' (the level in use, normally the best; default), "
+                    "'all', or names from _core._available_simd()")
     ap.add_argument("--ops", type=_csv,
                     help=f"comma-separated from {', '.join(OPS)}, or dense, spatial, all")
     ap.add_argument("--repeats", type=int,
@@ -166,7 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--check-full-max", type=_parse_size, default=1 << 16,
                     help="check whole results up to this many elements; larger ones "
                     "in windows (default 2**16)")
-    ap.add_argument("--memory-n", type=_parse_size, default=BIG,
+    ap.add_argument("--memory-n", type=lambda t: _parse_size(t, 0), default=BIG,
                     help="elements of the float32 tracemalloc check (default 2**24; "
                     "0 skips it)")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
@@ -219,10 +219,10 @@ def _settings(ns: argparse.Namespace, core: Any) -> Settings:
         if v not in threads:
             threads.append(v)
     available = list(core._available_simd())
-    simd = ns.simd or (available if full else ["best"])
+    simd = ns.simd or (available if full else ["active"])
     if "all" in simd:
         simd = available
-    simd = [core.simd_level() if s == "best" else s for s in simd]
+    simd = [core.simd_level() if s in ("best", "active") else s for s in simd]
     for s in simd:
         if s not in available:
             raise ValueError(f"--simd: {s!r} is not available here "
@@ -510,7 +510,11 @@ class Data:
 
     def expected(self, op: str) -> list[Window]:
         if op not in self._expected:
-            self._expected[op] = self._compute_expected(op)
+            if op == "forward":  # the values of forward_mask, without the bits
+                self._expected[op] = [Window(w.start, w.stop, w.y)
+                                      for w in self.expected("forward_mask")]
+            else:
+                self._expected[op] = self._compute_expected(op)
         return self._expected[op]
 
     def _compute_expected(self, op: str) -> list[Window]:
@@ -520,10 +524,9 @@ class Data:
         if not op.startswith("spatial"):
             xf = self.x.reshape(-1)
             for a, b in self._dense_windows():
-                if op in ("forward", "forward_mask"):
+                if op == "forward_mask":
                     y, m = ref.dropout(xf[a:b], p, seed=seed, offset=a, return_mask=True)
-                    bits = np.array(m.bits) if op == "forward_mask" else None
-                    out.append(Window(a, b, y, a // 8, bits))
+                    out.append(Window(a, b, y, a // 8, np.array(m.bits)))
                 elif op == "backward_regen":
                     y = ref.dropout_backward(xf[a:b], p=p, seed=seed, offset=a)
                     out.append(Window(a, b, y))
@@ -790,6 +793,7 @@ def _set_threads(fd: Any, torch: Any, n: int) -> None:
 
 
 def _run(s: Settings, fd: Any, core: Any, torch: Any) -> list[Case]:
+    start = time.perf_counter()
     done: list[Case] = []
     blocks = [(dt, n) for dt in s.dtypes for n in s.sizes]
     for k, (dtype, n) in enumerate(blocks, 1):
@@ -810,6 +814,7 @@ def _run(s: Settings, fd: Any, core: Any, torch: Any) -> list[Case]:
         print(f"[{k}/{len(blocks)}] {dtype} n={_size(n)}: {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
         del d
+    print(f"benchmark done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return done
 
 
@@ -1053,32 +1058,35 @@ def _targets(idx: Index, s: Settings, default_simd: str, have_torch: bool) -> li
 
     for n in big:
         note = "" if n >= BIG else f"informational: the target is set at n={_size(BIG)}"
-        fm = med("forward_mask", "api", n, tmax)
-        out.append(Target("dense forward with mask vs native copy", dt, n, tmax, simd,
-                          _ratio(fm, idx.baseline("stream_copy", "forward_mask", dt, n,
-                                                  tmax)), 1.25, "max", note))
-        out.append(Target("dense forward with mask vs NumPy idiom", dt, n, tmax, simd,
-                          _ratio(idx.baseline("numpy", "forward_mask", dt, n, None), fm),
-                          8, "min", note))
-        tnote = note if have_torch else TORCH_HINT
-        out.append(Target("dense forward with mask vs torch.native_dropout", dt, n, tmax,
-                          simd, _ratio(idx.baseline("torch", "forward_mask", dt, n, tmax),
-                                       fm), 40, "min", tnote))
-        if tmin == 1:
-            fm1 = med("forward_mask", "api", n, 1)
-            out.append(Target("dense forward with mask vs native copy, one thread", dt,
-                              n, 1, simd,
-                              _ratio(fm1, idx.baseline("stream_copy", "forward_mask", dt,
-                                                       n, 1)), 2.0, "max", note))
+        if "forward_mask" in s.ops:
+            fm = med("forward_mask", "api", n, tmax)
+            out.append(Target(
+                "dense forward with mask vs native copy", dt, n, tmax, simd,
+                _ratio(fm, idx.baseline("stream_copy", "forward_mask", dt, n, tmax)),
+                1.25, "max", note))
+            out.append(Target(
+                "dense forward with mask vs NumPy idiom", dt, n, tmax, simd,
+                _ratio(idx.baseline("numpy", "forward_mask", dt, n, None), fm),
+                8, "min", note))
+            out.append(Target(
+                "dense forward with mask vs torch.native_dropout", dt, n, tmax, simd,
+                _ratio(idx.baseline("torch", "forward_mask", dt, n, tmax), fm),
+                40, "min", note if have_torch else TORCH_HINT))
+            if tmin == 1:
+                out.append(Target(
+                    "dense forward with mask vs native copy, one thread", dt, n, 1, simd,
+                    _ratio(med("forward_mask", "api", n, 1),
+                           idx.baseline("stream_copy", "forward_mask", dt, n, 1)),
+                    2.0, "max", note))
         for threads in s.threads:
             for op in ("backward_mask", *OPS[4:]):
-                if op not in s.ops:
-                    continue
-                out.append(Target(f"{op} vs native copy", dt, n, threads, simd,
-                                  _ratio(med(op, "api", n, threads),
-                                         idx.baseline("stream_copy", op, dt, n, threads)),
-                                  1.15, "max", note))
-    for n in small:
+                if op in s.ops:
+                    out.append(Target(
+                        f"{op} vs native copy", dt, n, threads, simd,
+                        _ratio(med(op, "api", n, threads),
+                               idx.baseline("stream_copy", op, dt, n, threads)),
+                        1.15, "max", note))
+    for n in small if "forward" in s.ops else []:
         note = "" if n <= SMALL else f"informational: the target is set at n={_size(SMALL)}"
         note = (note + "; " if note else "") + "public API without out=, validation included"
         out.append(Target("dense forward vs NumPy idiom, small array", dt, n, tmax, simd,
@@ -1126,29 +1134,35 @@ def _report(s: Settings, machine: dict[str, Any], idx: Index, targets: list[Targ
 
 
 def _plot(path: Path, idx: Index, s: Settings) -> None:
-    import matplotlib  # optional, imported lazily
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """ns/element against size, log-log, one panel per op (float32 if it was
+    run), one colour per implementation, one line style per thread count."""
+    # optional, imported lazily; a bare Figure leaves pyplot's global state alone
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     dtype = "float32" if "float32" in s.dtypes else s.dtypes[0]
     ops = [o for o in s.ops if any(r["op"] == o and r["dtype"] == dtype for r in idx.rows)]
+    simd_colors = ["tab:blue", "tab:cyan", "tab:purple", "tab:pink"]
+    lines: list[tuple[str, str | None, str, str]] = [  # impl, simd, label, colour
+        ("api", simd, f"fastdropout [{simd}]", simd_colors[i % len(simd_colors)])
+        for i, simd in enumerate(s.simd)]
+    lines += [("core", s.simd[0], f"_core [{s.simd[0]}]", "tab:orange"),
+              ("api_alloc", s.simd[0], f"no out= [{s.simd[0]}]", "tab:olive"),
+              ("stream_copy", None, "native copy", "black"),
+              ("copyto", None, "np.copyto", "tab:gray"),
+              ("numpy", None, "NumPy idiom (1 thread)", "tab:green"),
+              ("torch", None, "PyTorch", "tab:red")]
+    styles: tuple[Any, ...] = ("-", "--", ":", "-.")  # one per thread count
     cols = min(4, max(1, len(ops)))
     nrows = max(1, math.ceil(len(ops) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows),
-                             squeeze=False)
-    styles = ["-", "--", ":", "-."]
+    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows + 0.9))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    used: dict[str, str] = {}
     for ax, op in zip(axes.flat, ops):
-        lines: list[tuple[str, str | None, str]] = [
-            ("api", simd, f"fastdropout [{simd}]") for simd in s.simd]
-        lines += [("core", s.simd[0], f"_core [{s.simd[0]}]"),
-                  ("api_alloc", s.simd[0], f"no out= [{s.simd[0]}]"),
-                  ("stream_copy", None, "native copy"),
-                  ("copyto", None, "np.copyto"),
-                  ("numpy", None, "NumPy idiom"),
-                  ("torch", None, "PyTorch")]
         for ti, threads in enumerate(s.threads):
-            for impl, simd, label in lines:
+            for impl, simd, label, color in lines:
+                if impl == "numpy" and ti > 0:
+                    continue  # does not depend on the thread count
                 xs, ys = [], []
                 for n in s.sizes:
                     if impl in ("stream_copy", "copyto", "numpy", "torch"):
@@ -1158,24 +1172,29 @@ def _plot(path: Path, idx: Index, s: Settings) -> None:
                     if t is not None:
                         xs.append(n)
                         ys.append(t * 1e9 / n)
-                if xs and (impl != "numpy" or ti == 0):
-                    ax.plot(xs, ys, styles[ti % len(styles)], marker="o", markersize=3,
-                            label=label if impl == "numpy" else f"{label}, {threads} thr")
+                if xs:
+                    ax.plot(xs, ys, styles[ti % len(styles)], color=color, marker="o",
+                            markersize=3, linewidth=1.2)
+                    used[label] = color
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"{op} ({dtype})", fontsize=9)
-        ax.set_xlabel("elements")
-        ax.set_ylabel("ns / element")
+        ax.set_xlabel("elements", fontsize=8)
+        ax.set_ylabel("ns / element", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(ops):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
-    legend_in = 0.3 + 0.16 * math.ceil(len(labels) / 4)  # legend height, inches
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.95, wspace=0.3, hspace=0.45,
-                        bottom=(legend_in + 0.5) / fig.get_figheight())
+    handles = [Line2D([], [], color=c, marker="o", markersize=3, label=lab)
+               for lab, c in used.items()]
+    handles += [Line2D([], [], color="black", linestyle=styles[i % len(styles)],
+                       label=f"{t} thread{'s' if t > 1 else ''}")
+                for i, t in enumerate(s.threads)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)),
+               fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.94, wspace=0.3, hspace=0.45,
+                        bottom=0.9 / fig.get_figheight())
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------
@@ -1241,6 +1260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Spatial shapes (N, C, H, W): {shapes}.",
         ("backward_regen has no NumPy or PyTorch counterpart; `vs NumPy` there "
          "compares with the forward idiom."),
+        "Ops: " + "; ".join(f"{op} = `{OP_DOC[op]}`" for op in s.ops) + ".",
     ]
     if wrong:
         notes.insert(0, f"**{len(wrong)} fastdropout result(s) were wrong or failed and "
@@ -1261,6 +1281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "check_full_max": s.check_full_max, "check_window": WINDOW,
                 "torch": torch is not None,
             },
+            "ops": {op: OP_DOC[op] for op in s.ops},
+            "impls": IMPL_DOC,
             "results": rows,
             "targets": [t.as_dict() for t in targets],
             "memory": memory,

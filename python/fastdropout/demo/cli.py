@@ -57,52 +57,88 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--epochs", type=_positive, default=60, help="default: %(default)s")
     ap.add_argument(
-        "--p-hidden", type=_rate, default=0.5,
+        "--epochs", type=_positive, default=150, help="default: %(default)s"
+    )
+    ap.add_argument(
+        "--p-hidden",
+        type=_rate,
+        default=0.5,
         help="dropout rate on the hidden layers (default: %(default)s)",
     )
     ap.add_argument(
-        "--p-input", type=_rate, default=0.2,
+        "--p-input",
+        type=_rate,
+        default=0.1,
         help="dropout rate on the input pixels (default: %(default)s)",
     )
     ap.add_argument(
-        "--p-spatial", type=_rate, default=0.1,
+        "--p-spatial",
+        type=_rate,
+        default=0.1,
         help="SpatialDropout rate after each conv layer, with --conv "
         "(default: %(default)s)",
     )
     ap.add_argument(
-        "--hidden", type=_positive, nargs="+", default=[512, 512], metavar="N",
+        "--hidden",
+        type=_positive,
+        nargs="+",
+        default=[512, 512],
+        metavar="N",
         help="hidden layer sizes of the MLP (default: %(default)s)",
     )
     ap.add_argument(
-        "--channels", type=_positive, nargs="+", default=[8, 16], metavar="C",
+        "--channels",
+        type=_positive,
+        nargs="+",
+        default=[8, 16],
+        metavar="C",
         help="conv layer widths, with --conv (default: %(default)s)",
     )
     ap.add_argument(
-        "--train-size", type=_positive, default=200,
+        "--train-size",
+        type=_positive,
+        default=200,
         help="training images; all other digits are the validation set "
         "(default: %(default)s; small so that overfitting shows)",
     )
     ap.add_argument(
-        "--val-size", type=_positive, default=None,
+        "--val-size",
+        type=_positive,
+        default=None,
         help="validation images (default: all images not used for training)",
     )
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam step size (default: %(default)s)")
-    ap.add_argument("--batch-size", type=_positive, default=32, help="default: %(default)s")
+    ap.add_argument(
+        "--lr", type=float, default=1e-3, help="Adam step size (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--batch-size", type=_positive, default=32, help="default: %(default)s"
+    )
     ap.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     ap.add_argument(
-        "--out", type=Path, default=Path("demo_out"),
+        "--out",
+        type=Path,
+        default=Path("demo_out"),
         help="output directory (default: %(default)s)",
     )
     ap.add_argument(
-        "--html", action="store_true",
+        "--html",
+        action="store_true",
         help="also write visualizer.html, the interactive page (implies --conv: the "
         "page shows the conv net's feature maps)",
     )
     ap.add_argument(
-        "--conv", action="store_true",
+        "--conv",
+        action="store_true",
         help="also train a small conv net with SpatialDropout, with and without",
+    )
+    ap.add_argument(
+        "--blas-threads",
+        type=_positive,
+        default=1,
+        help="threads for NumPy's BLAS while training (default: %(default)s: the "
+        "matrices are small, and BLAS threads only fight each other and any other "
+        "load on the machine, slowing the run down severalfold)",
     )
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
     return ap
@@ -120,11 +156,18 @@ def _line(name: str, s: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m fastdropout demo``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.html:
-        args.conv = True
     # Fail early, before any training, if an optional dependency is missing.
     require("sklearn.datasets")
     require("matplotlib")
+    # threadpoolctl comes with scikit-learn.
+    threadpoolctl = require("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=args.blas_threads, user_api="blas"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.html:
+        args.conv = True
 
     def log(msg: str) -> None:
         if not args.quiet:
@@ -142,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def build_mlp_(with_dropout: bool) -> Sequential:
         return build_mlp(
-            n_in, args.hidden, data.n_classes,
+            n_in,
+            args.hidden,
+            data.n_classes,
             p_input=args.p_input if with_dropout else 0.0,
             p_hidden=args.p_hidden if with_dropout else 0.0,
             seed=args.seed,
@@ -152,21 +197,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return x
 
     common: dict[str, Any] = {
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        "seed": args.seed, "log": log,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "log": log,
     }
     hidden = "-".join(map(str, args.hidden))
     results: dict[str, tuple[Trainer, Trainer, float]] = {}
     results["mlp"] = train_pair(
         f"MLP {n_in}-{hidden}-{data.n_classes}: p = 0 vs dropout "
         f"(input {args.p_input}, hidden {args.p_hidden})",
-        build_mlp_, data, reshape=flat, **common,
+        build_mlp_,
+        data,
+        reshape=flat,
+        **common,
     )
 
     if args.conv:
+
         def build_conv(with_dropout: bool) -> Sequential:
             return build_convnet(
-                data.image_shape, args.channels, data.n_classes,
+                data.image_shape,
+                args.channels,
+                data.n_classes,
                 p_spatial=args.p_spatial if with_dropout else 0.0,
                 p_hidden=args.p_hidden if with_dropout else 0.0,
                 seed=args.seed,
@@ -179,7 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["conv"] = train_pair(
             f"conv net (3x3 conv {chans}, avg pool, dense): p = 0 vs SpatialDropout "
             f"{args.p_spatial} + Dropout {args.p_hidden} before the output layer",
-            build_conv, data, reshape=image, **common,
+            build_conv,
+            data,
+            reshape=image,
+            **common,
         )
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,8 @@ def export_model(model: Sequential) -> dict[str, Any]:
     convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
     if convs:
         out["conv"] = [
-            {"W": encode_tensor(c.w.value), "b": encode_tensor(c.b.value)} for c in convs
+            {"W": encode_tensor(c.w.value), "b": encode_tensor(c.b.value)}
+            for c in convs
         ]
     for layer in model.layers:
         if isinstance(layer, Dense):
@@ -114,12 +115,19 @@ def page_data(
         },
     }
     for key, (a, b, _) in results.items():
-        out[key] = {"no_dropout": export_model(a.model), "dropout": export_model(b.model)}
+        out[key] = {
+            "no_dropout": export_model(a.model),
+            "dropout": export_model(b.model),
+        }
     return out
 
 
 def render_page(payload: Mapping[str, Any]) -> str:
-    template = resources.files("fastdropout.demo").joinpath("visualizer.html").read_text("utf-8")
+    template = (
+        resources.files("fastdropout.demo")
+        .joinpath("visualizer.html")
+        .read_text("utf-8")
+    )
     # Inside <script>, "</" would end the element; JSON allows "<\/" for it.
     text = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
     return template.replace(PLACEHOLDER, text, 1)

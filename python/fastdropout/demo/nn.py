@@ -77,7 +77,7 @@ class Dense:
     def params(self) -> list[Param]:
         return [self.w, self.b]
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:  # noqa: ARG002
         self._x = x
         y: Array = x @ self.w.value + self.b.value
         return y
@@ -94,7 +94,7 @@ class ReLU:
     def __init__(self) -> None:
         self._pos: Array | None = None
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:  # noqa: ARG002
         self._pos = x > 0
         return np.where(self._pos, x, x.dtype.type(0))
 
@@ -107,7 +107,7 @@ class Flatten:
     def __init__(self) -> None:
         self._shape: tuple[int, ...] = ()
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:  # noqa: ARG002
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -146,7 +146,7 @@ class Conv2D:
     def params(self) -> list[Param]:
         return [self.w, self.b]
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:  # noqa: ARG002
         n, c, h, w = x.shape
         p, k = self.pad, self.k
         xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
@@ -182,7 +182,7 @@ class Conv2D:
 class AvgPool2:
     """2x2 average pooling, stride 2 (H and W must be even)."""
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:  # noqa: ARG002
         n, c, h, w = x.shape
         y: Array = x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
         return y
@@ -341,7 +341,11 @@ def build_mlp(
     layers: list[Layer] = [Drop(p_input, seeds[0])]
     width = n_in
     for i, h in enumerate(hidden):
-        layers += [Dense.init(width, h, rng, dtype), ReLU(), Drop(p_hidden, seeds[i + 1])]
+        layers += [
+            Dense.init(width, h, rng, dtype),
+            ReLU(),
+            Drop(p_hidden, seeds[i + 1]),
+        ]
         width = h
     layers.append(Dense.init(width, n_out, rng, dtype))
     return Sequential(layers)

@@ -31,11 +31,15 @@ def plot_histories(
             ep = range(1, len(h.val_loss) + 1)
             c = COLORS[run.name]
             ax_loss.plot(ep, h.train_loss, "--", color=c, label=f"{run.name}: train")
-            ax_loss.plot(ep, h.val_loss, "-", color=c, lw=2, label=f"{run.name}: validation")
+            ax_loss.plot(
+                ep, h.val_loss, "-", color=c, lw=2, label=f"{run.name}: validation"
+            )
             best = int(min(range(len(h.val_loss)), key=h.val_loss.__getitem__))
             ax_loss.plot([best + 1], [h.val_loss[best]], "o", color=c, ms=5)
             ax_acc.plot(ep, h.train_acc, "--", color=c, label=f"{run.name}: train")
-            ax_acc.plot(ep, h.val_acc, "-", color=c, lw=2, label=f"{run.name}: validation")
+            ax_acc.plot(
+                ep, h.val_acc, "-", color=c, lw=2, label=f"{run.name}: validation"
+            )
         name = TITLES.get(key, key)
         ax_loss.set_yscale("log")
         ax_loss.set_title(f"{name}: cross-entropy loss (dots: best validation)")

@@ -51,7 +51,9 @@ def load_digits(
     y = np.asarray(digits.target, dtype=np.intp)
     n = len(y)
     if not 10 <= train_size <= n - 10:
-        raise SystemExit(f"--train-size must be between 10 and {n - 10}, got {train_size}")
+        raise SystemExit(
+            f"--train-size must be between 10 and {n - 10}, got {train_size}"
+        )
     order = np.random.default_rng([seed, 0xDA7A]).permutation(n)
     tr, va = order[:train_size], order[train_size:]
     if val_size is not None:
@@ -101,7 +103,9 @@ class History:
         }
 
 
-def evaluate(model: Sequential, x: Array, y: Array, batch: int = 1024) -> tuple[float, float]:
+def evaluate(
+    model: Sequential, x: Array, y: Array, batch: int = 1024
+) -> tuple[float, float]:
     """Mean loss and accuracy with dropout off (``training=False``)."""
     total, correct = 0.0, 0
     for i in range(0, len(y), batch):
