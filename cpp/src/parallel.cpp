@@ -128,6 +128,39 @@ inline bool bit_at(const std::uint8_t* bits, std::uint64_t m) {
     return ((bits[m >> 3] >> (m & 7u)) & 1u) != 0;
 }
 
+std::uint64_t read_bits64(const std::uint8_t* p, std::size_t pos) {
+    std::uint64_t v = 0;  // bytes [pos/8, pos/8 + 9) are readable by construction
+    for (std::size_t k = 0; k < 8; ++k) {
+        v |= static_cast<std::uint64_t>(p[pos / 8 + k]) << (8 * k);
+    }
+    const unsigned sh = static_cast<unsigned>(pos % 8);
+    if (sh != 0) {
+        v = (v >> sh) | (static_cast<std::uint64_t>(p[pos / 8 + 8]) << (64 - sh));
+    }
+    return v;
+}
+
+// pat[0 .. pattern_bits) = mask bits m0 .. m0 + period - 1, repeated (pattern_bits is a
+// multiple of period). The period is first laid out bit by bit, once and then 64
+// bits past its end, in `ext`; every 64-bit word of the pattern is then one
+// unaligned read from ext at the word's phase within the period.
+void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t period,
+                   std::size_t pattern_bits, std::uint8_t* ext, std::uint8_t* pat) {
+    const std::size_t ext_bits = period + 64;
+    std::memset(ext, 0, ext_bits / 8 + 16);
+    for (std::size_t q = 0; q < ext_bits; ++q) {
+        if (bit_at(bits, m0 + q % period)) {
+            ext[q >> 3] = static_cast<std::uint8_t>(ext[q >> 3] | (1u << (q & 7u)));
+        }
+    }
+    for (std::size_t w = 0; w * 64 < pattern_bits; ++w) {
+        const std::uint64_t v = read_bits64(ext, (w * 64) % period);
+        for (std::size_t k = 0; k < 8; ++k) {
+            pat[8 * w + k] = static_cast<std::uint8_t>(v >> (8 * k));
+        }
+    }
+}
+
 // Splits [0, n) among threads and then into runs that stay inside one item of
 // `unit` elements: seg(item, within_item_begin, global_begin, length).
 template <class Seg>
@@ -271,27 +304,25 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
     // region can throw.
     const std::size_t nt = plan_threads(n);
     std::vector<std::vector<std::uint8_t>> patterns(
-        nt, std::vector<std::uint8_t>(pattern_bits / 8 + 2, 0));
+        nt, std::vector<std::uint8_t>(pattern_bits / 8 + 8, 0));
+    std::vector<std::vector<std::uint8_t>> exts(
+        nt, std::vector<std::uint8_t>((period + 64) / 8 + 16, 0));
     parallel_chunks(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
-        std::vector<std::uint8_t>& pat = patterns[t];
+        std::uint8_t* pat = patterns[t].data();
+        std::uint8_t* ext = exts[t].data();
         std::size_t built_for = ~std::size_t{0};
         std::size_t item = b / unit;
         std::size_t w = b % unit;
         for (std::size_t i = b; i < e;) {
             if (built_for != item) {
-                const std::uint64_t m0 = item_mask_index(outer, item);
-                std::memset(pat.data(), 0, pat.size());
-                for (std::size_t q = 0; q < pattern_bits; ++q) {
-                    if (bit_at(a.bits, m0 + q % period)) {
-                        pat[q >> 3] = static_cast<std::uint8_t>(pat[q >> 3] | (1u << (q & 7u)));
-                    }
-                }
+                build_pattern(a.bits, item_mask_index(outer, item), period, pattern_bits,
+                              ext, pat);
                 built_for = item;
             }
             const std::size_t phase = w % pattern_bits;
             const std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
             ApplyArgs args = a;
-            args.bits = pat.data();
+            args.bits = pat;
             args.all_kept = false;
             args.bit0 = phase - i;  // mod 2**64 on purpose
             apply(args, i, i + len);

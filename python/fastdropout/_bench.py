@@ -1026,7 +1026,7 @@ class Target:
         elif self.kind == "max":
             got = f"{self.value:.2f}x"
         else:
-            got = f"{self.value:.1f}x faster"
+            got = f"{self.value:.2f}x faster"
         note = f" ({self.note})" if self.note else ""
         return (f"- **{self.verdict}** {self.name} [{where}]: {got} "
                 f"(target {op} {self.limit:g}x){note}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,16 @@ def evaluate(
     return total / len(y), correct / len(y)
 
 
+def lr_at(lr: float, epoch: int, epochs: int, schedule: str) -> float:
+    """Step size for 0-based ``epoch``: ``constant``, or ``cosine`` decay from
+    ``lr`` towards 0 over the run."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    raise ValueError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
+
+
 class Trainer:
     """One model, its optimiser and its own (seeded) minibatch order."""
 
@@ -129,7 +140,11 @@ class Trainer:
         self.rng = np.random.default_rng([seed, 0x5EED])
         self.history = History(name)
 
-    def epoch(self, data: Dataset, reshape: Callable[[Array], Array]) -> None:
+    def epoch(
+        self, data: Dataset, reshape: Callable[[Array], Array], lr: float | None = None
+    ) -> None:
+        if lr is not None:
+            self.opt.lr = lr
         n = len(data.y_train)
         order = self.rng.permutation(n)
         losses = []
@@ -161,6 +176,7 @@ def train_pair(
     seed: int,
     reshape: Callable[[Array], Array],
     log: Callable[[str], None],
+    schedule: str = "constant",
 ) -> tuple[Trainer, Trainer, float]:
     """Train ``build(False)`` (p = 0) and ``build(True)`` (dropout) side by side.
 
@@ -178,8 +194,9 @@ def train_pair(
     )
     t0 = time.perf_counter()
     for e in range(1, epochs + 1):
+        lr_e = lr_at(lr, e - 1, epochs, schedule)
         for r in runs:
-            r.epoch(data, reshape)
+            r.epoch(data, reshape, lr_e)
         a, b = (r.history for r in runs)
         log(
             f"{e:5d} | {a.train_loss[-1]:17.4f} {a.val_loss[-1]:8.4f} "
