@@ -152,11 +152,23 @@ def page(browser: Any, page_file: Path) -> Iterator[Any]:
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    # Self-contained: anything but the file itself is refused, and recorded.
+    remote: list[str] = []
+
+    def route(r: Any) -> None:
+        if r.request.url == page_file.as_uri():
+            r.continue_()
+        else:
+            remote.append(r.request.url)
+            r.abort()
+
+    pg.route("**/*", route)
     pg.goto(page_file.as_uri())
     pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
     yield pg
     pg.close()
     assert errors == []
+    assert remote == []
 
 
 def _probs(pg: Any, attr: str = "data-prob", scope: str = "#probs") -> np.ndarray:

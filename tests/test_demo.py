@@ -233,12 +233,11 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert x.min() >= 0.0
     assert x.max() <= 1.0
 
-    # Deterministic for a given seed: a second run gives the same numbers.
-    again = _run(tmp_path / "b", "--html")
-    assert again["models"] == report["models"]
-    again_data = read_page_data((tmp_path / "b" / "visualizer.html").read_text("utf-8"))
-    assert again_data["mlp"] == data["mlp"]
-    assert again_data["conv"] == data["conv"]
+    # Deterministic for a given seed: a second run gives the same numbers (and the
+    # MLP's do not depend on whether the conv net was trained too).
+    again = _run(tmp_path / "b")
+    assert set(again["models"]) == {"mlp"}
+    assert again["models"]["mlp"] == report["models"]["mlp"]
 
 
 @needs_demo_extra

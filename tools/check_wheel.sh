@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Test the artefacts of tools/build_wheels.sh as a user installs them (Linux):
 #
-#   tools/check_wheel.sh [--qemu] [--sdist] [--no-tests] [DIST]   (default DIST: dist/)
+#   tools/check_wheel.sh [--qemu] [--sdist] [--no-tests] [--passes LIST] [DIST]
+#                                                         (default DIST: dist/)
 #
 # * the manylinux wheel for $PYTHON (default python3) goes into a fresh venv,
 #   with its [test] extra; everything runs from a scratch directory, so no source
 #   tree is on sys.path (checked: fastdropout must import from the venv);
 # * fastdropout.__version__ == the installed metadata == the wheel file's version;
 # * the test suite (this checkout's tests/) runs against the installed package,
-#   then again under FASTDROPOUT_SIMD=scalar (extra pytest options: PYTEST_ADDOPTS);
+#   then again under FASTDROPOUT_SIMD=scalar (--passes default: the first only;
+#   extra pytest options: PYTEST_ADDOPTS);
 # * the fixed problems of tools/qemu_check.py give the reference's bits at every
 #   SIMD level of this CPU, and their digests are kept;
 # * --qemu: tools/qemu_check.py under qemu-x86_64 -cpu Nehalem (must pick scalar)
@@ -19,13 +21,14 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
-qemu=0 sdist=0 tests=1 dist=
+qemu=0 sdist=0 tests=1 passes=default,scalar dist=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --qemu) qemu=1 ;;
         --sdist) sdist=1 ;;
         --no-tests) tests=0 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        --passes) passes=$2; shift ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         -*) echo "check_wheel: unknown option $1" >&2; exit 2 ;;
         *) dist=$1 ;;
     esac
@@ -87,10 +90,8 @@ pip_install "$vpy" "$wheel[test]"
 verify_install "$vpy" "$wheel_version"
 
 if [[ $tests -eq 1 ]]; then
-    step "pytest (installed wheel)"
-    "$vpy" -m pytest "$root/tests" -q -p no:cacheprovider
-    step "pytest (installed wheel, FASTDROPOUT_SIMD=scalar)"
-    FASTDROPOUT_SIMD=scalar "$vpy" -m pytest "$root/tests" -q -p no:cacheprovider
+    step "pytest on the installed wheel, passes: $passes"
+    "$vpy" "$root/tools/run_installed_tests.py" "$root/tests" --passes "$passes"
 fi
 
 step "fixed problems: native == reference at every level of this CPU"

@@ -69,7 +69,8 @@ if [[ -z $SO ]]; then
     echo "run_sanitizers: no _core*.so in $BUILD_DIR (build first, without SKIP_BUILD)" >&2
     exit 1
 fi
-if ! nm -D "$SO" 2>/dev/null | grep -q __asan_; then
+syms=$(nm -D "$SO" 2>/dev/null || true)  # (grep -q would SIGPIPE nm under pipefail)
+if [[ $syms != *__asan_* ]]; then
     echo "run_sanitizers: $SO is not built with ASan (stale $BUILD_DIR?)" >&2
     exit 1
 fi

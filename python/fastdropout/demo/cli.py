@@ -51,6 +51,26 @@ def _positive(text: str) -> int:
     return n
 
 
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return x
+
+
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m fastdropout demo",
@@ -109,12 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation images (default: all images not used for training)",
     )
     ap.add_argument(
-        "--lr", type=float, default=1e-3, help="Adam step size (default: %(default)s)"
+        "--lr",
+        type=_positive_float,
+        default=1e-3,
+        help="Adam step size (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="step size over the run: constant, or cosine decay to 0 (which calms "
+        "the noisy curves of the dropout runs but stops them before they are done "
+        "learning; default: %(default)s)",
     )
     ap.add_argument(
         "--batch-size", type=_positive, default=32, help="default: %(default)s"
     )
-    ap.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    ap.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     ap.add_argument(
         "--out",
         type=Path,
@@ -202,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "log": log,
+        "schedule": args.schedule,
     }
     hidden = "-".join(map(str, args.hidden))
     results: dict[str, tuple[Trainer, Trainer, float]] = {}
@@ -252,8 +284,8 @@ def _run(args: argparse.Namespace) -> int:
             key: {"no_dropout": a.history.as_dict(), "dropout": b.history.as_dict()}
             for key, (a, b, _) in results.items()
         },
-        # Everything outside "timing" is a function of the arguments only.
-        "timing": {
+        # Everything outside "run" is a function of the arguments only.
+        "run": {
             "train_seconds": {key: r[2] for key, r in results.items()},
             "fastdropout": getattr(fastdropout, "__version__", "?"),
             "simd_level": fastdropout.simd_level(),
@@ -272,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
         page = args.out / "visualizer.html"
         write_page(page, results, data, config)
         written.append(page)
-    report["timing"]["total_seconds"] = time.perf_counter() - t_start
+    report["run"]["total_seconds"] = time.perf_counter() - t_start
     js = args.out / "demo_results.json"
     js.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     written.append(js)

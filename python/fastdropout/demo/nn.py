@@ -206,16 +206,18 @@ class Drop:
         self.p = float(p)
         self.seed = int(seed)
         self.spatial = spatial
-        self.layer: Any = None
-        self.reset()
+        self.layer = self._make()
 
-    def reset(self) -> None:
+    def _make(self) -> fastdropout.Dropout:
         if self.spatial:
-            self.layer = fastdropout.SpatialDropout(
+            return fastdropout.SpatialDropout(
                 self.p, data_format="channels_first", seed=self.seed
             )
-        else:
-            self.layer = fastdropout.Dropout(self.p, seed=self.seed)
+        return fastdropout.Dropout(self.p, seed=self.seed)
+
+    def reset(self) -> None:
+        """Start again from stream position 0 (a fresh layer, same seed)."""
+        self.layer = self._make()
 
     def forward(self, x: Array, training: bool = False) -> Array:
         y: Array = self.layer.forward(x, training=training)
