@@ -102,7 +102,7 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 
 # ---- fast path ---------------------------------------------------------------------
 # The common call (a C-contiguous, aligned float ndarray; float p; int or no seed;
-# int offset; no out, no broadcast axes; training) is recognised with a handful of
+# int offset; a plain or in-place `out`, or none; no broadcast axes; training) is recognised with a handful of
 # identity checks and goes straight to the core. It computes exactly what the
 # general path computes; anything else falls through to full validation.
 _FAST_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
@@ -124,7 +124,7 @@ def _scale_of(p: float, dtype: np.dtype[Any]) -> float:
 
 
 def _fast_dense(
-    x: Any, p: Any, mode: Any, seed: Any, offset: Any, return_mask: Any
+    x: Any, p: Any, mode: Any, seed: Any, offset: Any, out: Any, return_mask: Any
 ) -> Any:
     """Result of a plain dense training call, or None if the call is not plain."""
     if (
@@ -144,13 +144,25 @@ def _fast_dense(
     flags = x.flags
     if not (flags.c_contiguous and flags.aligned):
         return None
+    if out is None:
+        y = None
+    elif type(out) is _ndarray and out.dtype == dtype and out.shape == x.shape:
+        oflags = out.flags
+        if not (oflags.c_contiguous and oflags.aligned and oflags.writeable):
+            return None
+        if out is not x and _may_share_memory(x, out):
+            return None  # same memory through another view, or a partial overlap
+        y = out
+    else:
+        return None
     if type(seed) is int and 0 <= seed < _TWO_64:
         s = seed
     elif seed is None:
         s = resolve_seed(None)
     else:
         return None
-    y = _empty(x.shape, dtype)
+    if y is None:
+        y = _empty(x.shape, dtype)
     n = x.size
     bits = _empty((n + 7) >> 3, _uint8) if return_mask else None
     scaled = mode == "inverted"
@@ -232,8 +244,8 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
-    if training is True and broadcast_axes is None and out is None:
-        fast = _fast_dense(x, p, mode, seed, offset, return_mask)
+    if training is True and broadcast_axes is None:
+        fast = _fast_dense(x, p, mode, seed, offset, out, return_mask)
         if fast is not None:
             return fast
     plan = _v.plan_forward(

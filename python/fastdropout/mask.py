@@ -29,16 +29,13 @@ class Mask:
     ``to_bool()`` gives the decisions as a bool array of ``shape``.
     """
 
-    __slots__ = ("_axes", "_bits", "_mode", "_offset", "_p", "_seed", "_shape", "_size")
+    # One slot holding (bits, shape, size, p, mode, seed, offset, axes): a mask is
+    # made on every training step, and one attribute store is cheaper than eight.
+    __slots__ = ("_s",)
 
-    _bits: npt.NDArray[np.uint8]
-    _shape: tuple[int, ...]
-    _size: int
-    _p: float
-    _mode: str
-    _seed: int
-    _offset: int
-    _axes: tuple[int, ...]
+    _s: tuple[
+        npt.NDArray[np.uint8], tuple[int, ...], int, float, str, int, int, tuple[int, ...]
+    ]
 
     def __init__(
         self,
@@ -99,15 +96,7 @@ class Mask:
         offset: int,
         axes: tuple[int, ...],
     ) -> None:
-        s = object.__setattr__
-        s(self, "_bits", bits)
-        s(self, "_shape", shape)
-        s(self, "_size", size)
-        s(self, "_p", p)
-        s(self, "_mode", mode)
-        s(self, "_seed", seed)
-        s(self, "_offset", offset)
-        s(self, "_axes", axes)
+        object.__setattr__(self, "_s", (bits, shape, size, p, mode, seed, offset, axes))
 
     @classmethod
     def _new(
@@ -122,7 +111,7 @@ class Mask:
         axes: tuple[int, ...],
     ) -> Mask:
         """Wrap freshly made, already validated bits (no copy): internal."""
-        bits.flags.writeable = False
+        bits.setflags(write=False)
         self = cls.__new__(cls)
         self._set(bits, shape, size, p, mode, seed, offset, axes)
         return self
@@ -131,35 +120,35 @@ class Mask:
 
     @property
     def bits(self) -> npt.NDArray[np.uint8]:
-        return self._bits
+        return self._s[0]
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._shape
+        return self._s[1]
 
     @property
     def size(self) -> int:
-        return self._size
+        return self._s[2]
 
     @property
     def p(self) -> float:
-        return self._p
+        return self._s[3]
 
     @property
     def mode(self) -> str:
-        return self._mode
+        return self._s[4]
 
     @property
     def seed(self) -> int:
-        return self._seed
+        return self._s[5]
 
     @property
     def offset(self) -> int:
-        return self._offset
+        return self._s[6]
 
     @property
     def broadcast_axes(self) -> tuple[int, ...]:
-        return self._axes
+        return self._s[7]
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"Mask is read-only: cannot set {name!r}")
@@ -171,48 +160,48 @@ class Mask:
 
     def to_bool(self) -> npt.NDArray[np.bool_]:
         """The decisions as a bool array of ``shape`` (True = kept)."""
-        flat = np.unpackbits(self._bits, count=self._size, bitorder="little")
-        return flat.astype(bool).reshape(self._shape)
+        flat = np.unpackbits(self.bits, count=self.size, bitorder="little")
+        return flat.astype(bool).reshape(self.shape)
 
     def kept_fraction(self) -> float:
         """Fraction of mask elements kept (``nan`` for an empty mask)."""
-        if self._size == 0:
+        if self.size == 0:
             return float("nan")
-        kept = int(np.unpackbits(self._bits, bitorder="little").sum(dtype=np.int64))
-        return kept / self._size
+        kept = int(np.unpackbits(self.bits, bitorder="little").sum(dtype=np.int64))
+        return kept / self.size
 
     # -- protocol ----------------------------------------------------------------
 
     def __repr__(self) -> str:
         return (
-            f"Mask(shape={self._shape}, p={self._p!r}, mode={self._mode!r}, "
-            f"seed={self._seed}, offset={self._offset}, "
-            f"broadcast_axes={self._axes}, nbytes={self._bits.size})"
+            f"Mask(shape={self.shape}, p={self.p!r}, mode={self.mode!r}, "
+            f"seed={self.seed}, offset={self.offset}, "
+            f"broadcast_axes={self.broadcast_axes}, nbytes={self.bits.size})"
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mask):
             return NotImplemented
         return (
-            self._shape == other._shape
-            and self._p == other._p
-            and self._mode == other._mode
-            and self._seed == other._seed
-            and self._offset == other._offset
-            and self._axes == other._axes
-            and bool(np.array_equal(self._bits, other._bits))
+            self.shape == other.shape
+            and self.p == other.p
+            and self.mode == other.mode
+            and self.seed == other.seed
+            and self.offset == other.offset
+            and self.broadcast_axes == other.broadcast_axes
+            and bool(np.array_equal(self.bits, other.bits))
         )
 
     def __hash__(self) -> int:
         return hash(
             (
-                self._shape,
-                self._p,
-                self._mode,
-                self._seed,
-                self._offset,
-                self._axes,
-                self._bits.tobytes(),
+                self.shape,
+                self.p,
+                self.mode,
+                self.seed,
+                self.offset,
+                self.broadcast_axes,
+                self.bits.tobytes(),
             )
         )
 
@@ -222,13 +211,13 @@ class Mask:
         return (
             Mask,
             (
-                np.array(self._bits),
-                self._shape,
-                self._p,
-                self._mode,
-                self._seed,
-                self._offset,
-                self._axes,
+                np.array(self.bits),
+                self.shape,
+                self.p,
+                self.mode,
+                self.seed,
+                self.offset,
+                self.broadcast_axes,
             ),
         )
 
