@@ -30,25 +30,22 @@ import decimal
 import fractions
 import math
 import os
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from unittest import mock
 
 import numpy as np
 import pytest
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, note, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
 
 try:
     import fastdropout
-    from fastdropout import _core
+    from fastdropout import _core, reference
 except ImportError:  # pragma: no cover - depends on the build
     pytest.skip("fastdropout._core is not built (reference-only run)",
                 allow_module_level=True)
-import fastdropout.reference as reference  # noqa: E402
 
 TWO_32 = 1 << 32
 TWO_64 = 1 << 64
@@ -484,7 +481,7 @@ def run(fn: Callable[..., Any], spec: ArraySpec | None, out: OutSpec | None,
     with mock.patch("secrets.randbits", return_value=FIXED_OS_SEED):
         try:
             result = fn(built.x, *call_args, **call_kwargs)
-        except Exception as e:  # compared with the other implementation below
+        except Exception as e:  # noqa: BLE001 - compared with the reference's below
             exc = e
     after = [b.tobytes() for b in built.buffers]
     y = result[0] if isinstance(result, tuple) else result
@@ -529,7 +526,8 @@ def assert_same_mask(a: Any, e: Any) -> None:
 
 def assert_same_result(a: Any, e: Any) -> None:
     if isinstance(e, tuple):
-        assert isinstance(a, tuple) and len(a) == len(e) == 2
+        assert isinstance(a, tuple)
+        assert len(a) == len(e) == 2
         assert_same_array(a[0], e[0])
         assert_same_mask(a[1], e[1])
     else:
@@ -768,12 +766,13 @@ def _run_layer(cls: Any, ctor: dict[str, Any], ops: tuple[Any, ...]) -> list[Any
     with mock.patch("secrets.randbits", return_value=FIXED_OS_SEED):
         try:
             layer = cls(**kw)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - compared with the reference's
             return [("ctor", type(e), str(e))]
     trace.append(("ctor", layer.p, layer.mode, layer.seed, layer.offset,
                   [g.bit_generator.state for g in gens]))
     last_shape: tuple[int, ...] = ()
     for op, arg in ops:
+        err: Exception | None = None
         try:
             if op in ("forward", "call", "eval", "forward-bad"):
                 x = build(arg, OutSpec(None)).x
@@ -796,9 +795,12 @@ def _run_layer(cls: Any, ctor: dict[str, Any], ops: tuple[Any, ...]) -> list[Any
             else:
                 layer.offset = arg
                 trace.append((op, layer.offset))
-        except Exception as e:
-            assert isinstance(e, (*SPEC7, RuntimeError)), e
-            trace.append((op, type(e), str(e)))
+        except Exception as e:  # noqa: BLE001 - compared with the reference's
+            err = e
+        if err is not None:
+            # RuntimeError: backward() before any forward()
+            assert isinstance(err, (*SPEC7, RuntimeError)), err
+            trace.append((op, type(err), str(err)))
     return trace
 
 
@@ -849,20 +851,21 @@ def test_fuzz_set_num_threads(values: list[Any], shape: tuple[int, ...], seed: i
     try:
         for v in values:
             current = fastdropout.get_num_threads()
+            err: Exception | None = None
             try:
                 fastdropout.set_num_threads(v)
-            except Exception as e:
-                assert isinstance(e, SPEC7), e
-                assert fastdropout.get_num_threads() == current
-                ok_int = (isinstance(v, (int, np.integer))
-                          and not isinstance(v, (bool, np.bool_)))
-                if ok_int:
-                    assert type(e) is ValueError
-                    assert not 1 <= int(v) < 2**31
-                else:
-                    assert type(e) is TypeError
-            else:
+            except Exception as e:  # noqa: BLE001 - checked below
+                err = e
+            is_int = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+            if err is None:
+                assert is_int
+                assert 1 <= int(v) < 2**31
                 assert fastdropout.get_num_threads() == int(v)
+            else:
+                assert fastdropout.get_num_threads() == current
+                assert type(err) is (ValueError if is_int else TypeError), err
+                if is_int:
+                    assert not 1 <= int(v) < 2**31
             y = fastdropout.dropout(x, 0.3, seed=seed, offset=TWO_64 - 7)
             assert_same_array(y, expected)
     finally:
@@ -879,16 +882,24 @@ CORE_INTS = [0, 1, 5, TWO_32 - 1, TWO_32, TWO_32 + 1, TWO_64 - 1, TWO_64, -1,
 
 @st.composite
 def core_calls(draw: Any) -> tuple[Any, ...]:
-    xs = draw(array_specs((0, 1, 2, 3), bad_dtype=draw(st.integers(0, 3)) == 0))
-    ys = draw(st.sampled_from(["same-spec", "fresh", "x", "overlap", "readonly",
-                               "noncontig", "other-dtype", "other-shape", "unaligned"]))
-    bits = draw(st.sampled_from([None, "right", "right", "short", "long", "int8",
-                                 "readonly", "noncontig", "list", "2d"]))
+    xs = draw(array_specs((0, 1, 2, 3), bad_dtype=draw(st.integers(0, 5)) == 0))
+    ys = draw(st.sampled_from(["same-spec", "same-spec", "fresh", "x", "x", "overlap",
+                               "readonly", "noncontig", "other-dtype", "other-shape",
+                               "unaligned"]))
+    bits = draw(st.sampled_from([None, None, "right", "right", "right", "right", "short",
+                                 "long", "int8", "readonly", "noncontig", "list", "2d"]))
+    ndim = len(xs.shape)
     axes = draw(st.one_of(
+        st.just(()),
+        st.lists(st.integers(0, max(ndim - 1, 0)), max_size=ndim, unique=True)
+        .map(lambda a: tuple(sorted(a))),  # what the Python layer passes
         st.lists(st.integers(-2, 4), max_size=4).map(tuple),
-        st.sampled_from([(), (), (0,), (1,), (0, 2), (1, 0), (0, 0)]),
+        st.sampled_from([(0,), (1,), (0, 2), (1, 0), (0, 0)]),
     ))
-    ints = [draw(st.sampled_from(CORE_INTS) | st.integers(0, TWO_64 - 1)) for _ in range(3)]
+    good_words = st.integers(0, TWO_64 - 1) | st.sampled_from([0, TWO_64 - 1, np.uint64(3)])
+    bad = st.sampled_from(CORE_INTS)
+    ints = [draw(good_words | bad), draw(good_words | bad),
+            draw(st.integers(0, TWO_32) | st.sampled_from([0, 1, TWO_32 - 1, TWO_32]) | bad)]
     scale = draw(st.sampled_from([1.0, 2.0, 0.0, math.inf, math.nan, -3.0, 1e308]))
     scaled = draw(st.booleans())
     return xs, ys, bits, axes, ints, scale, scaled
@@ -965,11 +976,30 @@ def test_fuzz_core_defence(call: tuple[Any, ...]) -> None:
     # Snapshots of every buffer the call could touch.
     if isinstance(y, np.ndarray):
         watched.append(y)
+    if isinstance(bits, np.ndarray):
+        watched.append(bits)
+    x0 = np.array(x)
     before = [w.tobytes() for w in watched]
+    ran = False
     try:
         _core.forward(x, y, seed, offset, threshold, scale, scaled, bits, axes)
+        ran = True
     except (ValueError, TypeError):
         assert [w.tobytes() for w in watched] == before, "written before an error"
+    event(f"forward {'ran' if ran else 'refused'}")
+    if ran:
+        # Accepted: the mask bits and (for exact scales) the values are right.
+        mask_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
+        n_mask = math.prod(mask_shape)
+        want = reference.mask_bits(int(seed), int(offset), n_mask, int(threshold) / TWO_32)
+        if isinstance(bits, np.ndarray):
+            np.testing.assert_array_equal(bits.reshape(-1), want)
+        if not axes and scale in (0.0, 1.0, 2.0, -3.0):
+            keep = np.unpackbits(want, count=n_mask, bitorder="little").astype(bool)
+            with np.errstate(all="ignore"):
+                v = x0 * x0.dtype.type(scale) if scaled else x0
+                expected = np.where(keep.reshape(x0.shape), v, x0.dtype.type(0))
+            assert_same_array(y, expected.astype(x0.dtype))
     try:
         b = bits if isinstance(bits, np.ndarray) else np.zeros(0, np.uint8)
         before = [w.tobytes() for w in watched]

@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,11 +27,10 @@ import pytest
 
 try:
     import fastdropout
-    from fastdropout import _core
+    from fastdropout import _core, reference
 except ImportError:  # pragma: no cover - depends on the build
     pytest.skip("fastdropout._core is not built (reference-only run)",
                 allow_module_level=True)
-import fastdropout.reference as reference  # noqa: E402
 
 TWO_31 = 1 << 31
 TWO_32 = 1 << 32
@@ -41,11 +41,14 @@ GiB = 1 << 30
 
 
 def _under_asan() -> bool:
-    with open("/proc/self/maps") as f:
-        return "libasan" in f.read()
+    """Whether the ASan runtime is loaded (tools/run_sanitizers.sh)."""
+    try:
+        return "libasan" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
 
 
-UNDER_ASAN = sys.platform.startswith("linux") and _under_asan()
+UNDER_ASAN = _under_asan()
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -65,7 +68,8 @@ def assert_same(actual: Any, expected: Any, what: str = "result") -> None:
 
 
 def assert_same_mask(actual: Any, expected: Any) -> None:
-    assert actual is not None and expected is not None
+    assert actual is not None
+    assert expected is not None
     assert (actual.shape, actual.p, actual.mode, actual.seed, actual.offset,
             actual.broadcast_axes) == (expected.shape, expected.p, expected.mode,
                                        expected.seed, expected.offset,
@@ -100,12 +104,12 @@ def threads(n: int) -> Iterator[None]:
 def mem_available() -> int:
     """Bytes the kernel says can be allocated without swapping (0 if unknown)."""
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        meminfo = Path("/proc/meminfo").read_text()
     except OSError:
-        pass
+        return 0
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
     return 0
 
 
@@ -137,8 +141,7 @@ def _overlap_pairs(n: int, dtype: Any
             length = span + n + abs(shift) + 4
             base = data(length, dtype, seed=abs(shift) * 7 + step + 100)
             lo = 2 + max(0, -shift)
-            x = base[lo : lo + span][::step] if step > 0 else base[lo : lo + span][::step]
-            x = x[:n]
+            x = base[lo : lo + span][::step][:n]
             start = lo + shift if step > 0 else lo + span - n + shift
             start = min(max(start, 0), length - n)
             out = base[start : start + n]
@@ -204,7 +207,7 @@ def test_out_overlapping_transposed_x() -> None:
     np.copyto would get wrong without a temporary."""
     for dtype in DTYPES:
         base = data(64 * 64, dtype, seed=3).reshape(64, 64)
-        for x, out in ((base.T, base), (base[:, ::-1], base), (base[::-1], base)):
+        for x in (base.T, base[:, ::-1], base[::-1], base[::-1, ::-1].T):
             b = base.copy()
             expected = reference.dropout(np.array(x), 0.5, seed=4)
             xv = np.ndarray(x.shape, x.dtype, b.data, x.ctypes.data - base.ctypes.data,
@@ -256,7 +259,7 @@ def _run_threads(target: Callable[[int], Any], n: int) -> list[Any]:
         try:
             barrier.wait()
             results[i] = target(i)
-        except BaseException as e:  # pragma: no cover - reported below
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
             errors.append(e)
 
     ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
@@ -540,13 +543,13 @@ def test_offset_wraps_with_broadcast_axes_and_layers() -> None:
 
 
 def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _one_round(x: np.ndarray, x4: np.ndarray, out: np.ndarray, layer: Any,
                slayer: Any, bad_bits: np.ndarray) -> None:
-    y, m = fastdropout.dropout(x, 0.5, seed=1, return_mask=True)
+    _, m = fastdropout.dropout(x, 0.5, seed=1, return_mask=True)
     fastdropout.dropout_backward(x, m)
     fastdropout.dropout_backward(x, m, out=out)
     fastdropout.dropout_backward(x, p=0.5, seed=1, offset=5)
@@ -612,7 +615,7 @@ def _child_work(conn: Any, n_threads: int) -> None:
         ok = (np.array_equal(bits(y), bits(yr)) and np.array_equal(m.bits, mr.bits)
               and np.array_equal(bits(g), bits(reference.dropout_backward(x, mr))))
         conn.send(("ok" if ok else "mismatch", fastdropout.get_num_threads()))
-    except BaseException as e:  # pragma: no cover - reported to the parent
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
         conn.send(("error", repr(e)))
     finally:
         conn.close()
@@ -672,7 +675,7 @@ def test_fork_before_any_openmp_pool() -> None:
     use OpenMP threads (a control for test_fork_after_openmp_pool)."""
     code = f"""
 import multiprocessing as mp, sys
-sys.path.insert(0, {os.path.dirname(__file__)!r})
+sys.path.insert(0, {str(Path(__file__).parent)!r})
 import test_reliability as t
 t.fastdropout.set_num_threads(1)
 t.fastdropout.dropout(t.np.ones(10**6, t.np.float32), 0.5, seed=1)  # serial
@@ -736,12 +739,12 @@ ABSURD = ["dropout", "return_mask", "2**46 elements", "4 EiB", "evaluation",
 @pytest.mark.parametrize("case", ABSURD)
 def test_absurd_sizes_raise(case: str) -> None:
     try:
-        with open("/proc/sys/vm/overcommit_memory") as f:
-            if f.read().strip() == "1":
-                pytest.skip("vm.overcommit_memory=1: huge allocations succeed "
-                            "and fail later, when touched")
+        overcommit = Path("/proc/sys/vm/overcommit_memory").read_text().strip()
     except OSError:
-        pass
+        overcommit = "0"
+    if overcommit == "1":
+        pytest.skip("vm.overcommit_memory=1: huge allocations succeed and fail "
+                    "later, when touched")
     with pytest.raises((MemoryError, ValueError)):
         _absurd(case)()
 

@@ -32,10 +32,11 @@ def main() -> int:
     ap.add_argument("tests", nargs="?", default=str(Path(__file__).resolve().parents[1] / "tests"))
     ap.add_argument("--passes", default="default,scalar",
                     help="comma-separated: default and/or SIMD level names")
-    ap.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])
+    extra = argv[cut + 1:]  # for pytest
     tests = Path(args.tests).resolve()
-    extra = [a for a in args.pytest_args if a != "--"]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FASTDROPOUT_SIMD")}
     with tempfile.TemporaryDirectory(prefix="fastdropout-tests-") as scratch:
         probe = subprocess.run([sys.executable, "-c", PROBE], cwd=scratch, env=env,
