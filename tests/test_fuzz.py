@@ -78,7 +78,9 @@ INVALID_DTYPES = ("|i1", "<i4", "<i8", "|u1", "<u8", "|b1", "<c8", "<c16", "|O",
 class ArraySpec:
     dtype: str
     shape: tuple[int, ...]
-    layout: str  # c, strided, transposed, broadcast, readonly, unaligned, fortran, list, scalar
+    # c, strided, huge_stride, transposed, broadcast, readonly, unaligned, fortran,
+    # list, scalar
+    layout: str
     steps: tuple[int, ...] = ()
     data: str = "values"  # values (normals + specials) or bits (raw random bit patterns)
     seed: int = 0
@@ -191,6 +193,13 @@ def build(spec: ArraySpec, out: OutSpec) -> Built:
         )
         x = big[index]
         assert x.shape == shape, (x.shape, shape)
+        built = Built(x, buffers=[big])
+    elif spec.layout == "huge_stride" and 0 < n <= 500:
+        # one element every 1031 (or, reversed, every -1031): a stride of ~8 kB
+        step = 1031 if not spec.steps or spec.steps[0] > 0 else -1031
+        big = np.empty(n * 1031, dt)
+        _fill(big, spec, rng)
+        x = big[::step][:n].reshape(shape)
         built = Built(x, buffers=[big])
     elif spec.layout == "transposed":
         base = np.empty(shape[::-1], dt)
@@ -370,9 +379,9 @@ def axes_st(ndim: int, bad: bool) -> st.SearchStrategy[Any]:
     )
 
 
-layout_st = st.sampled_from(["c", "c", "c", "strided", "strided", "transposed",
-                             "broadcast", "readonly", "unaligned", "fortran", "list",
-                             "scalar"])
+layout_st = st.sampled_from(["c", "c", "c", "strided", "strided", "huge_stride",
+                             "transposed", "broadcast", "readonly", "unaligned",
+                             "fortran", "list", "scalar"])
 BIG_SHAPES = [(131_075,), (3, 65_539), (2, 2, 40_001), (200_003,)]
 
 

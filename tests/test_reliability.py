@@ -350,6 +350,66 @@ def test_thread_pool_executor() -> None:
                 _assert_all_same(f.result(), serial[j : j + 2])
 
 
+@contextlib.contextmanager
+def no_forced_switching() -> Iterator[None]:
+    """While this holds, a thread holding the GIL keeps it until it blocks or
+    releases it (the interpreter would otherwise hand it over every 5 ms)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+GIL_CALLS = ["dropout", "dropout with mask", "broadcast_axes", "backward (mask)",
+             "backward (regenerated)", "_core.forward", "_core.backward_mask"]
+
+
+def _gil_call(case: str, x: np.ndarray, y: np.ndarray, mask: Any) -> Any:
+    fd = fastdropout
+    if case == "dropout":
+        return fd.dropout(x, 0.5, seed=1, out=y)
+    if case == "dropout with mask":
+        return fd.dropout(x, 0.5, seed=1, out=y, return_mask=True)
+    if case == "broadcast_axes":
+        return fd.dropout(x, 0.5, seed=1, broadcast_axes=0, out=y)
+    if case == "backward (mask)":
+        return fd.dropout_backward(x, mask, out=y)
+    if case == "backward (regenerated)":
+        return fd.dropout_backward(x, p=0.5, seed=1, out=y)
+    if case == "_core.forward":
+        return _core.forward(x, y, 1, 0, TWO_31, 2.0, True, None, ())
+    return _core.backward_mask(x, y, mask.bits, 2.0, True, ())
+
+
+@pytest.mark.parametrize("case", GIL_CALLS)
+def test_gil_released_while_kernels_run(case: str) -> None:
+    """Another Python thread runs while the kernel runs (SPEC 6). No clock: with
+    forced GIL switching off, the other thread can only run inside the call if
+    the call releases the GIL; otherwise it runs once this thread blocks in join."""
+    x = np.ones((64, 1 << 16), np.float32)  # 16 MiB: the kernels take a while
+    y = np.empty_like(x)
+    _, mask = fastdropout.dropout(x, 0.5, seed=1, return_mask=True)
+    state = ["before"]
+    seen: list[str] = []
+    go = threading.Event()
+
+    def other() -> None:
+        go.wait()
+        seen.append(state[0])
+
+    with no_forced_switching():
+        t = threading.Thread(target=other)
+        t.start()
+        go.set()
+        state[0] = "calling"
+        _gil_call(case, x, y, mask)
+        state[0] = "returned"
+        t.join()
+    assert seen == ["calling"], f"{case} did not release the GIL"
+
+
 # --------------------------------------------------------------------------
 # Huge arrays: more than 2**31 (and 2**32) elements
 # --------------------------------------------------------------------------
