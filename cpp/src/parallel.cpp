@@ -13,6 +13,10 @@
 
 #if defined(FASTDROPOUT_OPENMP)
 #include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FASTDROPOUT_HAVE_ATFORK 1
+#endif
 #endif
 
 namespace fastdropout {
@@ -24,6 +28,41 @@ constexpr std::size_t kMinPerThread = std::size_t{1} << 16;
 // (channels_last spatial dropout) so the kernels see long runs.
 constexpr std::size_t kPatternMaxPeriod = 1024;
 constexpr std::size_t kPatternBits = 4096;
+
+// A team is never larger than this many threads per processor: the kernels are
+// memory-bound, and GNU libgomp terminates the process (rather than failing the
+// call) when it cannot create the threads of an absurd team.
+constexpr int kMaxThreadsPerProc = 4;
+
+// GNU libgomp's thread pool does not survive fork(): a child that enters a parallel
+// region after its parent ran one waits forever for threads that were not copied.
+// So a child forked after a team ran stays serial (LLVM's libomp would cope, but
+// which runtime is loaded cannot be told portably).
+std::atomic<bool> g_team_started{false};
+std::atomic<bool> g_serial_after_fork{false};
+
+#if defined(FASTDROPOUT_HAVE_ATFORK)
+void on_fork_child() {
+    if (g_team_started.load()) {
+        g_serial_after_fork.store(true);
+    }
+}
+#endif
+
+void register_fork_handler() {
+#if defined(FASTDROPOUT_HAVE_ATFORK)
+    static const bool registered = pthread_atfork(nullptr, nullptr, &on_fork_child) == 0;
+    (void)registered;
+#endif
+}
+
+int max_team() {
+#if defined(FASTDROPOUT_OPENMP)
+    return std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc;
+#else
+    return 1;
+#endif
+}
 
 int default_threads() {
 #if defined(FASTDROPOUT_OPENMP)
@@ -44,7 +83,10 @@ std::size_t elem_size(Dtype dt) {
 
 // How many chunks (threads) to use for n elements; reads the setting once.
 std::size_t plan_threads(std::size_t n) {
-    const std::size_t want = static_cast<std::size_t>(get_num_threads());
+    if (g_serial_after_fork.load(std::memory_order_relaxed)) {
+        return 1;
+    }
+    const std::size_t want = static_cast<std::size_t>(std::min(get_num_threads(), max_team()));
     const std::size_t by_size = (n + kMinPerThread - 1) / kMinPerThread;
     return std::max<std::size_t>(1, std::min(want, by_size));
 }
@@ -62,6 +104,10 @@ void parallel_chunks(std::size_t n, std::size_t nt, const Body& body) {
     }
     const std::size_t chunk = ((n + nt - 1) / nt + 63) / 64 * 64;
 #if defined(FASTDROPOUT_OPENMP)
+    if (!g_team_started.load(std::memory_order_relaxed)) {
+        register_fork_handler();
+        g_team_started.store(true);
+    }
 #pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(static, 1)
     for (long long t = 0; t < static_cast<long long>(nt); ++t) {
         const std::size_t begin = static_cast<std::size_t>(t) * chunk;
@@ -184,6 +230,9 @@ void set_num_threads(int n) { thread_setting().store(std::max(1, n)); }
 
 int get_num_threads() {
 #if defined(FASTDROPOUT_OPENMP)
+    if (g_serial_after_fork.load(std::memory_order_relaxed)) {
+        return 1;
+    }
     return thread_setting().load();
 #else
     return 1;
