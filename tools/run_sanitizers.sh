@@ -8,9 +8,11 @@
 #
 # Needs: GCC with ASan/UBSan (its runtimes are preloaded), CMake, pybind11, NumPy,
 # pytest and hypothesis in the interpreter's environment (pip install pybind11
-# cmake ninja ".[test]"). On 2 cores: build 3-5 min; the whole suite about 13 min
-# (the huge-array tests are several times slower under ASan), -m "not slow and
-# not browser" about 10 min.
+# cmake ninja ".[test]"). On 2 cores: build 1-4 min (1:10 idle, 4:30 busy); the
+# suite with -m "not slow and not browser" 4.5-10 min, the whole suite about 13 min
+# (the huge-array tests are several times slower under ASan). The absurd-size tests
+# make ASan print "WARNING: AddressSanitizer failed to allocate ...": expected (the
+# allocation fails, NumPy raises MemoryError).
 #
 # The extension is built with plain CMake (-DFASTDROPOUT_SANITIZE=ON) in its own
 # build directory and staged next to symlinks of python/fastdropout/*, so neither
@@ -27,7 +29,9 @@
 #   JOBS         parallel compile jobs (default: 2)
 #   SKIP_BUILD=1 reuse an existing build
 #   FASTDROPOUT_ISAS  passed to CMake (default: auto)
-# Exit status: pytest's (0 = all passed), or 1 if the build or the set-up fails.
+# Exit status: pytest's (0 = all passed); 86 if ASan/UBSan reported anything (the
+# report, with the stack of the C++ code at fault, is in the output; in-test
+# subprocesses that hit one fail their test instead); 1 if the build or set-up fails.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -99,10 +103,14 @@ done
 cp "$SO" "$STAGE/fastdropout/"
 
 # ---- run ---------------------------------------------------------------------------
+# A report halts the process with status 86 (pytest's own are 0-5). pytest runs with
+# --capture=sys: with its default fd capture, a process that halts on a report
+# would take the captured report with it (and GCC's UBSan ignores log_path).
+SAN_EXIT=86
 export LD_PRELOAD="$LIBASAN $LIBUBSAN${LD_PRELOAD:+ $LD_PRELOAD}"
 # allocator_may_return_null: a huge request is NumPy's MemoryError, as without ASan.
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:allocator_may_return_null=1:detect_odr_violation=0:strict_init_order=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=$SAN_EXIT:allocator_may_return_null=1:detect_odr_violation=0:strict_init_order=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=$SAN_EXIT${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONPATH="$STAGE${PYTHONPATH:+:$PYTHONPATH}"
 # A scikit-build-core editable install puts its finder first on sys.meta_path; this
 # variable (its recursion guard) makes it stand aside for the editable build dir.
@@ -138,6 +146,11 @@ if [[ $# -eq 0 ]]; then
 fi
 log "pytest $*"
 rc=0
-"$PYTHON" -m pytest -p no:cacheprovider "$@" || rc=$?
-log "done: pytest exit status $rc"
+"$PYTHON" -m pytest -p no:cacheprovider --capture=sys "$@" || rc=$?
+if [[ $rc -eq $SAN_EXIT ]]; then
+    log "FAILED: a sanitizer report stopped the run (above: 'runtime error:' for UBSan," \
+        "'ERROR: AddressSanitizer' for ASan; run again with -v to see the test)"
+else
+    log "done: pytest exit status $rc"
+fi
 exit "$rc"
