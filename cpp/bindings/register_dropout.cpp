@@ -36,11 +36,16 @@ Checked check_pair(const py::array& x, const py::array& y, const py::tuple& axes
     }
     require_c_contiguous(x, "x");
     require_c_contiguous(y, "out");
+    require_aligned(x, "x");
+    require_aligned(y, "out");
     require_writeable(y, "out");
     require_same_or_disjoint(x, y);
     c.broadcast.assign(c.dims.size(), false);
     long last = -1;
     for (const py::handle h : axes) {
+        if (!py::isinstance<py::int_>(h)) {
+            throw py::type_error("broadcast axes must be integers");
+        }
         const long a = h.cast<long>();
         if (a <= last || a >= static_cast<long>(c.dims.size())) {
             throw py::value_error("broadcast axes must be sorted, unique and in range");

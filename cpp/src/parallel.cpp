@@ -171,7 +171,7 @@ std::uint64_t item_mask_index(const std::vector<MergedDim>& outer, std::size_t i
 }
 
 inline bool bit_at(const std::uint8_t* bits, std::uint64_t m) {
-    return ((bits[m >> 3] >> (m & 7u)) & 1u) != 0;
+    return ((static_cast<unsigned>(bits[m >> 3]) >> (m & 7u)) & 1u) != 0;
 }
 
 std::uint64_t read_bits64(const std::uint8_t* p, std::size_t pos) {
