@@ -11,7 +11,8 @@ import pytest
 from _util import TWO_64, assert_same, assert_same_mask, make_input, reference
 
 # Large enough for the core to split the work between threads.
-SHAPES = [(100_003,), (37, 1031), (3, 64, 515)]
+# Large enough that 7 threads each get their minimum share (65536 elements).
+SHAPES = [(460_003,), (227, 2053), (3, 64, 2411)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

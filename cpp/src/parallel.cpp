@@ -87,7 +87,7 @@ std::size_t plan_threads(std::size_t n) {
         return 1;
     }
     const std::size_t want = static_cast<std::size_t>(std::min(get_num_threads(), max_team()));
-    const std::size_t by_size = (n + kMinPerThread - 1) / kMinPerThread;
+    const std::size_t by_size = n / kMinPerThread;  // every thread gets >= kMinPerThread
     return std::max<std::size_t>(1, std::min(want, by_size));
 }
 
