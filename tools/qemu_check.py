@@ -139,9 +139,8 @@ def _same_bits(np: Any, a: Any, b: Any) -> bool:
 
 def _worker(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    import numpy as np
-
     import fastdropout
+    import numpy as np
     from fastdropout import _core
     from fastdropout import reference as ref
 
@@ -219,7 +218,7 @@ def _spawn(cmd: list[str], cwd: str, timeout: float) -> tuple[int, float, str]:
            if k not in ("FASTDROPOUT_SIMD", "PYTHONPATH", "PYTHONHOME")}
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+        p = subprocess.run(cmd, check=False, cwd=cwd, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=timeout)
         rc, out = p.returncode, p.stdout
     except subprocess.TimeoutExpired as e:

@@ -3,7 +3,6 @@
 # calls these positionally. Arrays must already be C-contiguous, of one of the
 # float dtypes, native byte order; the core re-checks cheaply and raises
 # ValueError/TypeError rather than crash.
-from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
