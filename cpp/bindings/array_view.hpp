@@ -46,6 +46,9 @@ inline void require_c_contiguous(const py::array& a, const char* name) {
 // The kernels dereference typed pointers: a misaligned element would be undefined
 // behaviour (the Python layer copies such arrays through an aligned temporary).
 inline void require_aligned(const py::array& a, const char* name) {
+    if (a.size() == 0) {
+        return;  // nothing is dereferenced (NumPy calls an empty array aligned, whatever its pointer)
+    }
     const auto addr = reinterpret_cast<std::uintptr_t>(a.data());
     if (addr % static_cast<std::uintptr_t>(a.itemsize()) != 0) {
         throw py::value_error(std::string(name) + " is not aligned to its element size");

@@ -58,7 +58,10 @@ void register_fork_handler() {
 
 int max_team() {
 #if defined(FASTDROPOUT_OPENMP)
-    return std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc;
+    // libgomp's omp_get_num_procs() asks the kernel for the affinity mask on every
+    // call (~0.25 us, as much as a whole small-array call): read it once.
+    static const int team = std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc;
+    return team;
 #else
     return 1;
 #endif
@@ -83,11 +86,14 @@ std::size_t elem_size(Dtype dt) {
 
 // How many chunks (threads) to use for n elements; reads the setting once.
 std::size_t plan_threads(std::size_t n) {
+    const std::size_t by_size = n / kMinPerThread;  // every thread gets >= kMinPerThread
+    if (by_size < 2) {
+        return 1;  // small work: no thread start-up, not even a look at the settings
+    }
     if (g_serial_after_fork.load(std::memory_order_relaxed)) {
         return 1;
     }
     const std::size_t want = static_cast<std::size_t>(std::min(get_num_threads(), max_team()));
-    const std::size_t by_size = n / kMinPerThread;  // every thread gets >= kMinPerThread
     return std::max<std::size_t>(1, std::min(want, by_size));
 }
 

@@ -14,6 +14,7 @@ this module only decides how to feed the core without hidden temporaries:
 from __future__ import annotations
 
 import operator
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 _empty = np.empty
+_dense = _core.dense
+_randbits = secrets.randbits
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -106,8 +109,6 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # identity checks and goes straight to the core. It computes exactly what the
 # general path computes; anything else falls through to full validation.
 _FAST_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
-_MODES = frozenset(("inverted", "classic"))
-_TWO_64 = 1 << 64
 _ndarray = np.ndarray
 _scales: dict[tuple[float, str], float] = {}
 
@@ -121,58 +122,6 @@ def _scale_of(p: float, dtype: np.dtype[Any]) -> float:
             _scales.clear()
         s = _scales[key] = float(_inverted_scale(p, dtype))
     return s
-
-
-def _fast_dense(
-    x: Any, p: Any, mode: Any, seed: Any, offset: Any, out: Any, return_mask: Any
-) -> Any:
-    """Result of a plain dense training call, or None if the call is not plain."""
-    if (
-        type(x) is not _ndarray
-        or type(p) is not float
-        or not 0.0 <= p <= 1.0
-        or type(offset) is not int
-        or not 0 <= offset < _TWO_64
-        or type(mode) is not str
-        or mode not in _MODES
-        or (return_mask is not True and return_mask is not False)
-    ):
-        return None
-    dtype = x.dtype
-    if dtype not in _FAST_DTYPES:
-        return None
-    flags = x.flags
-    if not (flags.c_contiguous and flags.aligned):
-        return None
-    if out is None:
-        y = None
-    elif type(out) is _ndarray and out.dtype == dtype and out.shape == x.shape:
-        oflags = out.flags
-        if not (oflags.c_contiguous and oflags.aligned and oflags.writeable):
-            return None
-        if out is not x and _may_share_memory(x, out):
-            return None  # same memory through another view, or a partial overlap
-        y = out
-    else:
-        return None
-    if type(seed) is int and 0 <= seed < _TWO_64:
-        s = seed
-    elif seed is None:
-        s = resolve_seed(None)
-    else:
-        return None
-    if y is None:
-        y = _empty(x.shape, dtype)
-    n = x.size
-    bits = _empty((n + 7) >> 3, _uint8) if return_mask else None
-    scaled = mode == "inverted"
-    _core.forward(
-        x, y, s, offset, _threshold(p), _scale_of(p, dtype) if scaled else 1.0,
-        scaled, bits, (),
-    )
-    if bits is None:
-        return y
-    return y, Mask._new(bits, x.shape, n, p, mode, s, offset, ())
 
 
 def _forward(plan: _v.ForwardPlan) -> Any:
@@ -245,8 +194,14 @@ def dropout(
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
     if training is True and broadcast_axes is None:
-        fast = _fast_dense(x, p, mode, seed, offset, out, return_mask)
+        # A plain call (see _core.dense) is checked, allocated and run in C++;
+        # None means "not plain": the general path below validates and raises.
+        s = _randbits(64) if seed is None else seed
+        fast = _dense(x, p, mode, s, offset, out, return_mask)
         if fast is not None:
+            if return_mask is True:
+                y, bits = fast
+                return y, Mask._new(bits, x.shape, x.size, p, mode, s, offset, ())
             return fast
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask

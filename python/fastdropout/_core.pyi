@@ -4,6 +4,8 @@
 # float dtypes, native byte order; the core re-checks cheaply and raises
 # ValueError/TypeError rather than crash.
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -60,6 +62,27 @@ def forward(
     decision is shared (empty for dense). bits: uint8 array of ceil(n_mask/8) bytes
     that receives the mask bits (little bit order), or None (dense only: with
     broadcast axes a bits buffer is required, since the mask is generated first).
+    """
+
+def dense(
+    x: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: object,
+    return_mask: object,
+    /,
+) -> Any:
+    """A plain dense training forward pass, checked and allocated in C++.
+
+    Plain: x an exact ndarray of float16/32/64 (native byte order, C-contiguous,
+    aligned); p an exact float in [0, 1]; mode "inverted" or "classic"; seed and
+    offset exact ints in [0, 2**64); out None or an exact, C-contiguous, aligned,
+    writeable ndarray of x's dtype and shape that is x or disjoint from it;
+    return_mask True or False. Returns y (a new array, or out), (y, bits) with
+    return_mask, or None when the call is not plain (nothing is then written and
+    no exception is raised). Raises only MemoryError.
     """
 
 def backward_mask(

@@ -1,0 +1,192 @@
+"""The C++ fast path of ``dropout`` (``_core.dense``): which calls it takes,
+that it agrees with the reference bit for bit (its threshold and scale are
+computed in C++, not by ``_validate``), and that a call it declines writes
+nothing and raises nothing, leaving the general path to validate."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+from _util import TWO_64, assert_same, assert_same_mask, make_input, reference
+
+pytestmark = pytest.mark.usefixtures("core_module")
+
+DTYPES = (np.float16, np.float32, np.float64)
+
+
+def dense(core: Any, x: Any, p: Any = 0.3, mode: Any = "inverted", seed: Any = 5,
+          offset: Any = 0, out: Any = None, return_mask: Any = False) -> Any:
+    return core.dense(x, p, mode, seed, offset, out, return_mask)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (63,), (65,), (3, 5, 7), (2, 0, 3), (4097,)])
+def test_plain_calls_match_reference(core_module: Any, dtype: Any, shape: Any) -> None:
+    x = make_input(shape, dtype, seed=3)
+    for mode in ("inverted", "classic"):
+        yr, mr = reference.dropout(x, 0.3, mode=mode, seed=11, offset=7, return_mask=True)
+        y = dense(core_module, x, 0.3, mode, 11, 7)
+        assert isinstance(y, np.ndarray) and y.shape == x.shape and y.dtype == x.dtype
+        assert y.flags.c_contiguous and y.flags.owndata
+        assert_same(y, yr)
+        y2, bits = dense(core_module, x, 0.3, mode, 11, 7, return_mask=True)
+        assert_same(y2, yr)
+        assert bits.dtype == np.uint8 and bits.shape == ((x.size + 7) // 8,)
+        np.testing.assert_array_equal(bits, mr.bits)
+
+
+def _probabilities(rng: np.random.Generator) -> list[float]:
+    ps = [0.0, 1.0, 0.5, 0.1, 0.9, 2.0**-40, 1 - 2.0**-30, 1 - 2.0**-33, 1 - 2.0**-53]
+    # float16 overflow edge: 1 / (1 - p) around 65504 .. 65520
+    ps += [1 - 1 / 65504.0, 1 - 1 / 65519.9, 1 - 1 / 65520.0, 1 - 1 / 65521.0]
+    # ties and near-ties of the float16/float32 roundings of 1 / (1 - p)
+    for s in (1 + 2.0**-11, 1 + 3 * 2.0**-11, 2 + 2.0**-10, 1 + 2.0**-24, 3 + 2.0**-22):
+        for d in (-1e-15, 0.0, 1e-15):
+            ps.append(1 - 1 / (s + d))
+    ps += [float(v) for v in rng.random(200)]
+    return [p for p in ps if 0.0 <= p <= 1.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threshold_and_scale_match_reference(core_module: Any, dtype: Any) -> None:
+    """Every p: the C++ threshold and dtype-rounded scale give the reference's bits.
+    x holds 1.0, so a kept element *is* the scale."""
+    rng = np.random.default_rng(2024)
+    x = np.ones(256, dtype)
+    for p in _probabilities(rng):
+        with np.errstate(over="ignore"):
+            yr, mr = reference.dropout(x, p, seed=9, return_mask=True)
+        y, bits = dense(core_module, x, p, "inverted", 9, 0, return_mask=True)
+        assert_same(y, yr)
+        np.testing.assert_array_equal(bits, mr.bits, err_msg=f"p={p!r}")
+
+
+def test_out_in_place_and_disjoint(core_module: Any) -> None:
+    x = make_input((5, 13), np.float32, seed=1)
+    yr = reference.dropout(x, 0.4, seed=2)
+    out = np.full_like(x, 7.0)
+    assert dense(core_module, x, 0.4, seed=2, out=out) is out
+    assert_same(out, yr)
+    xin = x.copy()
+    assert dense(core_module, xin, 0.4, seed=2, out=xin) is xin
+    assert_same(xin, yr)
+
+
+class Sub(np.ndarray):
+    pass
+
+
+def _declined_cases() -> list[tuple[str, dict[str, Any]]]:
+    x = np.linspace(-2.0, 3.0, 24, dtype=np.float32).reshape(4, 6)
+    return [
+        ("list input", {"x": x.tolist()}),
+        ("ndarray subclass", {"x": x.view(Sub)}),
+        ("strided input", {"x": x[:, ::2]}),
+        ("Fortran input", {"x": np.asfortranarray(x)}),
+        ("int input", {"x": x.astype(np.int32)}),
+        ("float128 or complex input", {"x": x.astype(np.complex64)}),
+        ("byte-swapped input", {"x": x.astype(x.dtype.newbyteorder())}),
+        ("unaligned input", {"x": np.frombuffer(b"\0" + x.tobytes(), np.float32, 24, 1)}),
+        ("int p", {"p": 0}),
+        ("numpy float p", {"p": np.float64(0.5)}),
+        ("negative p", {"p": -0.1}),
+        ("p > 1", {"p": 1.5}),
+        ("nan p", {"p": float("nan")}),
+        ("unknown mode", {"mode": "INVERTED"}),
+        ("str subclass mode", {"mode": type("S", (str,), {})("classic")}),
+        ("bytes mode", {"mode": b"classic"}),
+        ("negative seed", {"seed": -1}),
+        ("seed 2**64", {"seed": TWO_64}),
+        ("bool seed", {"seed": True}),
+        ("numpy int seed", {"seed": np.uint64(3)}),
+        ("None seed", {"seed": None}),
+        ("generator seed", {"seed": np.random.default_rng(0)}),
+        ("negative offset", {"offset": -1}),
+        ("offset 2**64", {"offset": TWO_64}),
+        ("float offset", {"offset": 1.0}),
+        ("return_mask 1", {"return_mask": 1}),
+        ("return_mask np.True_", {"return_mask": np.True_}),
+        ("out of other dtype", {"out": np.zeros((4, 6), np.float64)}),
+        ("out of other shape", {"out": np.zeros((6, 4), np.float32)}),
+        ("out of other rank", {"out": np.zeros((4, 6, 1), np.float32)}),
+        ("read-only out", {"out": np.zeros((4, 6), np.float32)}),
+        ("strided out", {"out": np.zeros((4, 12), np.float32)[:, ::2]}),
+        ("out a list", {"out": [[0.0] * 6] * 4}),
+    ]
+
+
+@pytest.mark.parametrize("case", _declined_cases(), ids=lambda c: c[0])
+def test_declined_calls_return_none_and_write_nothing(
+    core_module: Any, case: tuple[str, dict[str, Any]]
+) -> None:
+    name, kw = case
+    args: dict[str, Any] = {"x": make_input((4, 6), np.float32, seed=4)}
+    args.update(kw)
+    if name == "read-only out":
+        args["out"].setflags(write=False)
+    out = args.get("out")
+    before = None if not isinstance(out, np.ndarray) else out.copy()
+    assert dense(core_module, **args) is None
+    if before is not None:
+        np.testing.assert_array_equal(out, before)
+
+
+def test_overlapping_out_is_declined(core_module: Any) -> None:
+    buf = np.arange(40, dtype=np.float64)
+    x, out = buf[:30], buf[10:]
+    before = buf.copy()
+    assert dense(core_module, x, out=out) is None
+    np.testing.assert_array_equal(buf, before)
+    # the same memory through another view object
+    view = buf[:30].view()
+    assert dense(core_module, x, out=view) is None
+    np.testing.assert_array_equal(buf, before)
+
+
+def test_wrong_argument_count_is_a_type_error(core_module: Any) -> None:
+    with pytest.raises(TypeError, match="7 arguments"):
+        core_module.dense(np.ones(3, np.float32), 0.5)
+
+
+def test_public_api_uses_it_and_general_path_agrees(native: Any) -> None:
+    """The declined cases give the same values through dropout()'s general path."""
+    x = make_input((4, 6), np.float32, seed=4)
+    yr, mr = reference.dropout(x, 0.25, seed=8, offset=3, return_mask=True)
+    y, m = native.dropout(x, 0.25, seed=8, offset=3, return_mask=True)
+    assert_same(y, yr)
+    assert_same_mask(m, mr)
+    assert_same(native.dropout(x, np.float64(0.25), seed=np.uint64(8), offset=3), yr)
+    assert_same(native.dropout(np.asfortranarray(x), 0.25, seed=8, offset=3), yr)
+    y, m = native.dropout(x, 0.25, return_mask=True)  # seed drawn in Python, recorded
+    assert_same(y, reference.dropout(x, 0.25, seed=m.seed))
+
+
+def test_no_reference_leaks(core_module: Any) -> None:
+    x = make_input((64,), np.float32, seed=4)
+    out = np.empty_like(x)
+    rx, ro = sys.getrefcount(x), sys.getrefcount(out)
+    for _ in range(1000):
+        dense(core_module, x)
+        dense(core_module, x, out=out)
+        dense(core_module, x, return_mask=True)
+        dense(core_module, x, out=out, return_mask=True)
+        dense(core_module, x, mode="nope", out=out)
+    assert (sys.getrefcount(x), sys.getrefcount(out)) == (rx, ro)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_empty_arrays_at_odd_addresses(native: Any, dtype: Any) -> None:
+    """NumPy calls an empty array aligned whatever its pointer; nothing is read or
+    written through it, so every entry point accepts it (found by the fuzzer)."""
+    buf = np.zeros(16, np.uint8)
+    odd = np.frombuffer(buf.data, dtype, 0, 1).reshape(0, 0, 0)
+    assert odd.flags.aligned and odd.ctypes.data % np.dtype(dtype).itemsize != 0
+    x = np.zeros((0, 0, 0), dtype)
+    assert native.dropout(x, 0.5, seed=1, out=odd).shape == (0, 0, 0)
+    y, m = native.spatial_dropout(x, 0.5, seed=1, out=odd, return_mask=True)
+    assert y.shape == (0, 0, 0)
+    assert native.dropout_backward(x, m, out=odd).shape == (0, 0, 0)
+    assert native.dropout_backward(odd, p=0.5, seed=1).shape == (0, 0, 0)
