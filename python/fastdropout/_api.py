@@ -41,7 +41,6 @@ __all__ = [
 
 _empty = np.empty
 _dense = _core.dense
-_randbits = secrets.randbits
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -196,7 +195,7 @@ def dropout(
     if training is True and broadcast_axes is None:
         # A plain call (see _core.dense) is checked, allocated and run in C++;
         # None means "not plain": the general path below validates and raises.
-        s = _randbits(64) if seed is None else seed
+        s = secrets.randbits(64) if seed is None else seed
         fast = _dense(x, p, mode, s, offset, out, return_mask)
         if fast is not None:
             if return_mask is True:

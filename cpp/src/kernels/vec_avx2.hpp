@@ -37,6 +37,7 @@ FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return _mm256_add_epi32(a, b); }
 FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) {
     return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
 }
+FASTDROPOUT_INLINE U32 xor2(U32 a, U32 b) { return _mm256_xor_si256(a, b); }
 FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
     lo = _mm256_mul_epu32(a, m);
     hi = _mm256_shuffle_epi32(lo, 0xB1);

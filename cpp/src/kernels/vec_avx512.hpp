@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fastdropout/philox.hpp"
 #include "half.hpp"
 #include "vec_x86_common.hpp"
 
@@ -37,18 +38,38 @@ FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return _mm512_add_epi32(a, b); }
 FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) {
     return _mm512_ternarylogic_epi32(a, b, c, 0x96);  // a ^ b ^ c in one instruction
 }
+FASTDROPOUT_INLINE U32 xor2(U32 a, U32 b) { return _mm512_xor_si512(a, b); }
 FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
     lo = _mm512_mul_epu32(a, m);
     hi = _mm512_shuffle_epi32(lo, _MM_PERM_CDAB);
 }
-// 8 bits, lane l -> bit l, from the low dwords.
-FASTDROPOUT_INLINE std::uint32_t ge_bits(U32 r, U32 t) {
-    return _pext_u32(_mm512_cmpge_epu32_mask(r, t), 0x5555u);
-}
-// Lane l of word w is stream position 4*l + w: interleave the four 8-bit masks.
+// Lane l of word w is stream position 4*l + w. Word 1 is moved into the odd dwords
+// beside word 0 (one merge-masked shuffle), likewise 3 beside 2, so two compares
+// give bit 2*l + w; two pdeps spread them to 4*l + w.
 FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
-    return _pdep_u32(ge_bits(r0, t), 0x11111111u) | _pdep_u32(ge_bits(r1, t), 0x22222222u) |
-           _pdep_u32(ge_bits(r2, t), 0x44444444u) | _pdep_u32(ge_bits(r3, t), 0x88888888u);
+    const __m512i v01 = _mm512_mask_shuffle_epi32(r0, 0xAAAA, r1, _MM_PERM_CDAB);
+    const __m512i v23 = _mm512_mask_shuffle_epi32(r2, 0xAAAA, r3, _MM_PERM_CDAB);
+    const std::uint32_t m01 = _mm512_cmpge_epu32_mask(v01, t);
+    const std::uint32_t m23 = _mm512_cmpge_epu32_mask(v23, t);
+    return _pdep_u32(m01, 0x33333333u) | _pdep_u32(m23, 0xCCCCCCCCu);
+}
+
+// Philox's round 9 fused with keep_bits. The shuffle that brings a product's high
+// half down also moves its low half (the round's word 1 or 3) up into the odd dword,
+// right where keep_bits wants it; a merge-masked ternlog then writes word 0 (or 2)
+// into the even dwords only. Same bits as round 9 followed by keep_bits, two
+// shuffle-port uops fewer per vector.
+#define FASTDROPOUT_VEC_LAST_ROUND_KEEP_BITS 1
+FASTDROPOUT_INLINE std::uint64_t last_round_keep_bits(const U32 (&c)[4], U32 k0, U32 k1, U32 t) {
+    const __m512i p0 = _mm512_mul_epu32(c[0], set1(kPhiloxM0));      // hi0 : lo0
+    const __m512i p1 = _mm512_mul_epu32(c[2], set1(kPhiloxM1));      // hi1 : lo1
+    const __m512i s0 = _mm512_shuffle_epi32(p0, _MM_PERM_CDAB);      // lo0 : hi0
+    const __m512i s1 = _mm512_shuffle_epi32(p1, _MM_PERM_CDAB);      // lo1 : hi1
+    const __m512i v01 = _mm512_mask_ternarylogic_epi32(s1, 0x5555, c[1], k0, 0x96);  // w1 : w0
+    const __m512i v23 = _mm512_mask_ternarylogic_epi32(s0, 0x5555, c[3], k1, 0x96);  // w3 : w2
+    const std::uint32_t m01 = _mm512_cmpge_epu32_mask(v01, t);
+    const std::uint32_t m23 = _mm512_cmpge_epu32_mask(v23, t);
+    return _pdep_u32(m01, 0x33333333u) | _pdep_u32(m23, 0xCCCCCCCCu);
 }
 
 // ---- 64-element groups: bit k of b decides element k --------------------------------

@@ -30,6 +30,7 @@ FASTDROPOUT_INLINE U32 iota() {
 }
 FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return vaddq_u32(a, b); }
 FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) { return veorq_u32(veorq_u32(a, b), c); }
+FASTDROPOUT_INLINE U32 xor2(U32 a, U32 b) { return veorq_u32(a, b); }
 // umull/umull2 give the four 64-bit products; uzp1/uzp2 split them into low and
 // high words.
 FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {

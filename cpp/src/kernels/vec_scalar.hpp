@@ -27,6 +27,7 @@ FASTDROPOUT_INLINE void store(std::uint32_t* p, U32 v) { *p = v; }
 FASTDROPOUT_INLINE U32 iota() { return 0; }
 FASTDROPOUT_INLINE U32 add(U32 a, U32 b) { return a + b; }
 FASTDROPOUT_INLINE U32 xor3(U32 a, U32 b, U32 c) { return a ^ b ^ c; }
+FASTDROPOUT_INLINE U32 xor2(U32 a, U32 b) { return a ^ b; }
 FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
     const std::uint64_t p = static_cast<std::uint64_t>(a) * m;
     hi = static_cast<U32>(p >> 32);
