@@ -1,7 +1,8 @@
-"""The C++ fast path of ``dropout`` (``_core.dense``): which calls it takes,
-that it agrees with the reference bit for bit (its threshold and scale are
-computed in C++, not by ``_validate``), and that a call it declines writes
-nothing and raises nothing, leaving the general path to validate."""
+"""The C++ fast paths (``_core.dense``, ``_core.spatial``, ``_core.backward``):
+which calls they take, that they agree with the reference bit for bit (their
+threshold and scale are computed in C++, not by ``_validate``), and that a call
+they decline writes nothing and raises nothing, leaving the general path to
+validate."""
 
 from __future__ import annotations
 
@@ -17,24 +18,38 @@ pytestmark = pytest.mark.usefixtures("core_module")
 DTYPES = (np.float16, np.float32, np.float64)
 
 
-def dense(core: Any, x: Any, p: Any = 0.3, mode: Any = "inverted", seed: Any = 5,
-          offset: Any = 0, out: Any = None, return_mask: Any = False) -> Any:
+def dense(
+    core: Any,
+    x: Any,
+    p: Any = 0.3,
+    mode: Any = "inverted",
+    seed: Any = 5,
+    offset: Any = 0,
+    out: Any = None,
+    return_mask: Any = False,
+) -> Any:
     return core.dense(x, p, mode, seed, offset, out, return_mask)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(), (0,), (1,), (63,), (65,), (3, 5, 7), (2, 0, 3), (4097,)])
+@pytest.mark.parametrize(
+    "shape", [(), (0,), (1,), (63,), (65,), (3, 5, 7), (2, 0, 3), (4097,)]
+)
 def test_plain_calls_match_reference(core_module: Any, dtype: Any, shape: Any) -> None:
     x = make_input(shape, dtype, seed=3)
     for mode in ("inverted", "classic"):
-        yr, mr = reference.dropout(x, 0.3, mode=mode, seed=11, offset=7, return_mask=True)
+        yr, mr = reference.dropout(
+            x, 0.3, mode=mode, seed=11, offset=7, return_mask=True
+        )
         y = dense(core_module, x, 0.3, mode, 11, 7)
-        assert isinstance(y, np.ndarray) and y.shape == x.shape and y.dtype == x.dtype
-        assert y.flags.c_contiguous and y.flags.owndata
+        assert isinstance(y, np.ndarray)
+        assert (y.shape, y.dtype) == (x.shape, x.dtype)
+        assert y.flags.c_contiguous
+        assert y.flags.owndata
         assert_same(y, yr)
         y2, bits = dense(core_module, x, 0.3, mode, 11, 7, return_mask=True)
         assert_same(y2, yr)
-        assert bits.dtype == np.uint8 and bits.shape == ((x.size + 7) // 8,)
+        assert (bits.dtype, bits.shape) == (np.uint8, ((x.size + 7) // 8,))
         np.testing.assert_array_equal(bits, mr.bits)
 
 
@@ -89,7 +104,10 @@ def _declined_cases() -> list[tuple[str, dict[str, Any]]]:
         ("int input", {"x": x.astype(np.int32)}),
         ("float128 or complex input", {"x": x.astype(np.complex64)}),
         ("byte-swapped input", {"x": x.astype(x.dtype.newbyteorder())}),
-        ("unaligned input", {"x": np.frombuffer(b"\0" + x.tobytes(), np.float32, 24, 1)}),
+        (
+            "unaligned input",
+            {"x": np.frombuffer(b"\0" + x.tobytes(), np.float32, 24, 1)},
+        ),
         ("int p", {"p": 0}),
         ("numpy float p", {"p": np.float64(0.5)}),
         ("negative p", {"p": -0.1}),
@@ -183,10 +201,86 @@ def test_empty_arrays_at_odd_addresses(native: Any, dtype: Any) -> None:
     written through it, so every entry point accepts it (found by the fuzzer)."""
     buf = np.zeros(16, np.uint8)
     odd = np.frombuffer(buf.data, dtype, 0, 1).reshape(0, 0, 0)
-    assert odd.flags.aligned and odd.ctypes.data % np.dtype(dtype).itemsize != 0
+    assert odd.flags.aligned
+    assert odd.ctypes.data % np.dtype(dtype).itemsize != 0
     x = np.zeros((0, 0, 0), dtype)
     assert native.dropout(x, 0.5, seed=1, out=odd).shape == (0, 0, 0)
     y, m = native.spatial_dropout(x, 0.5, seed=1, out=odd, return_mask=True)
     assert y.shape == (0, 0, 0)
     assert native.dropout_backward(x, m, out=odd).shape == (0, 0, 0)
     assert native.dropout_backward(odd, p=0.5, seed=1).shape == (0, 0, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 5), (1, 4, 3, 2), (2, 3, 1, 2, 3), (0, 3, 4), (2, 0, 4)]
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_matches_reference(
+    core_module: Any, native: Any, dtype: Any, shape: Any, channels_last: bool
+) -> None:
+    x = make_input(shape, dtype, seed=6)
+    fmt = "channels_last" if channels_last else "channels_first"
+    for mode in ("inverted", "classic"):
+        yr, mr = reference.spatial_dropout(
+            x, 0.35, data_format=fmt, mode=mode, seed=12, offset=5, return_mask=True
+        )
+        y, bits = core_module.spatial(x, 0.35, mode, 12, 5, None, True, channels_last)
+        assert_same(y, yr)
+        np.testing.assert_array_equal(bits, mr.bits)
+        assert_same(
+            core_module.spatial(x, 0.35, mode, 12, 5, None, False, channels_last), yr
+        )
+        y, m = native.spatial_dropout(
+            x, 0.35, data_format=fmt, mode=mode, seed=12, offset=5, return_mask=True
+        )
+        assert_same(y, yr)
+        assert_same_mask(m, mr)  # shape, size, axes: as the general path makes them
+
+
+@pytest.mark.parametrize("rank", [1, 2, 6])
+def test_spatial_declines_other_ranks(core_module: Any, rank: int) -> None:
+    x = np.ones((2,) * rank, np.float32)
+    assert core_module.spatial(x, 0.5, "inverted", 1, 0, None, False, False) is None
+    assert core_module.spatial(x, 0.5, "inverted", 1, 0, None, False, 1) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (63,), (65,), (3, 5, 7)])
+def test_backward_matches_reference(
+    core_module: Any, native: Any, dtype: Any, shape: Any
+) -> None:
+    x = make_input(shape, dtype, seed=8)
+    g = make_input(shape, dtype, seed=9)
+    for mode in ("inverted", "classic"):
+        _, m = reference.dropout(x, 0.45, mode=mode, seed=3, return_mask=True)
+        gr = reference.dropout_backward(g, m)
+        assert_same(core_module.backward(g, m.bits, 0.45, mode == "inverted", None), gr)
+        out = np.full_like(g, 9)
+        assert core_module.backward(g, m.bits, 0.45, mode == "inverted", out) is out
+        assert_same(out, gr)
+        assert_same(native.dropout_backward(g, m, out=np.empty_like(g)), gr)
+        gin = g.copy()
+        assert_same(native.dropout_backward(gin, m, out=gin), gr)
+
+
+def test_backward_declines(core_module: Any) -> None:
+    g = np.ones(20, np.float32)
+    bits = np.zeros(3, np.uint8)
+    ok = core_module.backward(g, bits, 0.5, True, None)
+    assert ok is not None
+    for args in [
+        (g, bits[:2], 0.5, True, None),  # wrong number of bytes
+        (g, bits.astype(np.int8), 0.5, True, None),
+        (g, bits.reshape(3, 1), 0.5, True, None),
+        (g, np.zeros(6, np.uint8)[::2], 0.5, True, None),
+        (g, bits.tolist(), 0.5, True, None),
+        (g, bits, 1, True, None),
+        (g, bits, 0.5, 1, None),
+        (g[::2], np.zeros(2, np.uint8), 0.5, True, None),
+        (g, bits, 0.5, True, np.ones(20, np.float64)),
+        (g, bits, 0.5, True, g[::-1]),  # same memory, other view
+    ]:
+        assert core_module.backward(*args) is None
+    with pytest.raises(TypeError, match="5 arguments"):
+        core_module.backward(g, bits)

@@ -1,26 +1,27 @@
-// _core.dense: the whole of a plain dense training call in one C++ function, so that
+// _core.dense, _core.spatial, _core.backward: the whole of a plain call (dropout,
+// spatial_dropout, dropout_backward with a stored mask) in one C++ function, so that
 // small arrays do not pay for Python-level checks, np.empty and pybind11's argument
-// conversion (together several microseconds, against ~0.7 us of Philox for 1024
+// conversion (together several microseconds, against ~0.5 us of Philox for 1024
 // elements).
 //
-// "Plain" means: x an exact numpy.ndarray of float16/32/64 in native byte order,
-// C-contiguous and aligned; p an exact float in [0, 1]; mode "inverted" or "classic";
-// seed and offset exact ints in [0, 2**64); out None or an exact ndarray of x's dtype
-// and shape, C-contiguous, aligned, writeable, and either x itself or disjoint from
-// it; return_mask True or False. For anything else the function returns None and
-// fastdropout.dropout takes its general path, which validates everything and raises
-// the documented errors. So this function never raises for bad input; it can only
-// raise MemoryError when the output cannot be allocated, and then it has written
-// nothing.
+// "Plain" means: x (or g) an exact numpy.ndarray of float16/32/64 in native byte
+// order, C-contiguous and aligned; p an exact float in [0, 1]; mode "inverted" or
+// "classic"; seed and offset exact ints in [0, 2**64); out None or an exact ndarray
+// of x's dtype and shape, C-contiguous, aligned, writeable, and either x itself or
+// disjoint from it; flags True or False. For anything else these functions return
+// None and the Python layer takes its general path, which validates everything and
+// raises the documented errors. So they never raise for bad input; they can only
+// raise MemoryError when an output cannot be allocated, and then nothing was written.
 //
-// Registered as a METH_FASTCALL function (no keyword arguments, no pybind11 argument
-// casting): dense(x, p, mode, seed, offset, out, return_mask) -> y | (y, bits) | None.
+// Registered as METH_FASTCALL functions (positional only, no pybind11 argument
+// casting); see kMethods at the end for the signatures.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cmath>
 #include <cstdint>
-#include <exception>
+#include <new>
+#include <vector>
 
 #include "../src/dispatch.hpp"
 #include "../src/parallel.hpp"
@@ -126,14 +127,14 @@ PyObject* new_array(const npy_api& api, PyObject* descr, int nd, const Py_intptr
                                      nullptr);
 }
 
-// No C++ exception may cross this C entry point.
-bool run_noexcept(const KernelTable& table, Dtype dt, const ForwardArgs& a) noexcept {
-    try {
-        run_forward(table, dt, a);
-        return true;
-    } catch (...) {
-        return false;
+PyObject* new_bits(const npy_api& api, std::size_t n_bits) {
+    const auto nb = static_cast<Py_intptr_t>((n_bits + 7) / 8);
+    PyObject* u8 = api.PyArray_DescrFromType_(npy_api::NPY_UBYTE_);
+    if (u8 == nullptr) {
+        return nullptr;
     }
+    return api.PyArray_NewFromDescr_(api.PyArray_Type_, u8, 1, &nb, nullptr, nullptr, 0,
+                                     nullptr);  // steals u8
 }
 
 // NumPy's C API table, looked up once at import (npy_api::get() is not free).
@@ -144,123 +145,125 @@ PyObject* none() {
     return Py_None;
 }
 
-PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError,
-                        "dense(x, p, mode, seed, offset, out, return_mask) takes 7 arguments");
-        return nullptr;
-    }
-    PyObject* x = args[0];
-    PyObject* p_obj = args[1];
-    PyObject* mode = args[2];
-    PyObject* out = args[5];
-    PyObject* want_mask = args[6];
+constexpr int kPlainIn = npy_api::NPY_ARRAY_C_CONTIGUOUS_ | npy_api::NPY_ARRAY_ALIGNED_;
+constexpr int kPlainOut = kPlainIn | npy_api::NPY_ARRAY_WRITEABLE_;
 
-    const npy_api& api = *g_api;
-    if (Py_TYPE(x) != api.PyArray_Type_ || !PyFloat_CheckExact(p_obj) ||
-        !PyUnicode_CheckExact(mode) || (want_mask != Py_True && want_mask != Py_False)) {
-        return none();
+// x: an exact ndarray of a supported dtype, C-contiguous and aligned.
+bool plain_input(PyObject* x, const py::detail::PyArray_Proxy*& xa, Dtype& dt, std::size_t& n) {
+    if (Py_TYPE(x) != g_api->PyArray_Type_) {
+        return false;
     }
-    const double p = PyFloat_AS_DOUBLE(p_obj);
-    if (!(p >= 0.0 && p <= 1.0)) {  // NaN too
-        return none();
-    }
-    bool scaled = false;
-    if (PyUnicode_CompareWithASCIIString(mode, "inverted") == 0) {
-        scaled = true;
-    } else if (PyUnicode_CompareWithASCIIString(mode, "classic") != 0) {
-        return none();
-    }
-    std::uint64_t seed = 0;
-    std::uint64_t offset = 0;
-    if (!plain_u64(args[3], seed) || !plain_u64(args[4], offset)) {
-        return none();
-    }
-
-    const auto* xa = py::detail::array_proxy(x);
-    constexpr int kPlainIn = npy_api::NPY_ARRAY_C_CONTIGUOUS_ | npy_api::NPY_ARRAY_ALIGNED_;
-    Dtype dt = kF32;
+    xa = py::detail::array_proxy(x);
     if ((xa->flags & kPlainIn) != kPlainIn || !plain_dtype(xa->descr, dt)) {
-        return none();
+        return false;
     }
-    std::size_t n = 1;
+    n = 1;
     for (int k = 0; k < xa->nd; ++k) {
         n *= static_cast<std::size_t>(xa->dimensions[k]);
     }
+    return true;
+}
 
-    PyObject* y = nullptr;  // new reference once set
+// An exact float in [0, 1].
+bool plain_p(PyObject* v, double& p) {
+    if (!PyFloat_CheckExact(v)) {
+        return false;
+    }
+    p = PyFloat_AS_DOUBLE(v);
+    return p >= 0.0 && p <= 1.0;  // NaN fails
+}
+
+// "inverted" (scaled) or "classic".
+bool plain_mode(PyObject* v, bool& scaled) {
+    if (!PyUnicode_CheckExact(v)) {
+        return false;
+    }
+    if (PyUnicode_CompareWithASCIIString(v, "inverted") == 0) {
+        scaled = true;
+        return true;
+    }
+    scaled = false;
+    return PyUnicode_CompareWithASCIIString(v, "classic") == 0;
+}
+
+bool plain_flag(PyObject* v, bool& flag) {
+    flag = v == Py_True;
+    return v == Py_True || v == Py_False;
+}
+
+enum class Target { kNotPlain, kError, kReady };
+
+// Where the result goes: a new array like x (out None), or out when it is an exact
+// ndarray of x's dtype and shape, C-contiguous, aligned, writeable, and x itself or
+// disjoint from it. *y receives a new reference when kReady.
+Target output_for(PyObject* x, const py::detail::PyArray_Proxy* xa, Dtype dt, std::size_t n,
+                  PyObject* out, PyObject** y) {
     if (out == Py_None) {
-        y = new_array(api, xa->descr, xa->nd, xa->dimensions);
-        if (y == nullptr) {
-            return nullptr;  // MemoryError from NumPy
-        }
-    } else {
-        if (Py_TYPE(out) != api.PyArray_Type_) {
-            return none();
-        }
-        const auto* oa = py::detail::array_proxy(out);
-        constexpr int kPlainOut = kPlainIn | npy_api::NPY_ARRAY_WRITEABLE_;
-        Dtype odt = kF32;
-        if ((oa->flags & kPlainOut) != kPlainOut || !plain_dtype(oa->descr, odt) || odt != dt ||
-            oa->nd != xa->nd) {
-            return none();
-        }
-        for (int k = 0; k < xa->nd; ++k) {
-            if (oa->dimensions[k] != xa->dimensions[k]) {
-                return none();
-            }
-        }
-        if (out != x) {
-            const std::size_t nbytes = n * element_size(dt);
-            const char* xb = xa->data;
-            const char* ob = oa->data;
-            if (nbytes != 0 && xb < ob + nbytes && ob < xb + nbytes) {
-                return none();  // the same memory through another view, or a partial overlap
-            }
-        }
-        Py_INCREF(out);
-        y = out;
+        *y = new_array(*g_api, xa->descr, xa->nd, xa->dimensions);
+        return *y == nullptr ? Target::kError : Target::kReady;  // MemoryError from NumPy
     }
-
-    PyObject* bits = nullptr;
-    if (want_mask == Py_True) {
-        const auto nb = static_cast<Py_intptr_t>((n + 7) / 8);
-        PyObject* u8 = api.PyArray_DescrFromType_(npy_api::NPY_UBYTE_);
-        if (u8 != nullptr) {
-            bits = api.PyArray_NewFromDescr_(api.PyArray_Type_, u8, 1, &nb, nullptr, nullptr, 0,
-                                             nullptr);  // steals u8
-        }
-        if (bits == nullptr) {
-            Py_DECREF(y);
-            return nullptr;
+    if (Py_TYPE(out) != g_api->PyArray_Type_) {
+        return Target::kNotPlain;
+    }
+    const auto* oa = py::detail::array_proxy(out);
+    Dtype odt = kF32;
+    if ((oa->flags & kPlainOut) != kPlainOut || !plain_dtype(oa->descr, odt) || odt != dt ||
+        oa->nd != xa->nd) {
+        return Target::kNotPlain;
+    }
+    for (int k = 0; k < xa->nd; ++k) {
+        if (oa->dimensions[k] != xa->dimensions[k]) {
+            return Target::kNotPlain;
         }
     }
+    if (out != x) {
+        const std::size_t nbytes = n * element_size(dt);
+        const char* xb = xa->data;
+        const char* ob = oa->data;
+        if (nbytes != 0 && xb < ob + nbytes && ob < xb + nbytes) {
+            return Target::kNotPlain;  // the same memory through another view, or a partial overlap
+        }
+    }
+    Py_INCREF(out);
+    *y = out;
+    return Target::kReady;
+}
 
-    ForwardArgs a{};
-    a.stream = {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32), offset,
-                threshold_of(p)};
-    a.x = xa->data;
-    a.y = py::detail::array_proxy(y)->data;
-    a.bits = bits == nullptr ? nullptr
-                             : reinterpret_cast<std::uint8_t*>(py::detail::array_proxy(bits)->data);
-    a.n = n;
-    a.scale = scaled ? inverted_scale(p, dt) : 1.0;
-    a.scaled = scaled;
-    const KernelTable& table = active_table();
-    bool ok = true;
+char* data_of(PyObject* a) { return py::detail::array_proxy(a)->data; }
+
+// Runs work() with the GIL released for large arrays. No C++ exception crosses this
+// C entry point: a std::bad_alloc becomes MemoryError, anything else RuntimeError.
+// Returns false with the Python error set.
+template <class Work>
+bool run_released(std::size_t n, const Work& work) {
+    int failure = 0;  // 1: out of memory, 2: other
+    auto guarded = [&]() noexcept {
+        try {
+            work();
+        } catch (const std::bad_alloc&) {
+            failure = 1;
+        } catch (...) {
+            failure = 2;
+        }
+    };
     if (n < kReleaseGilElements) {
-        ok = run_noexcept(table, dt, a);
+        guarded();
     } else {
-        Py_BEGIN_ALLOW_THREADS ok = run_noexcept(table, dt, a);
+        Py_BEGIN_ALLOW_THREADS guarded();
         Py_END_ALLOW_THREADS
     }
-    if (!ok) {  // not expected: the dense kernels neither allocate nor throw
-        Py_DECREF(y);
-        Py_XDECREF(bits);
-        PyErr_SetString(PyExc_RuntimeError, "fastdropout: the native forward pass failed");
-        return nullptr;
+    if (failure == 1) {
+        PyErr_NoMemory();
+    } else if (failure == 2) {
+        PyErr_SetString(PyExc_RuntimeError, "fastdropout: the native kernel failed");
     }
-    if (bits == nullptr) {
+    return failure == 0;
+}
+
+// y alone, or (y, bits); steals both references.
+PyObject* result(PyObject* y, PyObject* bits, bool want_bits) {
+    if (!want_bits) {
+        Py_XDECREF(bits);
         return y;
     }
     PyObject* pair = PyTuple_Pack(2, y, bits);
@@ -269,11 +272,181 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     return pair;  // nullptr (MemoryError) if the tuple could not be made
 }
 
+bool check_nargs(Py_ssize_t nargs, Py_ssize_t want, const char* usage) {
+    if (nargs == want) {
+        return true;
+    }
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", usage, want, nargs);
+    return false;
+}
+
+// Shared by dense() and spatial(): everything but the mask layout.
+struct ForwardCall {
+    const py::detail::PyArray_Proxy* xa = nullptr;
+    Dtype dt = kF32;
+    std::size_t n = 0;
+    double p = 0.0;
+    bool scaled = false;
+    bool want_mask = false;
+    std::uint64_t seed = 0;
+    std::uint64_t offset = 0;
+};
+
+bool plain_forward(PyObject* const* args, ForwardCall& c) {
+    return plain_input(args[0], c.xa, c.dt, c.n) && plain_p(args[1], c.p) &&
+           plain_mode(args[2], c.scaled) && plain_u64(args[3], c.seed) &&
+           plain_u64(args[4], c.offset) && plain_flag(args[6], c.want_mask);
+}
+
+StreamArgs stream_of(const ForwardCall& c) {
+    return {static_cast<std::uint32_t>(c.seed), static_cast<std::uint32_t>(c.seed >> 32), c.offset,
+            threshold_of(c.p)};
+}
+
+// dense(x, p, mode, seed, offset, out, return_mask) -> y | (y, bits) | None
+PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 7, "dense(x, p, mode, seed, offset, out, return_mask)")) {
+        return nullptr;
+    }
+    ForwardCall c;
+    if (!plain_forward(args, c)) {
+        return none();
+    }
+    PyObject* y = nullptr;
+    const Target t = output_for(args[0], c.xa, c.dt, c.n, args[5], &y);
+    if (t != Target::kReady) {
+        return t == Target::kError ? nullptr : none();
+    }
+    PyObject* bits = nullptr;
+    if (c.want_mask && (bits = new_bits(*g_api, c.n)) == nullptr) {
+        Py_DECREF(y);
+        return nullptr;
+    }
+    ForwardArgs a{};
+    a.stream = stream_of(c);
+    a.x = c.xa->data;
+    a.y = data_of(y);
+    a.bits = bits == nullptr ? nullptr : reinterpret_cast<std::uint8_t*>(data_of(bits));
+    a.n = c.n;
+    a.scale = c.scaled ? inverted_scale(c.p, c.dt) : 1.0;
+    a.scaled = c.scaled;
+    const KernelTable& table = active_table();
+    if (!run_released(c.n, [&] { run_forward(table, c.dt, a); })) {
+        Py_DECREF(y);
+        Py_XDECREF(bits);
+        return nullptr;
+    }
+    return result(y, bits, c.want_mask);
+}
+
+// spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
+//   -> y | (y, bits) | None; x of rank 3, 4 or 5 (else None).
+PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 8,
+                     "spatial(x, p, mode, seed, offset, out, return_mask, channels_last)")) {
+        return nullptr;
+    }
+    ForwardCall c;
+    bool channels_last = false;
+    if (!plain_forward(args, c) || !plain_flag(args[7], channels_last) || c.xa->nd < 3 ||
+        c.xa->nd > 5) {
+        return none();
+    }
+    PyObject* y = nullptr;
+    const Target t = output_for(args[0], c.xa, c.dt, c.n, args[5], &y);
+    if (t != Target::kReady) {
+        return t == Target::kError ? nullptr : none();
+    }
+    const auto nd = static_cast<std::size_t>(c.xa->nd);
+    std::vector<std::size_t> dims(nd);
+    std::vector<bool> broadcast(nd, true);
+    for (std::size_t k = 0; k < nd; ++k) {
+        dims[k] = static_cast<std::size_t>(c.xa->dimensions[k]);
+    }
+    const std::size_t channel_axis = channels_last ? nd - 1 : 1;
+    broadcast[0] = false;  // one decision per (n, c): SPEC section 4
+    broadcast[channel_axis] = false;
+    const std::size_t n_mask = dims[0] * dims[channel_axis];
+    PyObject* bits = new_bits(*g_api, n_mask);  // the mask is made first, even if not returned
+    if (bits == nullptr) {
+        Py_DECREF(y);
+        return nullptr;
+    }
+    ApplyArgs ap{};
+    ap.x = c.xa->data;
+    ap.y = data_of(y);
+    ap.bits = reinterpret_cast<const std::uint8_t*>(data_of(bits));
+    ap.scale = c.scaled ? inverted_scale(c.p, c.dt) : 1.0;
+    ap.scaled = c.scaled;
+    const StreamArgs stream = stream_of(c);
+    auto* bits_out = reinterpret_cast<std::uint8_t*>(data_of(bits));
+    const KernelTable& table = active_table();
+    if (!run_released(c.n, [&] {
+            run_gen_bits(table, stream, bits_out, n_mask);
+            run_apply(table, c.dt, ap, dims, broadcast);
+        })) {
+        Py_DECREF(y);
+        Py_DECREF(bits);
+        return nullptr;
+    }
+    return result(y, bits, c.want_mask);
+}
+
+// backward(g, bits, p, inverted, out) -> grad_x | None: the backward pass from the
+// bits of a dense-shaped mask (ceil(n/8) uint8 bytes, C-contiguous, 1-D).
+PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 5, "backward(g, bits, p, inverted, out)")) {
+        return nullptr;
+    }
+    const py::detail::PyArray_Proxy* ga = nullptr;
+    Dtype dt = kF32;
+    std::size_t n = 0;
+    double p = 0.0;
+    bool scaled = false;
+    PyObject* bits = args[1];
+    if (!plain_input(args[0], ga, dt, n) || !plain_p(args[2], p) || !plain_flag(args[3], scaled) ||
+        Py_TYPE(bits) != g_api->PyArray_Type_) {
+        return none();
+    }
+    const auto* ba = py::detail::array_proxy(bits);
+    if (py::detail::array_descriptor_proxy(ba->descr)->type_num != npy_api::NPY_UBYTE_ ||
+        (ba->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) == 0 || ba->nd != 1 ||
+        static_cast<std::size_t>(ba->dimensions[0]) != (n + 7) / 8) {
+        return none();
+    }
+    PyObject* y = nullptr;
+    const Target t = output_for(args[0], ga, dt, n, args[4], &y);
+    if (t != Target::kReady) {
+        return t == Target::kError ? nullptr : none();
+    }
+    ApplyArgs ap{};
+    ap.x = ga->data;
+    ap.y = data_of(y);
+    ap.bits = reinterpret_cast<const std::uint8_t*>(ba->data);
+    ap.scale = scaled ? inverted_scale(p, dt) : 1.0;
+    ap.scaled = scaled;
+    const KernelTable& table = active_table();
+    if (!run_released(n, [&] { run_apply(table, dt, ap, {n}, {false}); })) {
+        Py_DECREF(y);
+        return nullptr;
+    }
+    return y;
+}
+
 PyMethodDef kMethods[] = {
     {"dense", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&dense)), METH_FASTCALL,
      "dense(x, p, mode, seed, offset, out, return_mask) -> y, (y, bits) or None.\n\n"
      "A plain dense training forward pass, checked and allocated in C++ (private; see\n"
      "fastdropout.dropout). None means 'not plain': take the general path."},
+    {"spatial", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&spatial)),
+     METH_FASTCALL,
+     "spatial(x, p, mode, seed, offset, out, return_mask, channels_last) -> y, (y, bits)\n"
+     "or None: the same for spatial dropout of a rank-3/4/5 x (private; see\n"
+     "fastdropout.spatial_dropout)."},
+    {"backward", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&backward)),
+     METH_FASTCALL,
+     "backward(g, bits, p, inverted, out) -> grad_x or None: the backward pass from the\n"
+     "bits of a dense-shaped mask (private; see fastdropout.dropout_backward)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -41,6 +41,9 @@ __all__ = [
 
 _empty = np.empty
 _dense = _core.dense
+_spatial = _core.spatial
+_backward = _core.backward
+_CHANNELS_LAST = {"channels_first": False, "channels_last": True}
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -102,25 +105,29 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
     return y
 
 
-# ---- fast path ---------------------------------------------------------------------
-# The common call (a C-contiguous, aligned float ndarray; float p; int or no seed;
-# int offset; a plain or in-place `out`, or none; no broadcast axes; training) is recognised with a handful of
-# identity checks and goes straight to the core. It computes exactly what the
-# general path computes; anything else falls through to full validation.
-_FAST_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+# ---- fast paths ------------------------------------------------------------------
+# Plain calls (exact float ndarrays, C-contiguous and aligned; a float p; int or no
+# seed; int offset; no out, out=x or a disjoint plain out; training) are recognised
+# and run by _core.dense / _core.spatial / _core.backward in one C++ call each, which
+# return None for anything else; the general path below then validates everything.
+# Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
-_scales: dict[tuple[float, str], float] = {}
 
 
-def _scale_of(p: float, dtype: np.dtype[Any]) -> float:
-    """``float(dtype(1 / (1 - p)))``, memoised (a few distinct p per program)."""
-    key = (p, dtype.char)
-    s = _scales.get(key)
-    if s is None:
-        if len(_scales) > 1024:
-            _scales.clear()
-        s = _scales[key] = float(_inverted_scale(p, dtype))
-    return s
+def _spatial_mask(
+    shape: tuple[int, ...], channels_last: bool
+) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    """Mask shape, size and broadcast axes of spatial dropout on a 3-5-D shape
+    (what ``_validate.plan_forward`` computes for the general path)."""
+    nd = len(shape)
+    ones = (1,) * (nd - 2)
+    if channels_last:
+        return (
+            (shape[0], *ones, shape[-1]),
+            shape[0] * shape[-1],
+            tuple(range(1, nd - 1)),
+        )
+    return (shape[0], shape[1], *ones), shape[0] * shape[1], tuple(range(2, nd))
 
 
 def _forward(plan: _v.ForwardPlan) -> Any:
@@ -195,12 +202,12 @@ def dropout(
     if training is True and broadcast_axes is None:
         # A plain call (see _core.dense) is checked, allocated and run in C++;
         # None means "not plain": the general path below validates and raises.
-        s = secrets.randbits(64) if seed is None else seed
+        s: Any = secrets.randbits(64) if seed is None else seed
         fast = _dense(x, p, mode, s, offset, out, return_mask)
         if fast is not None:
             if return_mask is True:
                 y, bits = fast
-                return y, Mask._new(bits, x.shape, x.size, p, mode, s, offset, ())
+                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
@@ -227,6 +234,17 @@ def spatial_dropout(
     and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
     for the same seed and offset. Other arguments as :func:`dropout`.
     """
+    if training is True and type(data_format) is str:
+        channels_last = _CHANNELS_LAST.get(data_format)
+        if channels_last is not None:  # a plain call: see dropout()
+            s: Any = secrets.randbits(64) if seed is None else seed
+            fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
+            if fast is not None:
+                if return_mask is True:
+                    y, bits = fast
+                    shape, size, axes = _spatial_mask(y.shape, channels_last)
+                    return y, Mask._new(bits, shape, size, p, mode, s, offset, axes)
+                return fast
     plan = _v.plan_forward(
         x,
         p,
@@ -273,17 +291,13 @@ def dropout_backward(
         and type(offset) is int
         and offset == 0
         and broadcast_axes is None
-        and out is None
-        and grad_y.dtype in _FAST_DTYPES
         and grad_y.shape == mask.shape
-        and grad_y.flags.c_contiguous
-        and grad_y.flags.aligned
-    ):  # fast path: the plain backward from a stored dense-shaped mask
-        y = _empty(grad_y.shape, grad_y.dtype)
-        scaled = mask.mode == "inverted"
-        scale = _scale_of(mask.p, grad_y.dtype) if scaled else 1.0
-        _core.backward_mask(grad_y, y, mask.bits, scale, scaled, ())
-        return y
+    ):  # a plain backward from a stored dense-shaped mask: checked and run in C++
+        grad: FloatArray | None = _backward(
+            grad_y, mask.bits, mask.p, mask.mode == "inverted", out
+        )
+        if grad is not None:
+            return grad
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
     g = plan.g
     out_ = plan.out

@@ -85,6 +85,29 @@ def dense(
     no exception is raised). Raises only MemoryError.
     """
 
+def spatial(
+    x: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: object,
+    return_mask: object,
+    channels_last: object,
+    /,
+) -> Any:
+    """As dense() for spatial dropout of a rank-3/4/5 x: one decision per (n, c),
+    channels on axis 1 (channels_last False) or the last axis (True). The bits
+    returned with return_mask are the N*C mask bits. None when not plain."""
+
+def backward(
+    g: object, bits: object, p: object, inverted: object, out: object, /
+) -> Any:
+    """The backward pass from the bits of a dense-shaped mask: g plain as dense()'s
+    x, bits an exact C-contiguous 1-D uint8 ndarray of ceil(g.size/8) bytes, p an
+    exact float in [0, 1], inverted True or False, out as in dense(). Returns the
+    gradient (a new array, or out) or None when the call is not plain."""
+
 def backward_mask(
     g: npt.NDArray[np.floating],
     y: npt.NDArray[np.floating],
