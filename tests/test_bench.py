@@ -231,3 +231,26 @@ def test_numpy_reference_used_for_checks(bench: Any) -> None:
                                       whole[w.start:w.stop].view(np.uint32))
         np.testing.assert_array_equal(
             w.bits, mask.bits[w.bits_start:w.bits_start + len(w.bits)])
+
+
+def test_ratio_pairs_rounds_of_one_group(bench: Any) -> None:
+    """Rows of one thread count are compared round by round (the machine's speed
+    drifts between rounds, not within one); other rows by their medians."""
+
+    def row(samples: list[float], threads: int | None) -> dict[str, Any]:
+        return {"samples_s": samples, "median_s": float(np.median(samples)),
+                "threads": threads}
+
+    # both slowed down 3x in the last two rounds: each round's ratio is exactly 1.2
+    a = row([1.2, 1.2, 1.2, 3.6, 3.6], 2)
+    b = row([1.0, 1.0, 1.0, 3.0, 3.0], 2)
+    assert bench.Index.ratio(a, b) == pytest.approx(1.2)
+    # a drift that hits the rounds of a and b differently shows up in the median
+    c = row([1.0, 1.0, 3.0, 3.0, 3.0], 2)
+    assert bench.Index.ratio(a, c) == pytest.approx(1.2)
+    # fewer rounds for the slow baseline: the common rounds are paired
+    assert bench.Index.ratio(a, row([1.0, 1.0, 1.0], 2)) == pytest.approx(1.2)
+    # different groups (the NumPy idiom has no thread count): ratio of medians
+    assert bench.Index.ratio(a, row([1.0, 2.0, 3.0], None)) == pytest.approx(1.2 / 2.0)
+    assert bench.Index.ratio(None, b) is None
+    assert bench.Index.ratio(a, {"samples_s": [], "median_s": None, "threads": 2}) is None

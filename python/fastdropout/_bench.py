@@ -911,19 +911,34 @@ class Index:
         r = self.get(*key)
         return None if r is None else r["median_s"]
 
-    def baseline(self, kind: str, op: str, dtype: str, n: int,
-                 threads: int | None) -> float | None:
+    def baseline_row(self, kind: str, op: str, dtype: str, n: int,
+                     threads: int | None) -> dict[str, Any] | None:
         if kind in ("stream_copy", "copyto"):
-            return self.median("copy", kind, dtype, n, threads, None)
+            return self.get("copy", kind, dtype, n, threads, None)
         if kind == "numpy":
             base = NUMPY_BASE.get(op, op)
-            return self.median(base, "numpy", dtype, n, None, None)
+            return self.get(base, "numpy", dtype, n, None, None)
         base = TORCH_BASE.get(op, op if op.startswith("spatial") else "")
-        return self.median(base, "torch", dtype, n, threads, None)
+        return self.get(base, "torch", dtype, n, threads, None)
 
+    def baseline(self, kind: str, op: str, dtype: str, n: int,
+                 threads: int | None) -> float | None:
+        r = self.baseline_row(kind, op, dtype, n, threads)
+        return None if r is None else r["median_s"]
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b <= 0 else a / b
+    @staticmethod
+    def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+        """a's time over b's. Rows of one thread count were timed in the same
+        round-robin group, round k of each seconds apart: their ratio is the median
+        of the per-round ratios, which cancels the slow drifts of a shared machine's
+        speed. Otherwise (the NumPy idiom runs once per size) the ratio of medians."""
+        if a is None or b is None or a["median_s"] is None or not b["median_s"]:
+            return None
+        sa, sb = a["samples_s"], b["samples_s"]
+        k = min(len(sa), len(sb))
+        if a["threads"] is not None and a["threads"] == b["threads"] and k >= 3:
+            return float(np.median([x / y for x, y in zip(sa[:k], sb[:k])]))
+        return float(a["median_s"] / b["median_s"])
 
 
 def _ns_cell(r: dict[str, Any] | None, ns_per_s_elem: float) -> str:
@@ -959,14 +974,14 @@ def _main_table(idx: Index, s: Settings) -> str:
                             _num(med * ne), _num(r["gb_per_s"]), _num(r["min_s"] * ne),
                             f"{(r['q3_s'] - r['q1_s']) / med * 100:.0f}%",
                             core_ns, alloc_ns,
-                            _times(_ratio(med, idx.baseline("stream_copy", op, dtype, n,
-                                                            threads))),
-                            _times(_ratio(med, idx.baseline("copyto", op, dtype, n,
-                                                            threads))),
-                            _speedup(_ratio(idx.baseline("numpy", op, dtype, n, None),
-                                            med)),
-                            _speedup(_ratio(idx.baseline("torch", op, dtype, n, threads),
-                                            med)),
+                            _times(idx.ratio(r, idx.baseline_row("stream_copy", op, dtype,
+                                                                 n, threads))),
+                            _times(idx.ratio(r, idx.baseline_row("copyto", op, dtype, n,
+                                                                 threads))),
+                            _speedup(idx.ratio(idx.baseline_row("numpy", op, dtype, n, None),
+                                               r)),
+                            _speedup(idx.ratio(idx.baseline_row("torch", op, dtype, n,
+                                                                threads), r)),
                             "full" if r["checked"] == "full" else "sampled",
                         ])
     header = ["op", "dtype", "n", "threads", "simd", "ns/elem", "GB/s", "min ns/elem",
@@ -1052,46 +1067,48 @@ def _targets(idx: Index, s: Settings, default_simd: str, have_torch: bool) -> li
     tmax, tmin = max(s.threads), min(s.threads)
     out: list[Target] = []
 
-    def med(op: str, impl: str, n: int, threads: int) -> float | None:
-        r = idx.get(op, impl, dt, n, threads, simd)
-        return None if r is None else r["median_s"]
+    def row(op: str, impl: str, n: int, threads: int) -> dict[str, Any] | None:
+        return idx.get(op, impl, dt, n, threads, simd)
+
+    def base(kind: str, op: str, n: int, threads: int | None) -> dict[str, Any] | None:
+        return idx.baseline_row(kind, op, dt, n, threads)
 
     for n in big:
         note = "" if n >= BIG else f"informational: the target is set at n={_size(BIG)}"
         if "forward_mask" in s.ops:
-            fm = med("forward_mask", "api", n, tmax)
+            fm = row("forward_mask", "api", n, tmax)
             out.append(Target(
                 "dense forward with mask vs native copy", dt, n, tmax, simd,
-                _ratio(fm, idx.baseline("stream_copy", "forward_mask", dt, n, tmax)),
+                idx.ratio(fm, base("stream_copy", "forward_mask", n, tmax)),
                 1.25, "max", note))
             out.append(Target(
                 "dense forward with mask vs NumPy idiom", dt, n, tmax, simd,
-                _ratio(idx.baseline("numpy", "forward_mask", dt, n, None), fm),
+                idx.ratio(base("numpy", "forward_mask", n, None), fm),
                 8, "min", note))
             out.append(Target(
                 "dense forward with mask vs torch.native_dropout", dt, n, tmax, simd,
-                _ratio(idx.baseline("torch", "forward_mask", dt, n, tmax), fm),
+                idx.ratio(base("torch", "forward_mask", n, tmax), fm),
                 40, "min", note if have_torch else TORCH_HINT))
             if tmin == 1:
                 out.append(Target(
                     "dense forward with mask vs native copy, one thread", dt, n, 1, simd,
-                    _ratio(med("forward_mask", "api", n, 1),
-                           idx.baseline("stream_copy", "forward_mask", dt, n, 1)),
+                    idx.ratio(row("forward_mask", "api", n, 1),
+                              base("stream_copy", "forward_mask", n, 1)),
                     2.0, "max", note))
         for threads in s.threads:
             for op in ("backward_mask", *OPS[4:]):
                 if op in s.ops:
                     out.append(Target(
                         f"{op} vs native copy", dt, n, threads, simd,
-                        _ratio(med(op, "api", n, threads),
-                               idx.baseline("stream_copy", op, dt, n, threads)),
+                        idx.ratio(row(op, "api", n, threads),
+                                  base("stream_copy", op, n, threads)),
                         1.15, "max", note))
     for n in small if "forward" in s.ops else []:
         note = "" if n <= SMALL else f"informational: the target is set at n={_size(SMALL)}"
         note = (note + "; " if note else "") + "public API without out=, validation included"
         out.append(Target("dense forward vs NumPy idiom, small array", dt, n, tmax, simd,
-                          _ratio(idx.baseline("numpy", "forward", dt, n, None),
-                                 med("forward", "api_alloc", n, tmax)), 3, "min", note))
+                          idx.ratio(base("numpy", "forward", n, None),
+                                    row("forward", "api_alloc", n, tmax)), 3, "min", note))
     return out
 
 
@@ -1107,7 +1124,8 @@ def _report(s: Settings, machine: dict[str, Any], idx: Index, targets: list[Targ
     method = (
         f"- p = {s.p}; median of up to {s.repeats} round-robin rounds (slow baselines: "
         f"at least 3 within --budget {s.budget:g} s); calls faster than "
-        f"{s.min_time * 1e3:g} ms looped within a sample")
+        f"{s.min_time * 1e3:g} ms looped within a sample; a ratio to a baseline timed "
+        f"with the same threads is the median of the per-round ratios")
     legend = (
         "Public API with `out=` (ns/elem, GB/s = bytes moved / time, min, IQR), the "
         "raw `_core` call and the API without `out=` beside it. `x copy`: time / "
