@@ -255,9 +255,10 @@ def test_backward_matches_reference(
     for mode in ("inverted", "classic"):
         _, m = reference.dropout(x, 0.45, mode=mode, seed=3, return_mask=True)
         gr = reference.dropout_backward(g, m)
-        assert_same(core_module.backward(g, m.bits, 0.45, mode == "inverted", None), gr)
+        inv = mode == "inverted"
+        assert_same(core_module.backward(g, m.bits, 0.45, inv, None, shape, ()), gr)
         out = np.full_like(g, 9)
-        assert core_module.backward(g, m.bits, 0.45, mode == "inverted", out) is out
+        assert core_module.backward(g, m.bits, 0.45, inv, out, shape, ()) is out
         assert_same(out, gr)
         assert_same(native.dropout_backward(g, m, out=np.empty_like(g)), gr)
         gin = g.copy()
@@ -267,20 +268,63 @@ def test_backward_matches_reference(
 def test_backward_declines(core_module: Any) -> None:
     g = np.ones(20, np.float32)
     bits = np.zeros(3, np.uint8)
-    ok = core_module.backward(g, bits, 0.5, True, None)
+    ok = core_module.backward(g, bits, 0.5, True, None, (20,), ())
     assert ok is not None
     for args in [
-        (g, bits[:2], 0.5, True, None),  # wrong number of bytes
-        (g, bits.astype(np.int8), 0.5, True, None),
-        (g, bits.reshape(3, 1), 0.5, True, None),
-        (g, np.zeros(6, np.uint8)[::2], 0.5, True, None),
-        (g, bits.tolist(), 0.5, True, None),
-        (g, bits, 1, True, None),
-        (g, bits, 0.5, 1, None),
-        (g[::2], np.zeros(2, np.uint8), 0.5, True, None),
-        (g, bits, 0.5, True, np.ones(20, np.float64)),
-        (g, bits, 0.5, True, g[::-1]),  # same memory, other view
+        (g, bits[:2], 0.5, True, None, (20,), ()),  # wrong number of bytes
+        (g, bits.astype(np.int8), 0.5, True, None, (20,), ()),
+        (g, bits.reshape(3, 1), 0.5, True, None, (20,), ()),
+        (g, np.zeros(6, np.uint8)[::2], 0.5, True, None, (20,), ()),
+        (g, bits.tolist(), 0.5, True, None, (20,), ()),
+        (g, bits, 1, True, None, (20,), ()),
+        (g, bits, 0.5, 1, None, (20,), ()),
+        (g[::2], np.zeros(2, np.uint8), 0.5, True, None, (10,), ()),
+        (g, bits, 0.5, True, np.ones(20, np.float64), (20,), ()),
+        (g, bits, 0.5, True, g[::-1], (20,), ()),  # same memory, other view
+        (g, bits, 0.5, True, None, (21,), ()),  # mask shape does not fit
+        (g, bits, 0.5, True, None, [20], ()),
+        (g, bits, 0.5, True, None, (20, 1), ()),
+        (g, bits, 0.5, True, None, (20,), (1,)),  # axis out of range
+        (g, bits, 0.5, True, None, (20,), (0,)),  # broadcast axis of size != 1
+        (g, bits, 0.5, True, None, (20,), [0]),
     ]:
         assert core_module.backward(*args) is None
-    with pytest.raises(TypeError, match="5 arguments"):
+    assert (
+        core_module.backward(g, np.zeros(1, np.uint8), 0.5, True, None, (1,), (0,))
+        is not None
+    )
+    with pytest.raises(TypeError, match="7 arguments"):
         core_module.backward(g, bits)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_backward_from_spatial_mask(native: Any, channels_last: bool) -> None:
+    fmt = "channels_last" if channels_last else "channels_first"
+    x = make_input((3, 4, 5, 6), np.float32, seed=10)
+    g = make_input((3, 4, 5, 6), np.float32, seed=11)
+    _, mr = reference.spatial_dropout(x, 0.3, data_format=fmt, seed=4, return_mask=True)
+    gr = reference.dropout_backward(g, mr)
+    _, m = native.spatial_dropout(x, 0.3, data_format=fmt, seed=4, return_mask=True)
+    assert_same(native.dropout_backward(g, m), gr)
+    out = np.empty_like(g)
+    assert native.dropout_backward(g, m, out=out) is out
+    assert_same(out, gr)
+    with pytest.raises(
+        ValueError, match="shape"
+    ):  # a mask for another shape: general path
+        native.dropout_backward(g[:2], m)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_regenerated_backward(native: Any, dtype: Any) -> None:
+    x = make_input((7, 9), dtype, seed=12)
+    g = make_input((7, 9), dtype, seed=13)
+    for mode in ("inverted", "classic"):
+        _, m = reference.dropout(x, 0.6, mode=mode, seed=21, offset=5, return_mask=True)
+        gr = reference.dropout_backward(g, m)
+        assert_same(native.dropout_backward(g, p=0.6, mode=mode, seed=21, offset=5), gr)
+        out = np.empty_like(g)
+        native.dropout_backward(g, p=0.6, mode=mode, seed=21, offset=5, out=out)
+        assert_same(out, gr)
+    with pytest.raises(ValueError, match="seed missing"):  # the general path says so
+        native.dropout_backward(g, p=0.6)

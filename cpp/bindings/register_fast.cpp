@@ -392,10 +392,41 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     return result(y, bits, c.want_mask);
 }
 
-// backward(g, bits, p, inverted, out) -> grad_x | None: the backward pass from the
-// bits of a dense-shaped mask (ceil(n/8) uint8 bytes, C-contiguous, 1-D).
+// The broadcast flags of a mask of shape `mask_shape` (an exact tuple of exact ints)
+// with broadcast `axes` (an exact tuple of exact ints, sorted, as Mask keeps them)
+// for an array of dims `dims`: every mask dim equals the array's, or is 1 on a
+// broadcast axis. Returns false if anything does not fit (or is not plain).
+bool mask_layout(PyObject* mask_shape, PyObject* axes, const std::vector<std::size_t>& dims,
+                 std::vector<bool>& broadcast, std::size_t& n_mask) {
+    if (!PyTuple_CheckExact(mask_shape) || !PyTuple_CheckExact(axes) ||
+        static_cast<std::size_t>(PyTuple_GET_SIZE(mask_shape)) != dims.size()) {
+        return false;
+    }
+    broadcast.assign(dims.size(), false);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(axes); ++i) {
+        std::uint64_t a = 0;
+        if (!plain_u64(PyTuple_GET_ITEM(axes, i), a) || a >= dims.size()) {
+            return false;
+        }
+        broadcast[static_cast<std::size_t>(a)] = true;
+    }
+    n_mask = 1;
+    for (std::size_t k = 0; k < dims.size(); ++k) {
+        std::uint64_t m = 0;
+        if (!plain_u64(PyTuple_GET_ITEM(mask_shape, static_cast<Py_ssize_t>(k)), m) ||
+            m != (broadcast[k] ? 1 : dims[k])) {
+            return false;
+        }
+        n_mask *= static_cast<std::size_t>(m);
+    }
+    return true;
+}
+
+// backward(g, bits, p, inverted, out, mask_shape, axes) -> grad_x | None: the
+// backward pass from the bits of a stored mask (ceil(n_mask/8) uint8 bytes,
+// C-contiguous, 1-D) whose shape and broadcast axes fit g.
 PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 5, "backward(g, bits, p, inverted, out)")) {
+    if (!check_nargs(nargs, 7, "backward(g, bits, p, inverted, out, mask_shape, axes)")) {
         return nullptr;
     }
     const py::detail::PyArray_Proxy* ga = nullptr;
@@ -408,10 +439,19 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
         Py_TYPE(bits) != g_api->PyArray_Type_) {
         return none();
     }
+    std::vector<std::size_t> dims(static_cast<std::size_t>(ga->nd));
+    for (std::size_t k = 0; k < dims.size(); ++k) {
+        dims[k] = static_cast<std::size_t>(ga->dimensions[k]);
+    }
+    std::vector<bool> broadcast;
+    std::size_t n_mask = 0;
+    if (!mask_layout(args[5], args[6], dims, broadcast, n_mask)) {
+        return none();
+    }
     const auto* ba = py::detail::array_proxy(bits);
     if (py::detail::array_descriptor_proxy(ba->descr)->type_num != npy_api::NPY_UBYTE_ ||
         (ba->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) == 0 || ba->nd != 1 ||
-        static_cast<std::size_t>(ba->dimensions[0]) != (n + 7) / 8) {
+        static_cast<std::size_t>(ba->dimensions[0]) != (n_mask + 7) / 8) {
         return none();
     }
     PyObject* y = nullptr;
@@ -426,7 +466,7 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
     ap.scale = scaled ? inverted_scale(p, dt) : 1.0;
     ap.scaled = scaled;
     const KernelTable& table = active_table();
-    if (!run_released(n, [&] { run_apply(table, dt, ap, {n}, {false}); })) {
+    if (!run_released(n, [&] { run_apply(table, dt, ap, dims, broadcast); })) {
         Py_DECREF(y);
         return nullptr;
     }
@@ -445,8 +485,9 @@ PyMethodDef kMethods[] = {
      "fastdropout.spatial_dropout)."},
     {"backward", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&backward)),
      METH_FASTCALL,
-     "backward(g, bits, p, inverted, out) -> grad_x or None: the backward pass from the\n"
-     "bits of a dense-shaped mask (private; see fastdropout.dropout_backward)."},
+     "backward(g, bits, p, inverted, out, mask_shape, axes) -> grad_x or None: the\n"
+     "backward pass from a stored mask's bits, shape and broadcast axes (private; see\n"
+     "fastdropout.dropout_backward)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -353,8 +353,11 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
     m.pop_back();
     m.pop_back();
     const std::vector<MergedDim> outer = m;
-    const std::size_t pattern_bits = (kPatternBits + period - 1) / period * period;
     const std::size_t unit = pixels * period;
+    // A whole number of periods, about kPatternBits long, or one item if that is less
+    // (small feature maps: building 4096 bits for 256 elements cost more than them).
+    const std::size_t pattern_bits =
+        (std::min(kPatternBits, unit) + period - 1) / period * period;
     // One pattern buffer per chunk, allocated here so nothing inside the parallel
     // region can throw.
     const std::size_t nt = plan_threads(n);

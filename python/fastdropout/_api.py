@@ -284,18 +284,27 @@ def dropout_backward(
     """
     if (
         type(mask) is Mask
-        and type(grad_y) is _ndarray
         and p is None
         and mode is DEFAULT_MODE
         and seed is None
         and type(offset) is int
         and offset == 0
         and broadcast_axes is None
-        and grad_y.shape == mask.shape
-    ):  # a plain backward from a stored dense-shaped mask: checked and run in C++
+    ):  # a plain backward from a stored mask: checked and run in C++
         grad: FloatArray | None = _backward(
-            grad_y, mask.bits, mask.p, mask.mode == "inverted", out
+            grad_y,
+            mask.bits,
+            mask.p,
+            mask.mode == "inverted",
+            out,
+            mask.shape,
+            mask.broadcast_axes,
         )
+        if grad is not None:
+            return grad
+    elif mask is None and broadcast_axes is None:
+        # the dense mask regenerated: the forward pass of grad_y, same stream
+        grad = _dense(grad_y, p, mode, seed, offset, out, False)
         if grad is not None:
             return grad
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)

@@ -101,12 +101,20 @@ def spatial(
     returned with return_mask are the N*C mask bits. None when not plain."""
 
 def backward(
-    g: object, bits: object, p: object, inverted: object, out: object, /
+    g: object,
+    bits: object,
+    p: object,
+    inverted: object,
+    out: object,
+    mask_shape: object,
+    axes: object,
+    /,
 ) -> Any:
-    """The backward pass from the bits of a dense-shaped mask: g plain as dense()'s
-    x, bits an exact C-contiguous 1-D uint8 ndarray of ceil(g.size/8) bytes, p an
-    exact float in [0, 1], inverted True or False, out as in dense(). Returns the
-    gradient (a new array, or out) or None when the call is not plain."""
+    """The backward pass from a stored mask: g plain as dense()'s x; bits an exact
+    C-contiguous 1-D uint8 ndarray of ceil(n_mask/8) bytes; p an exact float in
+    [0, 1]; inverted True or False; out as in dense(); mask_shape an exact tuple
+    equal to g.shape but 1 on the broadcast axes, an exact tuple of ints. Returns
+    the gradient (a new array, or out) or None when the call is not plain."""
 
 def backward_mask(
     g: npt.NDArray[np.floating],
