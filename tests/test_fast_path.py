@@ -328,3 +328,41 @@ def test_regenerated_backward(native: Any, dtype: Any) -> None:
         assert_same(out, gr)
     with pytest.raises(ValueError, match="seed missing"):  # the general path says so
         native.dropout_backward(g, p=0.6)
+
+
+def test_plain_public_calls_take_the_fast_paths(
+    native: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain call of each public function is served by its C++ fast path (a
+    declined one would still be right, only slower: this guards the speed)."""
+    from fastdropout import _api
+
+    served: list[str] = []
+
+    def spy_on(name: str) -> Any:
+        real = getattr(_api, name)
+
+        def spy(*args: Any) -> Any:
+            r = real(*args)
+            if r is not None:
+                served.append(name)
+            return r
+
+        return spy
+
+    for name in ("_dense", "_spatial", "_backward"):
+        monkeypatch.setattr(_api, name, spy_on(name))
+    x = make_input((2, 3, 4, 5), np.float32, seed=1)
+    out = np.empty_like(x)
+    _, m = native.dropout(x, 0.5, seed=1, return_mask=True)
+    native.dropout(x, 0.5, out=out)
+    native.dropout_backward(x, m)
+    native.dropout_backward(x, m, out=out)
+    native.dropout_backward(x, p=0.5, seed=1)
+    native.dropout_backward(x, p=0.5, seed=1, mode="classic", out=out)
+    _, sm = native.spatial_dropout(x, 0.5, seed=1, return_mask=True)
+    native.spatial_dropout(x, 0.5, seed=1, data_format="channels_last", out=out)
+    native.dropout_backward(x, sm, out=out)
+    assert served == ["_dense"] * 2 + ["_backward"] * 2 + ["_dense"] * 2 + [
+        "_spatial"
+    ] * 2 + ["_backward"]

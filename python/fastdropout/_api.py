@@ -304,7 +304,8 @@ def dropout_backward(
             return grad
     elif mask is None and broadcast_axes is None:
         # the dense mask regenerated: the forward pass of grad_y, same stream
-        grad = _dense(grad_y, p, mode, seed, offset, out, False)
+        m = "inverted" if mode is DEFAULT_MODE else mode  # the default is a marker str
+        grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
