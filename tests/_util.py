@@ -36,6 +36,7 @@ fastdropout, HAVE_CORE = _import()
 
 # After _import(): works with or without the compiled core.
 from fastdropout import reference
+from fastdropout.mask import Mask
 
 __all__ = [
     "AVAILABLE_SIMD",
@@ -97,20 +98,22 @@ def bits_of(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a).view(UINT_OF[a.dtype])
 
 
-def assert_same(actual: Any, expected: Any) -> None:
+def assert_same(actual: Any, expected: Any, what: str = "result") -> None:
     """Bit-for-bit equality of two float arrays, with a readable failure."""
-    assert isinstance(actual, np.ndarray), type(actual)
-    assert isinstance(expected, np.ndarray), type(expected)
+    assert isinstance(actual, np.ndarray), (what, type(actual))
+    assert isinstance(expected, np.ndarray), (what, type(expected))
     a, e = actual, expected
-    assert a.dtype == e.dtype, (a.dtype, e.dtype)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    ab, eb = bits_of(a), bits_of(e)
+    assert a.dtype == e.dtype, (what, a.dtype, e.dtype)
+    assert a.shape == e.shape, (what, a.shape, e.shape)
+    ab, eb = bits_of(a).reshape(-1), bits_of(e).reshape(-1)
     if not np.array_equal(ab, eb):
-        bad = np.flatnonzero(ab.reshape(-1) != eb.reshape(-1))
+        bad = np.flatnonzero(ab != eb)
         i = bad[:5]
         raise AssertionError(
-            f"{bad.size} of {a.size} elements differ; first at flat {i.tolist()}: "
-            f"actual {a.reshape(-1)[i].tolist()} expected {e.reshape(-1)[i].tolist()}"
+            f"{what}: {bad.size} of {a.size} elements differ; first at flat "
+            f"{i.tolist()}: actual {a.reshape(-1)[i].tolist()} (bits "
+            f"{[hex(int(v)) for v in ab[i]]}) expected {e.reshape(-1)[i].tolist()} "
+            f"(bits {[hex(int(v)) for v in eb[i]]})"
         )
 
 
@@ -118,7 +121,7 @@ def assert_same_mask(actual: Any, expected: Any) -> None:
     if expected is None:
         assert actual is None
         return
-    assert actual is not None
+    assert isinstance(actual, Mask), type(actual)
     assert actual.shape == expected.shape
     assert actual.size == expected.size
     assert actual.p == expected.p
@@ -127,6 +130,7 @@ def assert_same_mask(actual: Any, expected: Any) -> None:
     assert actual.offset == expected.offset
     assert actual.broadcast_axes == expected.broadcast_axes
     assert actual.bits.dtype == np.uint8
+    assert not actual.bits.flags.writeable
     np.testing.assert_array_equal(actual.bits, expected.bits)
     assert actual == expected
 

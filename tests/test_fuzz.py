@@ -39,18 +39,25 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from _util import (
+    HAVE_CORE,
+    NO_CORE_REASON,
+    TWO_64,
+    assert_same,
+    assert_same_mask,
+    bits_of,
+    fastdropout,
+    reference,
+)
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-try:
-    import fastdropout
-    from fastdropout import _core, reference
-except ImportError:  # pragma: no cover - depends on the build
-    pytest.skip("fastdropout._core is not built (reference-only run)",
-                allow_module_level=True)
+if not HAVE_CORE:  # pragma: no cover - depends on the build
+    pytest.skip(NO_CORE_REASON, allow_module_level=True)
+
+from fastdropout import _core
 
 TWO_32 = 1 << 32
-TWO_64 = 1 << 64
 EXAMPLES = int(os.environ.get("FASTDROPOUT_FUZZ_EXAMPLES", "40"))
 
 FUZZ = settings(
@@ -65,7 +72,6 @@ FUZZ = settings(
 settings.register_profile("fastdropout-fuzz", FUZZ)
 
 SPEC7 = (ValueError, TypeError)
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 VALID_DTYPES = ("<f2", "<f4", "<f8")
 INVALID_DTYPES = ("|i1", "<i4", "<i8", "|u1", "<u8", "|b1", "<c8", "<c16", "|O",
                   ">f2", ">f4", ">f8", "<g", "<m8[s]")
@@ -501,48 +507,14 @@ def run(fn: Callable[..., Any], spec: ArraySpec | None, out: OutSpec | None,
                    [g.bit_generator.state for g in gens])
 
 
-def as_bits(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    return a.view(UINT[a.dtype.itemsize])
-
-
-def assert_same_array(a: Any, e: Any, what: str = "result") -> None:
-    assert isinstance(a, np.ndarray), (what, type(a))
-    assert isinstance(e, np.ndarray), (what, type(e))
-    assert a.dtype == e.dtype, (what, a.dtype, e.dtype)
-    assert a.shape == e.shape, (what, a.shape, e.shape)
-    ab, eb = as_bits(a).reshape(-1), as_bits(e).reshape(-1)
-    if not np.array_equal(ab, eb):
-        bad = np.flatnonzero(ab != eb)[:5]
-        raise AssertionError(
-            f"{what}: {np.count_nonzero(ab != eb)} of {a.size} elements differ, first at "
-            f"{bad.tolist()}: {a.reshape(-1)[bad].tolist()} (bits "
-            f"{[hex(int(v)) for v in ab[bad]]}) vs {e.reshape(-1)[bad].tolist()} (bits "
-            f"{[hex(int(v)) for v in eb[bad]]})"
-        )
-
-
-def assert_same_mask(a: Any, e: Any) -> None:
-    if e is None:
-        assert a is None
-        return
-    assert isinstance(a, fastdropout.Mask)
-    assert (a.shape, a.size, a.p, a.mode, a.seed, a.offset, a.broadcast_axes) == (
-        e.shape, e.size, e.p, e.mode, e.seed, e.offset, e.broadcast_axes)
-    assert a.bits.dtype == np.uint8
-    assert not a.bits.flags.writeable
-    np.testing.assert_array_equal(a.bits, e.bits)
-    assert a == e
-
-
 def assert_same_result(a: Any, e: Any) -> None:
     if isinstance(e, tuple):
         assert isinstance(a, tuple)
         assert len(a) == len(e) == 2
-        assert_same_array(a[0], e[0])
+        assert_same(a[0], e[0])
         assert_same_mask(a[1], e[1])
     else:
-        assert_same_array(a, e)
+        assert_same(a, e)
 
 
 def compare(nat: Outcome, ref: Outcome) -> None:
@@ -728,13 +700,13 @@ def test_fuzz_dropout_backward(call: tuple[Any, ...]) -> None:
         gens: list[np.random.Generator] = []
         kw0 = {k: _materialize(v, gens) for k, v in kwargs.items()}
         expected = reference.dropout_backward(_plain_x(spec, out), masks["reference"], **kw0)
-        assert_same_array(nat.result, expected)
+        assert_same(nat.result, expected)
     if nat.exc is None and how == "mask" and isinstance(masks["native"], fastdropout.Mask):
         # Regenerating the mask from (p, seed, offset) gives the same gradient.
         m = masks["native"]
         regen = fastdropout.dropout_backward(_plain_x(spec, out), p=m.p, mode=m.mode,
                                              seed=m.seed, offset=m.offset)
-        assert_same_array(regen, np.asarray(nat.result))
+        assert_same(regen, np.asarray(nat.result))
 
 
 @st.composite
@@ -794,15 +766,15 @@ def _run_layer(cls: Any, ctor: dict[str, Any], ops: tuple[Any, ...]) -> list[Any
                 else:
                     y = layer.forward(x, training=False)
                 last_shape = y.shape
-                trace.append((op, as_bits(y).tobytes(), y.dtype.str, y.shape,
+                trace.append((op, bits_of(y).tobytes(), y.dtype.str, y.shape,
                               layer.offset, layer.mask))
             elif op == "backward":
                 g = np.random.default_rng(arg).standard_normal(last_shape).astype(np.float32)
-                trace.append((op, as_bits(layer.backward(g)).tobytes(), layer.offset))
+                trace.append((op, bits_of(layer.backward(g)).tobytes(), layer.offset))
             elif op == "backward-wrong":
                 g = np.ones(arg, np.float32)
                 r = layer.backward(g)
-                trace.append((op, as_bits(r).tobytes(), r.shape))
+                trace.append((op, bits_of(r).tobytes(), r.shape))
             else:
                 layer.offset = arg
                 trace.append((op, layer.offset))
@@ -878,7 +850,7 @@ def test_fuzz_set_num_threads(values: list[Any], shape: tuple[int, ...], seed: i
                 if is_int:
                     assert not 1 <= int(v) < 2**31
             y = fastdropout.dropout(x, 0.3, seed=seed, offset=TWO_64 - 7)
-            assert_same_array(y, expected)
+            assert_same(y, expected)
     finally:
         fastdropout.set_num_threads(before)
 
@@ -1007,7 +979,7 @@ def test_fuzz_core_defence(call: tuple[Any, ...]) -> None:
             with np.errstate(all="ignore"):
                 v = x0 * x0.dtype.type(scale) if scaled else x0
                 expected = np.where(keep.reshape(x0.shape), v, x0.dtype.type(0))
-            assert_same_array(y, expected.astype(x0.dtype))
+            assert_same(y, expected.astype(x0.dtype))
     try:
         b = bits if isinstance(bits, np.ndarray) else np.zeros(0, np.uint8)
         before = [w.tobytes() for w in watched]
@@ -1045,9 +1017,9 @@ def test_core_with_unaligned_arrays(dtype: str, which: str) -> None:
                 mask_bits = reference.mask_bits(1, 0, n, 0.5)
                 _core.backward_mask(xa, ya, mask_bits, 2.0, True, ())
         except ValueError:
-            assert_same_array(ya, np.full(n, 7.0, dtype), "out after a refusal")
+            assert_same(ya, np.full(n, 7.0, dtype), "out after a refusal")
         else:
-            assert_same_array(np.array(ya), want, call)
+            assert_same(np.array(ya), want, call)
 
 
 @FUZZ

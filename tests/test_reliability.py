@@ -24,17 +24,15 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from _util import HAVE_CORE, NO_CORE_REASON, TWO_64, fastdropout, reference
 
-try:
-    import fastdropout
-    from fastdropout import _core, reference
-except ImportError:  # pragma: no cover - depends on the build
-    pytest.skip("fastdropout._core is not built (reference-only run)",
-                allow_module_level=True)
+if not HAVE_CORE:  # pragma: no cover - depends on the build
+    pytest.skip(NO_CORE_REASON, allow_module_level=True)
+
+from fastdropout import _core
 
 TWO_31 = 1 << 31
 TWO_32 = 1 << 32
-TWO_64 = 1 << 64
 UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 DTYPES = (np.float16, np.float32, np.float64)
 GiB = 1 << 30

@@ -15,12 +15,14 @@
 namespace fastdropout {
 namespace py = pybind11;
 
-inline bool native_byte_order(const py::dtype& dt) {
-    const char bo = dt.byteorder();
+// A dtype's byteorder character ('=', '|', '<' or '>') means this host's order.
+inline bool native_byte_order(char bo) {
     const std::uint16_t probe = 1;
     const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
     return bo == '=' || bo == '|' || bo == (little ? '<' : '>');
 }
+
+inline bool native_byte_order(const py::dtype& dt) { return native_byte_order(dt.byteorder()); }
 
 // The element type of a float16/32/64 array, or TypeError.
 inline Dtype dtype_of(const py::array& a, const char* name) {
@@ -92,12 +94,17 @@ inline std::uint64_t to_u64(const py::handle& v, const char* name) {
     return static_cast<std::uint64_t>(r);
 }
 
+// Whether the nbytes from a and the nbytes from b share a byte.
+inline bool overlapping(const void* a, const void* b, std::size_t nbytes) {
+    const auto* pa = static_cast<const unsigned char*>(a);
+    const auto* pb = static_cast<const unsigned char*>(b);
+    return nbytes != 0 && pa < pb + nbytes && pb < pa + nbytes;
+}
+
 // y and x either the same memory or disjoint.
 inline void require_same_or_disjoint(const py::array& x, const py::array& y) {
-    const auto* xb = static_cast<const unsigned char*>(x.data());
-    const auto* yb = static_cast<const unsigned char*>(y.data());
-    const auto nb = static_cast<std::size_t>(x.nbytes());
-    if (xb != yb && nb != 0 && xb < yb + nb && yb < xb + nb) {
+    const auto nbytes = static_cast<std::size_t>(x.nbytes());
+    if (x.data() != y.data() && overlapping(x.data(), y.data(), nbytes)) {
         throw py::value_error("output overlaps the input without being the same array");
     }
 }

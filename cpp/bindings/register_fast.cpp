@@ -25,6 +25,7 @@
 
 #include "../src/dispatch.hpp"
 #include "../src/parallel.hpp"
+#include "array_view.hpp"
 
 namespace py = pybind11;
 
@@ -42,16 +43,10 @@ constexpr int kNpyDouble = npy_api::NPY_DOUBLE_;
 // re-taking it costs more than the work (about 10 us of kernel at this size).
 constexpr std::size_t kReleaseGilElements = std::size_t{1} << 14;
 
-bool native_order(char byteorder) {
-    const std::uint16_t probe = 1;
-    const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
-    return byteorder == '=' || byteorder == (little ? '<' : '>');
-}
-
 // The element type of a plain array's descriptor, or false.
 bool plain_dtype(PyObject* descr, Dtype& dt) {
     const auto* d = py::detail::array_descriptor_proxy(descr);
-    if (!native_order(d->byteorder)) {
+    if (!native_byte_order(d->byteorder)) {
         return false;
     }
     switch (d->type_num) {
@@ -115,10 +110,6 @@ double inverted_scale(double p, Dtype dt) {
         case kF32: return static_cast<double>(static_cast<float>(s));
         default: return s;
     }
-}
-
-std::size_t element_size(Dtype dt) {
-    return dt == kF16 ? 2 : (dt == kF32 ? 4 : 8);
 }
 
 PyObject* new_array(const npy_api& api, PyObject* descr, int nd, const Py_intptr_t* dims) {
@@ -217,10 +208,10 @@ Target output_for(PyObject* x, const py::detail::PyArray_Proxy* xa, Dtype dt, st
         }
     }
     if (out != x) {
-        const std::size_t nbytes = n * element_size(dt);
+        const std::size_t nbytes = n * dtype_size(dt);
         const char* xb = xa->data;
         const char* ob = oa->data;
-        if (nbytes != 0 && xb < ob + nbytes && ob < xb + nbytes) {
+        if (overlapping(xb, ob, nbytes)) {
             return Target::kNotPlain;  // the same memory through another view, or a partial overlap
         }
     }

@@ -80,10 +80,6 @@ std::atomic<int>& thread_setting() {
     return n;
 }
 
-std::size_t elem_size(Dtype dt) {
-    return dt == kF16 ? 2 : (dt == kF32 ? 4 : 8);
-}
-
 // How many chunks (threads) to use for n elements; reads the setting once.
 std::size_t plan_threads(std::size_t n) {
     const std::size_t by_size = n / kMinPerThread;  // every thread gets >= kMinPerThread
@@ -294,7 +290,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
         return;
     }
     const auto apply = table.apply[dt];
-    const std::size_t esize = elem_size(dt);
+    const std::size_t esize = dtype_size(dt);
     std::vector<MergedDim> m = merge_dims(dims, broadcast);
 
     // Dense: mask element i is bit i.

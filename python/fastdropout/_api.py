@@ -13,6 +13,7 @@ this module only decides how to feed the core without hidden temporaries:
 
 from __future__ import annotations
 
+import math
 import operator
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 _empty = np.empty
+_prod = math.prod
 _dense = _core.dense
 _spatial = _core.spatial
 _backward = _core.backward
@@ -112,22 +114,6 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # return None for anything else; the general path below then validates everything.
 # Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
-
-
-def _spatial_mask(
-    shape: tuple[int, ...], channels_last: bool
-) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
-    """Mask shape, size and broadcast axes of spatial dropout on a 3-5-D shape
-    (what ``_validate.plan_forward`` computes for the general path)."""
-    nd = len(shape)
-    ones = (1,) * (nd - 2)
-    if channels_last:
-        return (
-            (shape[0], *ones, shape[-1]),
-            shape[0] * shape[-1],
-            tuple(range(1, nd - 1)),
-        )
-    return (shape[0], shape[1], *ones), shape[0] * shape[1], tuple(range(2, nd))
 
 
 def _forward(plan: _v.ForwardPlan) -> Any:
@@ -242,8 +228,11 @@ def spatial_dropout(
             if fast is not None:
                 if return_mask is True:
                     y, bits = fast
-                    shape, size, axes = _spatial_mask(y.shape, channels_last)
-                    return y, Mask._new(bits, shape, size, p, mode, s, offset, axes)
+                    axes = _v.spatial_axes(y.ndim, data_format)
+                    shape = _v.mask_shape_of(y.shape, axes)
+                    return y, Mask._new(
+                        bits, shape, _prod(shape), p, mode, s, offset, axes
+                    )
                 return fast
     plan = _v.plan_forward(
         x,

@@ -11,6 +11,8 @@ namespace fastdropout {
 // its uint16_t bit pattern.
 enum Dtype : int { kF16 = 0, kF32 = 1, kF64 = 2, kNumDtypes = 3 };
 
+constexpr std::size_t dtype_size(Dtype dt) { return dt == kF16 ? 2 : (dt == kF32 ? 4 : 8); }
+
 // Where the keep/drop decisions come from (SPEC section 2): element i of the mask is
 // kept iff philox word at stream position offset + i is >= threshold.
 struct StreamArgs {

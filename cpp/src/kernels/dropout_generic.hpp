@@ -1,6 +1,6 @@
 // THE dropout kernel, written once against the small vocabulary of vec_<isa>.hpp
-// (U32, kLanes, kSets, set1, load, store, iota, add, xor2, xor3, mulhilo, keep_bits,
-// optionally a fused last_round_keep_bits, and the 64-element scale64_* / select64_*
+// (U32, kLanes, kSets, set1, load, store, iota, add, xor2, xor3, mulhilo, keep_bits
+// or a fused last_round_keep_bits, and the 64-element scale64_* / select64_*
 // operations). kernels/<isa>.cpp defines
 // FASTDROPOUT_ISA, includes its vec header and then this file, stamping the kernel
 // out in namespace fastdropout::<isa>. Everything but kernel_table() has internal

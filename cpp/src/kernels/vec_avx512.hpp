@@ -43,22 +43,13 @@ FASTDROPOUT_INLINE void mulhilo(U32 a, U32 m, U32& hi, U32& lo) {
     lo = _mm512_mul_epu32(a, m);
     hi = _mm512_shuffle_epi32(lo, _MM_PERM_CDAB);
 }
-// Lane l of word w is stream position 4*l + w. Word 1 is moved into the odd dwords
-// beside word 0 (one merge-masked shuffle), likewise 3 beside 2, so two compares
-// give bit 2*l + w; two pdeps spread them to 4*l + w.
-FASTDROPOUT_INLINE std::uint64_t keep_bits(U32 r0, U32 r1, U32 r2, U32 r3, U32 t) {
-    const __m512i v01 = _mm512_mask_shuffle_epi32(r0, 0xAAAA, r1, _MM_PERM_CDAB);
-    const __m512i v23 = _mm512_mask_shuffle_epi32(r2, 0xAAAA, r3, _MM_PERM_CDAB);
-    const std::uint32_t m01 = _mm512_cmpge_epu32_mask(v01, t);
-    const std::uint32_t m23 = _mm512_cmpge_epu32_mask(v23, t);
-    return _pdep_u32(m01, 0x33333333u) | _pdep_u32(m23, 0xCCCCCCCCu);
-}
-
-// Philox's round 9 fused with keep_bits. The shuffle that brings a product's high
-// half down also moves its low half (the round's word 1 or 3) up into the odd dword,
-// right where keep_bits wants it; a merge-masked ternlog then writes word 0 (or 2)
-// into the even dwords only. Same bits as round 9 followed by keep_bits, two
-// shuffle-port uops fewer per vector.
+// Philox's round 9 fused with the keep bits (this ISA has no separate keep_bits).
+// Lane l of word w is stream position 4*l + w. The shuffle that brings a product's
+// high half down also moves its low half (the round's word 1 or 3) up into the odd
+// dword beside word 0 (or 2); a merge-masked ternlog writes word 0 (or 2) into the
+// even dwords only. So two compares give bit 2*l + w, and two pdeps spread them to
+// 4*l + w: the same bits as round 9 followed by a keep_bits, with no shuffle of its
+// own.
 #define FASTDROPOUT_VEC_LAST_ROUND_KEEP_BITS 1
 FASTDROPOUT_INLINE std::uint64_t last_round_keep_bits(const U32 (&c)[4], U32 k0, U32 k1, U32 t) {
     const __m512i p0 = _mm512_mul_epu32(c[0], set1(kPhiloxM0));      // hi0 : lo0
