@@ -46,10 +46,17 @@ def run(
     inplace: bool,
 ) -> torch.Tensor:
     """The forward operator, with ``inplace`` written back into ``x``."""
-    y = _ops.forward(x, rng, p, mode, list(axes), training, keep)[0]
+    args = (x, rng, p, mode, list(axes), training, keep)
+    y = (_ops.Forward.apply(*args) if _tracks(x) else _ops.forward(*args))[0]
     if inplace:
         return x.copy_(y)
     return y
+
+
+def _tracks(t: torch.Tensor) -> bool:
+    """Autograd records this call (plain calls skip the autograd.Function,
+    which torch.compile traces less well when no input needs a gradient)."""
+    return t.requires_grad and torch.is_grad_enabled()
 
 
 def _identity(x: torch.Tensor, mode: str, training: bool) -> bool:
@@ -195,5 +202,7 @@ def dropout_add(
     keep = check_mask(mask)
     axes = _v.normalize_axes(broadcast_axes, x.ndim)
     rng = rng_tensor(seed, offset)
-    y = _ops.dropout_add(x, residual, bias, rng, p, mode, list(axes), training, keep)
+    args = (x, residual, bias, rng, p, mode, list(axes), training, keep)
+    tracked = _tracks(x) or _tracks(residual) or (bias is not None and _tracks(bias))
+    y = _ops.DropoutAdd.apply(*args) if tracked else _ops.dropout_add(*args)
     return y[0]

@@ -209,22 +209,25 @@ class Dropout2d(_StreamDropout):
 
 class Dropout3d(_StreamDropout):
     """``torch.nn.Dropout3d``: drops whole channels of ``(N, C, D, H, W)`` or
-    ``(C, D, H, W)``; other ranks warn and drop along the first two axes."""
+    ``(C, D, H, W)``. As in torch, any input that is not 5-D is taken as
+    unbatched, its first axis the channels (other ranks than 4 and 5 warn)."""
 
     _name = "Dropout3d"
 
     def _axes(self, x: torch.Tensor) -> tuple[int, ...]:
-        if x.ndim == 4:
-            return (1, 2, 3)  # unbatched (C, D, H, W)
-        if x.ndim != 5:
+        if x.ndim == 5:
+            return (2, 3, 4)
+        if x.ndim != 4:
             warnings.warn(
                 f"dropout3d: a {x.ndim}-D input is deprecated (torch.nn.Dropout3d "
-                "takes 4-D or 5-D); it is treated as (N, C, ...). Use Dropout for "
-                "element-wise dropout",
+                "takes 4-D or 5-D); it is taken as unbatched, channels first. Use "
+                "Dropout for element-wise dropout",
                 UserWarning,
                 stacklevel=3,
             )
-        return _features(x.ndim, "dropout3d")
+        if x.ndim == 0:
+            raise RuntimeError("dropout3d: a 0-D input has no channels")
+        return tuple(range(1, x.ndim))  # unbatched: one decision per channel
 
 
 class AlphaDropout(_StreamDropout):

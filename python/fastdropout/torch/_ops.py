@@ -33,7 +33,7 @@ import fastdropout as _fd
 from ..mask import Mask
 from ._convert import as_numpy, decode, from_numpy, run_layout
 
-__all__ = ["advance_", "backward", "dropout_add", "forward"]
+__all__ = ["DropoutAdd", "Forward", "advance_", "backward", "dropout_add", "forward"]
 
 _EMPTY_BITS = (0,)
 
@@ -149,6 +149,19 @@ def _forward_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[An
 
 
 forward.register_autograd(_forward_backward, setup_context=_forward_setup)
+
+
+class Forward(torch.autograd.Function):
+    """``forward`` as an autograd.Function with a ``setup_context``: the
+    functorch transforms (``torch.func.grad``, ``vjp``, ``jacrev``) need one, and
+    the function registered by ``register_autograd`` lacks it (pytorch#168393)."""
+
+    @staticmethod
+    def forward(*args: Any) -> Any:
+        return forward(*args)
+
+    setup_context = staticmethod(_forward_setup)
+    backward = staticmethod(_forward_backward)
 
 
 # ---- backward -------------------------------------------------------------------
@@ -342,6 +355,17 @@ def _add_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, .
 
 
 dropout_add.register_autograd(_add_backward, setup_context=_add_setup)
+
+
+class DropoutAdd(torch.autograd.Function):
+    """``dropout_add`` for the functorch transforms (see :class:`Forward`)."""
+
+    @staticmethod
+    def forward(*args: Any) -> Any:
+        return dropout_add(*args)
+
+    setup_context = staticmethod(_add_setup)
+    backward = staticmethod(_add_backward)
 
 
 # ---- stream position of a module ------------------------------------------------
