@@ -54,9 +54,14 @@ def run(
 
 
 def _tracks(t: torch.Tensor) -> bool:
-    """Autograd records this call (plain calls skip the autograd.Function,
-    which torch.compile traces less well when no input needs a gradient)."""
-    return t.requires_grad and torch.is_grad_enabled()
+    """Eager autograd records this call: it goes through the autograd.Function
+    (which torch.func needs). Compiled code and calls that need no gradient use
+    the operator itself, whose registered autograd torch.compile traces."""
+    return (
+        t.requires_grad
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    )
 
 
 def _identity(x: torch.Tensor, mode: str, training: bool) -> bool:
