@@ -20,11 +20,15 @@ torch = pytest.importorskip("torch")
 if not HAVE_CORE:  # pragma: no cover - depends on the build
     pytest.skip(NO_CORE_REASON, allow_module_level=True)
 
-import fastdropout.torch as ft  # noqa: E402
+import fastdropout.torch as ft
 
 fd: Any = fastdropout
 FLOATS = [torch.float16, torch.float32, torch.float64]
-TORCH_OF = {np.float16: torch.float16, np.float32: torch.float32, np.float64: torch.float64}
+TORCH_OF = {
+    np.float16: torch.float16,
+    np.float32: torch.float32,
+    np.float64: torch.float64,
+}
 INT_OF = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -100,20 +104,26 @@ def saved_bytes(fn: Any, *args: Any) -> list[tuple[Any, int]]:
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
-@pytest.mark.parametrize("shape", [(), (0,), (1,), (7,), (3, 5, 7), (2, 0, 3), (33, 65)])
+@pytest.mark.parametrize(
+    "shape", [(), (0,), (1,), (7,), (3, 5, 7), (2, 0, 3), (33, 65)]
+)
 @pytest.mark.parametrize(
     ("p", "seed", "offset"),
     [(0.5, 0, 0), (0.1, TWO_64 - 1, TWO_64 - 5), (0.9, 2**63 + 3, 2**63 - 2)],
 )
-def test_dropout_bits_equal_numpy(dtype: Any, shape: Any, p: Any, seed: Any, offset: Any):
+def test_dropout_bits_equal_numpy(
+    dtype: Any, shape: Any, p: Any, seed: Any, offset: Any
+):
     x = tensor(shape, dtype)
     y = ft.dropout(x, p, seed=seed, offset=offset)
     expected = fd.dropout(as_np(x), p, seed=seed, offset=offset)
-    assert y.dtype == dtype and tuple(y.shape) == shape
+    assert y.dtype == dtype
+    assert tuple(y.shape) == shape
     np.testing.assert_array_equal(bits(y), bits(expected))
     yc = ft.dropout(x, p, seed=seed, offset=offset, mode="classic")
     np.testing.assert_array_equal(
-        bits(yc), bits(fd.dropout(as_np(x), p, seed=seed, offset=offset, mode="classic"))
+        bits(yc),
+        bits(fd.dropout(as_np(x), p, seed=seed, offset=offset, mode="classic")),
     )
 
 
@@ -140,7 +150,9 @@ def test_spatial_bits_equal_numpy(dtype: Any, data_format: Any, shape: Any):
     x = tensor(shape, dtype, seed=2)
     kw = {"data_format": data_format, "seed": 2**63, "offset": 9}
     expected = fd.spatial_dropout(as_np(x), 0.4, **kw)
-    np.testing.assert_array_equal(bits(ft.spatial_dropout(x, 0.4, **kw)), bits(expected))
+    np.testing.assert_array_equal(
+        bits(ft.spatial_dropout(x, 0.4, **kw)), bits(expected)
+    )
     if len(shape) == 4 and data_format == "channels_first":
         y = ft.spatial_dropout(x.to(memory_format=torch.channels_last), 0.4, **kw)
         assert y.is_contiguous(memory_format=torch.channels_last)
@@ -165,7 +177,8 @@ def test_bfloat16_views_share_memory():
     assert a.ctypes.data == t.data_ptr()
     assert a.astype(np.float32).tolist() == [1.5, -2.0, 3.25]
     back = _convert.from_numpy(a)
-    assert back.dtype == torch.bfloat16 and back.data_ptr() == t.data_ptr()
+    assert back.dtype == torch.bfloat16
+    assert back.data_ptr() == t.data_ptr()
 
 
 def test_seed_from_generators():
@@ -176,9 +189,13 @@ def test_seed_from_generators():
         -(2**63), None, generator=torch.Generator().manual_seed(4)
     )
     expected = fd.dropout(x.numpy(), seed=ft.decode(int(drawn)))
-    assert torch.equal(ft.dropout(x, seed=torch.Generator().manual_seed(4)), torch.from_numpy(expected))
+    assert torch.equal(
+        ft.dropout(x, seed=torch.Generator().manual_seed(4)), torch.from_numpy(expected)
+    )
     y1 = ft.dropout(x, seed=np.random.default_rng(3))
-    assert torch.equal(y1, torch.from_numpy(fd.dropout(x.numpy(), seed=np.random.default_rng(3))))
+    assert torch.equal(
+        y1, torch.from_numpy(fd.dropout(x.numpy(), seed=np.random.default_rng(3)))
+    )
 
 
 def test_seed_and_offset_as_int64_tensors():
@@ -230,7 +247,9 @@ def test_backward_bits_equal_numpy(dtype: Any, mask: Any):
         y = fn(x, 0.3, seed=TWO_64 - 2, offset=TWO_64 - 3, mask=mask, **kw)
         y.backward(g)
         np_fn = fd.spatial_dropout if fn is ft.spatial_dropout else fd.dropout
-        _, m = np_fn(as_np(x), 0.3, seed=TWO_64 - 2, offset=TWO_64 - 3, return_mask=True, **kw)
+        _, m = np_fn(
+            as_np(x), 0.3, seed=TWO_64 - 2, offset=TWO_64 - 3, return_mask=True, **kw
+        )
         expected = fd.dropout_backward(as_np(g), m)
         np.testing.assert_array_equal(bits(x.grad), bits(expected))
 
@@ -241,8 +260,12 @@ def test_backward_of_a_channels_last_gradient_keeps_its_layout():
     y = ft.spatial_dropout(x, 0.5, seed=1)
     (gx,) = torch.autograd.grad(y, x, g)
     assert gx.is_contiguous(memory_format=torch.channels_last)
-    _, m = fd.spatial_dropout(x.detach().contiguous().numpy(), 0.5, seed=1, return_mask=True)
-    np.testing.assert_array_equal(bits(gx), bits(fd.dropout_backward(g.contiguous().numpy(), m)))
+    _, m = fd.spatial_dropout(
+        x.detach().contiguous().numpy(), 0.5, seed=1, return_mask=True
+    )
+    np.testing.assert_array_equal(
+        bits(gx), bits(fd.dropout_backward(g.contiguous().numpy(), m))
+    )
 
 
 def test_saved_for_backward_is_the_bit_mask_or_nothing():
@@ -262,10 +285,10 @@ def test_saved_for_backward_is_the_bit_mask_or_nothing():
 def test_gradcheck(mask: Any):
     x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
     for kw in [{}, {"broadcast_axes": 2}, {"mode": "classic"}]:
-        f = lambda t, kw=kw: ft.dropout(t, 0.4, seed=7, offset=2**63, mask=mask, **kw)  # noqa: E731
+        f = lambda t, kw=kw: ft.dropout(t, 0.4, seed=7, offset=2**63, mask=mask, **kw)
         assert torch.autograd.gradcheck(f, (x,))
         assert torch.autograd.gradgradcheck(lambda t, f=f: f(t) ** 2, (x,))
-    f = lambda t: ft.spatial_dropout(t, 0.4, seed=7, mask=mask)  # noqa: E731
+    f = lambda t: ft.spatial_dropout(t, 0.4, seed=7, mask=mask)
     assert torch.autograd.gradcheck(f, (x,))
 
 
@@ -274,7 +297,8 @@ def test_inplace():
     expected = ft.dropout(x, 0.5, seed=3)
     xi = x.clone()
     y = ft.dropout(xi, 0.5, seed=3, inplace=True)
-    assert y is xi and torch.equal(xi, expected)
+    assert y is xi
+    assert torch.equal(xi, expected)
     leaf = torch.randn(6, 7, requires_grad=True)
     z = leaf * 1
     out = ft.dropout(z, 0.5, seed=3, inplace=True)
@@ -291,7 +315,9 @@ def test_torch_func_grad_and_vjp():
     y, vjp = torch.func.vjp(lambda t: ft.spatial_dropout(t, 0.5, seed=3), x[None])
     (gx,) = vjp(torch.ones_like(y))
     assert torch.equal(gx, ft.spatial_dropout(torch.ones_like(y), 0.5, seed=3))
-    g = torch.func.grad(lambda t: ft.dropout(t, 0.5, seed=3, mask="regenerate").sum())(x)
+    g = torch.func.grad(lambda t: ft.dropout(t, 0.5, seed=3, mask="regenerate").sum())(
+        x
+    )
     assert torch.equal(g, ft.dropout(torch.ones_like(x), 0.5, seed=3))
 
 
@@ -359,13 +385,16 @@ def test_module_stream_and_eval():
     m = ft.Dropout(0.4, seed=TWO_64 - 1)
     x = torch.randn(10, 10)
     y1, y2 = m(x), m(x)
-    np.testing.assert_array_equal(bits(y1), bits(fd.dropout(x.numpy(), 0.4, seed=TWO_64 - 1)))
+    np.testing.assert_array_equal(
+        bits(y1), bits(fd.dropout(x.numpy(), 0.4, seed=TWO_64 - 1))
+    )
     np.testing.assert_array_equal(
         bits(y2), bits(fd.dropout(x.numpy(), 0.4, seed=TWO_64 - 1, offset=100))
     )
     assert m.offset == 200
     m.eval()
-    assert m(x) is x and m.offset == 200
+    assert m(x) is x
+    assert m.offset == 200
     m.offset = TWO_64 - 50
     m.train()
     m(x)
@@ -392,7 +421,7 @@ def test_feature_modules_bits(cls: Any, shape: Any, axes: Any):
 
 
 def test_rank_rules_like_torch_nn():
-    with pytest.raises(RuntimeError, match="2-D .* or 3-D .* got a 4-D"):
+    with pytest.raises(RuntimeError, match=r"2-D .* or 3-D .* got a 4-D"):
         ft.Dropout1d()(torch.rand(1, 2, 2, 2))
     with pytest.raises(RuntimeError, match="got a 1-D"):
         ft.Dropout1d()(torch.rand(2))
@@ -413,11 +442,19 @@ def test_rank_rules_like_torch_nn():
 
 def test_constructor_and_repr():
     m = ft.Dropout(0.25, True, seed=3, mask="regenerate")
-    assert (m.p, m.inplace, m.seed, m.offset, m.mask) == (0.25, True, 3, 0, "regenerate")
-    assert "p=0.25" in repr(m) and "seed=3" in repr(m)
-    assert ft.Dropout(seed=torch.Generator().manual_seed(1)).seed == ft.Dropout(
-        seed=torch.Generator().manual_seed(1)
-    ).seed
+    assert (m.p, m.inplace, m.seed, m.offset, m.mask) == (
+        0.25,
+        True,
+        3,
+        0,
+        "regenerate",
+    )
+    assert "p=0.25" in repr(m)
+    assert "seed=3" in repr(m)
+    assert (
+        ft.Dropout(seed=torch.Generator().manual_seed(1)).seed
+        == ft.Dropout(seed=torch.Generator().manual_seed(1)).seed
+    )
     with pytest.raises(ValueError, match="p"):
         ft.Dropout(1.5)
     with pytest.raises(ValueError, match="p"):
@@ -460,7 +497,9 @@ def test_state_dict_resumes_the_run_exactly(tmp_path: Any):
     model = _net(TWO_64 - 9)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     first = _train(model, opt, range(4))
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "c.pt")
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "c.pt"
+    )
     ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
     assert ckpt["model"]["1._extra_state"] == {"seed": TWO_64 - 9, "offset": 4 * 8 * 12}
 
@@ -476,17 +515,23 @@ def test_torch_nn_checkpoint_loads_strict():
     ours = torch.nn.Sequential(torch.nn.Linear(3, 3), ft.Dropout(0.2, seed=7))
     ours[1](torch.ones(5))
     result = ours.load_state_dict(plain.state_dict(), strict=True)
-    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert result.missing_keys == []
+    assert result.unexpected_keys == []
     assert torch.equal(ours[0].weight, plain[0].weight)
     assert (ours[1].seed, ours[1].offset) == (7, 5)  # kept
     # other missing keys still fail
-    with pytest.raises(RuntimeError, match="0.bias"):
+    with pytest.raises(RuntimeError, match=r"0.bias"):
         ours.load_state_dict({"0.weight": plain[0].weight}, strict=True)
 
 
 def test_bad_extra_state():
     m = ft.Dropout()
-    for bad in [None, {"seed": 1}, {"seed": -1, "offset": 0}, {"seed": 1, "offset": TWO_64}]:
+    for bad in [
+        None,
+        {"seed": 1},
+        {"seed": -1, "offset": 0},
+        {"seed": 1, "offset": TWO_64},
+    ]:
         with pytest.raises((ValueError, TypeError)):
             m.set_extra_state(bad)
     m.set_extra_state({"seed": TWO_64 - 1, "offset": 2**63})
@@ -497,7 +542,8 @@ def test_state_is_not_a_buffer_so_ddp_does_not_broadcast_it():
     m = torch.nn.Sequential(torch.nn.Linear(4, 4), ft.Dropout2d(0.5, seed=3))
     assert list(m.buffers()) == []  # DDP broadcasts buffers (and parameters) only
     m.double()  # casts and device moves leave the int64 state alone
-    assert m[1]._rng.dtype == torch.int64 and m[1].seed == 3
+    assert m[1]._rng.dtype == torch.int64
+    assert m[1].seed == 3
     dist = pytest.importorskip("torch.distributed")
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("no gloo backend")
@@ -507,7 +553,8 @@ def test_state_is_not_a_buffer_so_ddp_does_not_broadcast_it():
         model = torch.nn.Sequential(torch.nn.Linear(4, 8), ft.Dropout(0.5, seed=11))
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         ddp(torch.randn(2, 4)).sum().backward()
-        assert model[1].offset == 16 and model[1].seed == 11
+        assert model[1].offset == 16
+        assert model[1].seed == 11
         assert "1._extra_state" in model.state_dict()
     finally:
         dist.destroy_process_group()
@@ -517,13 +564,13 @@ def test_state_is_not_a_buffer_so_ddp_does_not_broadcast_it():
 
 
 def test_errors():
-    with pytest.raises(TypeError, match="CPU tensors only.*meta"):
+    with pytest.raises(TypeError, match=r"CPU tensors only.*meta"):
         ft.dropout(torch.empty(3, device="meta"))
     with pytest.raises(TypeError, match="CPU tensors only"):
         ft.Dropout()(torch.empty(3, device="meta"))
     with pytest.raises(TypeError, match=r"torch\.int32.*float16"):
         ft.dropout(torch.ones(3, dtype=torch.int32))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch.Tensor"):
         ft.dropout(np.ones(3))
     with pytest.raises(ValueError, match="p"):
         ft.dropout(torch.ones(3), 1.5)
@@ -535,9 +582,9 @@ def test_errors():
         ft.dropout(torch.ones(3), seed=TWO_64)
     with pytest.raises(ValueError, match="offset"):
         ft.dropout(torch.ones(3), seed=1, offset=-1)
-    with pytest.raises(TypeError, match="0-d torch.int64"):
+    with pytest.raises(TypeError, match=r"0-d torch.int64"):
         ft.dropout(torch.ones(3), seed=torch.tensor([1, 2]))
-    with pytest.raises(TypeError, match="0-d torch.int64"):
+    with pytest.raises(TypeError, match=r"0-d torch.int64"):
         ft.dropout(torch.ones(3), offset=torch.tensor(1.0))
     with pytest.raises(ValueError, match="rank"):
         ft.spatial_dropout(torch.ones(3, 3))
@@ -554,7 +601,8 @@ def test_missing_torch_gives_an_install_hint():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "needs PyTorch" in out and "pip install" in out
+    assert "needs PyTorch" in out
+    assert "pip install" in out
 
 
 def test_core_does_not_import_torch():
@@ -568,7 +616,9 @@ def test_core_does_not_import_torch():
 # ---- PyTorch's own dropout tests (test/nn/test_dropout.py), re-pointed ------------------
 
 
-def _check_dropout(cls: Any, x: Any, memory_format: Any = torch.contiguous_format) -> None:
+def _check_dropout(
+    cls: Any, x: Any, memory_format: Any = torch.contiguous_format
+) -> None:
     """Mean preservation, layout, inplace and evaluation (torch's _test_dropout)."""
     p = 0.2
     x = x.fill_(1 - p)
@@ -584,10 +634,13 @@ def _check_dropout(cls: Any, x: Any, memory_format: Any = torch.contiguous_forma
     for inplace in (True, False):
         module = cls(p, inplace).eval()
         assert torch.equal(module(x), x)
-    assert str(module) and repr(module)
+    assert str(module)
+    assert repr(module)
 
 
-def _check_discontiguous(cls: Any, memory_format: Any = torch.contiguous_format) -> None:
+def _check_discontiguous(
+    cls: Any, memory_format: Any = torch.contiguous_format
+) -> None:
     """Layout and values kept for p = 0 and p ~ 0 (torch issue 47176)."""
     for p in (0, 1e-10):
         x = torch.empty(2, 3, 3, 6, memory_format=memory_format)[..., ::2]
@@ -664,7 +717,9 @@ def test_torch_suite_dropout3d():
     _check_discontiguous(ft.Dropout3d, torch.channels_last)
     for inplace in (False, True):
         _check_no_batch(ft.Dropout3d(0.5, inplace, seed=4), torch.rand(50, 2, 2, 2))
-        _check_channel_zero(ft.Dropout3d(0.5, inplace, seed=5), torch.ones(10, 4, 2, 2, 2))
+        _check_channel_zero(
+            ft.Dropout3d(0.5, inplace, seed=5), torch.ones(10, 4, 2, 2, 2)
+        )
 
 
 def test_dropout_statistics():
@@ -682,8 +737,11 @@ def test_dropout_statistics():
 @needs_alpha
 @pytest.mark.parametrize(
     ("cls", "shape"),
-    [("AlphaDropout", (5000,)), ("FeatureAlphaDropout", (1000, 3, 2, 2, 2)),
-     ("FeatureAlphaDropout", (50, 20, 16, 16))],
+    [
+        ("AlphaDropout", (5000,)),
+        ("FeatureAlphaDropout", (1000, 3, 2, 2, 2)),
+        ("FeatureAlphaDropout", (50, 20, 16, 16)),
+    ],
 )
 def test_torch_suite_alpha_dropout(cls: Any, shape: Any):
     x = torch.randn(*shape)
@@ -712,9 +770,13 @@ def test_alpha_dropout_bits_and_gradient(dtype: Any, mask: Any):
         ey, m = fd.alpha_dropout(as_np(x), 0.3, return_mask=True, **kw)
         np.testing.assert_array_equal(bits(y), bits(ey))
         y.backward(g)
-        np.testing.assert_array_equal(bits(x.grad), bits(fd.dropout_backward(as_np(g), m)))
+        np.testing.assert_array_equal(
+            bits(x.grad), bits(fd.dropout_backward(as_np(g), m))
+        )
     xd = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: ft.alpha_dropout(t, 0.3, seed=2, mask=mask), (xd,))
+    assert torch.autograd.gradcheck(
+        lambda t: ft.alpha_dropout(t, 0.3, seed=2, mask=mask), (xd,)
+    )
     assert ft.alpha_dropout(x, 0.3, training=False) is x
 
 
@@ -722,7 +784,9 @@ def test_alpha_dropout_bits_and_gradient(dtype: Any, mask: Any):
 def test_alpha_modules_bits():
     x = tensor((4, 3, 5), torch.float32)
     y = ft.AlphaDropout(0.2, seed=9)(x)
-    np.testing.assert_array_equal(bits(y), bits(fd.alpha_dropout(x.numpy(), 0.2, seed=9)))
+    np.testing.assert_array_equal(
+        bits(y), bits(fd.alpha_dropout(x.numpy(), 0.2, seed=9))
+    )
     y = ft.FeatureAlphaDropout(0.2, seed=9)(x)
     expected = fd.alpha_dropout(x.numpy(), 0.2, seed=9, broadcast_axes=(2,))
     np.testing.assert_array_equal(bits(y), bits(expected))
@@ -738,7 +802,9 @@ def test_dropout_add_bits_and_gradients(dtype: Any, mask: Any):
     g = tensor((7, 5), dtype, seed=3)
     kw = {"seed": 2**63 + 1, "offset": TWO_64 - 2, "mode": "inverted"}
     y = ft.dropout_add(x, r, 0.4, bias=b, mask=mask, **kw)
-    ey, m = fd.dropout_add(as_np(x), as_np(r), 0.4, bias=as_np(b), return_mask=True, **kw)
+    ey, m = fd.dropout_add(
+        as_np(x), as_np(r), 0.4, bias=as_np(b), return_mask=True, **kw
+    )
     np.testing.assert_array_equal(bits(y), bits(ey))
     y.backward(g)
     gx, gr, gb = fd.dropout_add_backward(as_np(g), m, bias=True)
@@ -749,7 +815,8 @@ def test_dropout_add_bits_and_gradients(dtype: Any, mask: Any):
     rd = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     bd = torch.randn(4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, c, d: ft.dropout_add(a, c, 0.3, bias=d, seed=5, mask=mask), (xd, rd, bd)
+        lambda a, c, d: ft.dropout_add(a, c, 0.3, bias=d, seed=5, mask=mask),
+        (xd, rd, bd),
     )
 
 

@@ -184,7 +184,8 @@ Call = Callable[[Any, tuple[int, ...], tuple[int, ...], Any], Any]
 def _dense_order(out: torch.Tensor) -> tuple[int, ...] | None:
     """Dims of ``out`` from the largest stride to the smallest, if permuting it
     by them gives a contiguous tensor."""
-    perm = tuple(sorted(range(out.ndim), key=lambda d: (-out.stride(d), d)))
+    strides = out.stride()
+    perm = tuple(sorted(range(out.ndim), key=lambda d: (-strides[d], d)))
     if out.permute(perm).is_contiguous():
         return perm
     return None

@@ -47,7 +47,7 @@ def run(
 ) -> torch.Tensor:
     """The forward operator, with ``inplace`` written back into ``x``."""
     args = (x, rng, p, mode, list(axes), training, keep)
-    y = (_ops.Forward.apply(*args) if _tracks(x) else _ops.forward(*args))[0]
+    y = (_ops.apply_forward(*args) if _tracks(x) else _ops.forward(*args))[0]
     if inplace:
         return x.copy_(y)
     return y
@@ -64,7 +64,7 @@ def _tracks(t: torch.Tensor) -> bool:
     )
 
 
-def _identity(x: torch.Tensor, mode: str, training: bool) -> bool:
+def _identity(mode: str, training: bool) -> bool:
     """Evaluation that leaves ``x`` unchanged: ``x`` itself is the result (as
     torch.nn.functional.dropout returns it)."""
     return not training and mode != "classic"
@@ -102,7 +102,7 @@ def dropout(
     training = _v.check_flag(training, "training")
     keep = check_mask(mask)
     axes = _v.normalize_axes(broadcast_axes, x.ndim)
-    if _identity(x, mode, training):
+    if _identity(mode, training):
         return x
     return run(x, p, mode, axes, training, rng_tensor(seed, offset), keep, inplace)
 
@@ -130,7 +130,7 @@ def spatial_dropout(
     training = _v.check_flag(training, "training")
     keep = check_mask(mask)
     axes = _v.spatial_axes(x.ndim, _v.check_data_format(data_format))
-    if _identity(x, mode, training):
+    if _identity(mode, training):
         return x
     return run(x, p, mode, axes, training, rng_tensor(seed, offset), keep, inplace)
 
@@ -209,5 +209,5 @@ def dropout_add(
     rng = rng_tensor(seed, offset)
     args = (x, residual, bias, rng, p, mode, list(axes), training, keep)
     tracked = _tracks(x) or _tracks(residual) or (bias is not None and _tracks(bias))
-    y = _ops.DropoutAdd.apply(*args) if tracked else _ops.dropout_add(*args)
+    y = _ops.apply_dropout_add(*args) if tracked else _ops.dropout_add(*args)
     return y[0]

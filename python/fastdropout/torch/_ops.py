@@ -31,9 +31,18 @@ import torch
 import fastdropout as _fd
 
 from ..mask import Mask
-from ._convert import as_numpy, decode, from_numpy, run_layout
+from ._convert import Call, as_numpy, decode, from_numpy, run_layout
 
-__all__ = ["DropoutAdd", "Forward", "advance_", "backward", "dropout_add", "forward"]
+__all__ = [
+    "DropoutAdd",
+    "Forward",
+    "advance_",
+    "apply_dropout_add",
+    "apply_forward",
+    "backward",
+    "dropout_add",
+    "forward",
+]
 
 _EMPTY_BITS = (0,)
 
@@ -164,7 +173,46 @@ class Forward(torch.autograd.Function):
     backward = staticmethod(_forward_backward)
 
 
+def apply_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Forward.apply`` (typed)."""
+    return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+
+
 # ---- backward -------------------------------------------------------------------
+
+
+def _regenerated(rng: torch.Tensor, p: float, mode: str) -> Call:
+    """A layout call: the gradient with the mask regenerated from ``rng``."""
+    seed, offset = _seed_offset(rng)
+
+    def call(ga: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
+        return _fd.dropout_backward(
+            ga,
+            p=p,
+            mode=mode,
+            seed=seed,
+            offset=offset,
+            broadcast_axes=ax or None,
+            out=oa,
+        )
+
+    return call
+
+
+def _stored(
+    bits_t: torch.Tensor, grad: torch.Tensor, p: float, mode: str, axes: list[int]
+) -> Call:
+    """A layout call: the gradient from the stored mask bits (numbered over the
+    logical mask shape; a view permutes the shape, not the numbering)."""
+    bits = bits_t.numpy()
+    shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
+    n = _mask_size(grad.shape, axes)
+
+    def call(ga: Any, ax: tuple[int, ...], perm: Any, oa: Any) -> Any:
+        mask = Mask._new(bits, tuple(shape[d] for d in perm), n, p, mode, 0, 0, ax)
+        return _fd.dropout_backward(ga, mask, out=oa)
+
+    return call
 
 
 @torch.library.custom_op("fastdropout::backward", mutates_args=())
@@ -176,30 +224,11 @@ def backward(
     axes: list[int],
     regenerate: bool,
 ) -> torch.Tensor:
-    if regenerate:
-        seed, offset = _seed_offset(saved)
-
-        def call(ga: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
-            return _fd.dropout_backward(
-                ga,
-                p=p,
-                mode=mode,
-                seed=seed,
-                offset=offset,
-                broadcast_axes=ax or None,
-                out=oa,
-            )
-
-    else:
-        bits = saved.numpy()
-        shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
-        n = _mask_size(grad.shape, axes)
-
-        def call(ga: Any, ax: tuple[int, ...], perm: Any, oa: Any) -> Any:
-            view_shape = tuple(shape[d] for d in perm)
-            mask = Mask._new(bits, view_shape, n, p, mode, 0, 0, ax)
-            return _fd.dropout_backward(ga, mask, out=oa)
-
+    call = (
+        _regenerated(saved, p, mode)
+        if regenerate
+        else _stored(saved, grad, p, mode, axes)
+    )
     return run_layout(grad, torch.empty_like(grad), tuple(axes), call)
 
 
@@ -366,6 +395,11 @@ class DropoutAdd(torch.autograd.Function):
 
     setup_context = staticmethod(_add_setup)
     backward = staticmethod(_add_backward)
+
+
+def apply_dropout_add(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DropoutAdd.apply`` (typed)."""
+    return DropoutAdd.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
 
 
 # ---- stream position of a module ------------------------------------------------
