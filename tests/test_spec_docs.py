@@ -99,7 +99,9 @@ def test_spec_contents_links_resolve() -> None:
 
 
 def _cited_files() -> list[Path]:
-    files = sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.pyi"))
+    files = [
+        p for ext in ("*.py", "*.pyi", "*.html") for p in sorted(PACKAGE.rglob(ext))
+    ]
     files += [README, SPEC]
     for folder in ("cpp", "tests", "tools", "bench"):
         for ext in ("*.py", "*.hpp", "*.cpp", "*.sh"):
