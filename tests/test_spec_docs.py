@@ -223,6 +223,7 @@ def test_spec_alpha_constants() -> None:
         assert (repr(a), repr(b), repr(d)) == (a_doc, b_doc, d_doc)
 
 
+@needs_core
 def test_spec_lists_every_public_name() -> None:
     """Every public name of the package appears in docs/spec.md."""
     text = _spec_text()
