@@ -299,6 +299,17 @@ def test_inplace():
     y = ft.dropout(xi, 0.5, seed=3, inplace=True)
     assert y is xi
     assert torch.equal(xi, expected)
+    # no gradient recorded: written in place, any layout
+    for v in (
+        torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last),
+        torch.randn(3, 8)[:, ::2],
+    ):
+        before, ptr = v.clone(), v.data_ptr()
+        for fn in (ft.dropout, ft.spatial_dropout if v.ndim == 4 else ft.dropout):
+            v.copy_(before)
+            assert fn(v, 0.5, seed=3, inplace=True) is v
+            assert v.data_ptr() == ptr
+            np.testing.assert_array_equal(bits(v), bits(fn(before, 0.5, seed=3)))
     leaf = torch.randn(6, 7, requires_grad=True)
     z = leaf * 1
     out = ft.dropout(z, 0.5, seed=3, inplace=True)

@@ -45,7 +45,12 @@ def run(
     keep: bool,
     inplace: bool,
 ) -> torch.Tensor:
-    """The forward operator, with ``inplace`` written back into ``x``."""
+    """The forward operator, with ``inplace`` written back into ``x``: in
+    place when autograd records nothing, else through a new tensor that is
+    copied into ``x`` (so autograd sees the copy)."""
+    if inplace and training and not (x.requires_grad and torch.is_grad_enabled()):
+        _ops.forward_(x, rng, p, mode, list(axes))
+        return x
     args = (x, rng, p, mode, list(axes), training, keep)
     y = (_ops.apply_forward(*args) if _tracks(x) else _ops.forward(*args))[0]
     if inplace:

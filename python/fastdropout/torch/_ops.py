@@ -12,6 +12,7 @@ Operators (namespace ``fastdropout``):
   (``mode`` "inverted" or "classic") or alpha dropout (``mode="alpha"``) with
   one decision shared along ``axes``; ``bits`` is the 1-bit mask (``keep`` and
   ``training``) or empty.
+- ``forward_(x, rng, p, mode, axes)``: the same in training, written into ``x``.
 - ``backward(grad, saved, p, mode, axes, regenerate) -> grad_x``: from the
   mask bits, or with ``regenerate`` from ``saved = rng``.
 - ``dropout_add(x, residual, bias, rng, p, mode, axes, training, keep)``.
@@ -42,6 +43,7 @@ __all__ = [
     "backward",
     "dropout_add",
     "forward",
+    "forward_",
 ]
 
 _EMPTY_BITS = (0,)
@@ -176,6 +178,28 @@ class Forward(torch.autograd.Function):
 def apply_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``Forward.apply`` (typed)."""
     return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+
+
+@torch.library.custom_op("fastdropout::forward_", mutates_args=("x",))
+def forward_(
+    x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]
+) -> None:
+    """Training-mode ``forward`` written into ``x`` itself (no autograd: for
+    ``inplace=True`` calls that record no gradient)."""
+    seed, offset = _seed_offset(rng)
+
+    def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
+        kw = {"seed": seed, "offset": offset, "broadcast_axes": ax or None, "out": oa}
+        if mode == "alpha":
+            return _numpy_fn("alpha_dropout")(xa, p, **kw)
+        return _fd.dropout(xa, p, mode=mode, **kw)
+
+    run_layout(x, x, tuple(axes), call)
+
+
+@forward_.register_fake
+def _(x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]) -> None:
+    del x, rng, p, mode, axes
 
 
 # ---- backward -------------------------------------------------------------------
