@@ -32,7 +32,7 @@ import torch
 import fastdropout as _fd
 
 from ..mask import Mask
-from ._convert import Call, as_numpy, decode, from_numpy, run_layout
+from ._convert import Call, as_numpy, decode, from_numpy, new_like, run_layout
 
 __all__ = [
     "DropoutAdd",
@@ -122,7 +122,7 @@ def forward(
             return r[0]
         return r
 
-    out = run_layout(x, torch.empty_like(x), tuple(axes), call)
+    out = run_layout(x, new_like(x), tuple(axes), call)
     return out, (_bits_of(masks[0]) if want else _no_bits(x))
 
 
@@ -253,7 +253,7 @@ def backward(
         if regenerate
         else _stored(saved, grad, p, mode, axes)
     )
-    return run_layout(grad, torch.empty_like(grad), tuple(axes), call)
+    return run_layout(grad, new_like(grad), tuple(axes), call)
 
 
 @backward.register_fake
@@ -302,7 +302,7 @@ def dropout_add(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     seed, offset = _seed_offset(rng)
     want = keep and training
-    out = torch.empty(x.shape, dtype=x.dtype)
+    out = new_like(x, contiguous=True)
     r = _numpy_fn("dropout_add")(
         as_numpy(x),
         as_numpy(residual),
@@ -332,7 +332,7 @@ def _(
     keep: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     del residual, bias, rng, p, mode
-    out = torch.empty(x.shape, dtype=x.dtype)
+    out = x.new_empty(x.shape)
     if keep and training:
         n = _mask_size(x.shape, axes)
         return out, x.new_empty(((n + 7) // 8,), dtype=torch.uint8)
@@ -350,7 +350,7 @@ def dropout_add_bias_grad(
     bias_ndim: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     del bias_ndim  # the NumPy function takes it from the shapes
-    gx = torch.empty(grad.shape, dtype=grad.dtype)
+    gx = new_like(grad, contiguous=True)
     kw: dict[str, Any] = {"bias": True, "out": as_numpy(gx)}
     if regenerate:
         seed, offset = _seed_offset(saved)
@@ -376,7 +376,7 @@ def _(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     del saved, p, mode, axes, regenerate
     lead = grad.ndim - bias_ndim
-    return torch.empty(grad.shape, dtype=grad.dtype), grad.new_empty(grad.shape[lead:])
+    return grad.new_empty(grad.shape), grad.new_empty(grad.shape[lead:])
 
 
 def _add_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
