@@ -61,14 +61,17 @@ def _ratios(
     return statistics.median(ratios)
 
 
-def saved_bytes(step: Callable[[], Any]) -> int:
+def saved_bytes(step: Callable[[], Any], model: nn.Module) -> int:
     """Bytes of the distinct storages autograd saves while ``step`` runs its
-    forward pass (``step`` returns the loss; backward is not run)."""
+    forward pass (``step`` returns the loss; backward is not run), the model's
+    parameters left out (they are kept anyway): the saved activations."""
+    params = {q.untyped_storage().data_ptr() for q in model.parameters()}
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -157,7 +160,7 @@ def train_case(
 
         models[label], steps[label], fwds[label] = model, step, fwd
     times = _median_times(steps, rounds)
-    mem = {label: saved_bytes(fwds[label]) for label in VARIANTS}
+    mem = {label: saved_bytes(fwds[label], models[label]) for label in VARIANTS}
     base = "torch.nn.Dropout"
     return {
         "model": name,
