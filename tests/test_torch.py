@@ -851,3 +851,20 @@ def test_no_warnings_in_a_plain_step():
         warnings.simplefilter("error")
         m = ft.Dropout(0.5, seed=1)
         m(torch.randn(4, 4, requires_grad=True)).sum().backward()
+
+
+def test_readme_example_runs(monkeypatch: Any):
+    """The README's PyTorch example (compiled with the quick aot_eager backend)."""
+    from functools import partial
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    section = text[text.index("## PyTorch (`fastdropout.torch`)") :]
+    code = section[section.index("```python\n") + 10 :]
+    code = code[: code.index("```")]
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    assert scope["state"]["2._extra_state"] == {"seed": 1234, "offset": 3 * 16 * 256}
+    assert scope["z"].is_contiguous(memory_format=torch.channels_last)
