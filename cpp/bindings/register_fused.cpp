@@ -241,9 +241,17 @@ void scale_all(const py::array& x, const py::array& y, double scale) {
     ap.y = const_cast<void*>(y.data());
     ap.scale = scale;
     ap.scaled = true;
-    const KernelTable& table = active_table();
+    ap.all_kept = true;
+    struct Ctx {
+        void (*fn)(const ApplyArgs&, std::size_t, std::size_t);
+        const ApplyArgs* a;
+    };
+    Ctx ctx{active_table().apply[c.dt], &ap};
     py::gil_scoped_release release;
-    run_apply(table, c.dt, ap, c.dims, c.broadcast);
+    run_chunks(c.n, plan_chunks(c.n), [](void* p, std::size_t, std::size_t b, std::size_t e) {
+        const auto* k = static_cast<const Ctx*>(p);
+        k->fn(*k->a, b, e);
+    }, &ctx);
 }
 
 // Mask bits only: n mask elements from the stream into bits.
