@@ -376,6 +376,8 @@ def test_compile_function_with_tensor_offset_no_recompiles():
 
 
 @pytest.mark.slow
+# Inductor itself still calls torch.jit.script_method (deprecated) in torch 2.13
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_compile_inductor_training_step():
     torch._dynamo.reset()
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), ft.Dropout(0.3, seed=5))

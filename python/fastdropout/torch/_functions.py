@@ -23,7 +23,7 @@ _MASKS = ("store", "regenerate")
 def check_mask(mask: object) -> bool:
     """``mask="store"`` (keep the 1-bit mask for backward) or ``"regenerate"``
     (keep only seed and offset); True for store."""
-    if mask not in _MASKS or not isinstance(mask, str):
+    if not isinstance(mask, str) or mask not in _MASKS:
         raise ValueError(f"mask must be one of {_MASKS}, got {mask!r}")
     return mask == "store"
 

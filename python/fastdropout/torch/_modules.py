@@ -22,7 +22,6 @@ from torch import nn
 from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from .. import _validate as _v
-from .._seed import resolve_seed
 from . import _ops
 from ._convert import _offset_int, _seed_int, check_tensor, decode, encode
 from ._functions import check_alpha_p, check_mask, run
@@ -89,10 +88,8 @@ class _StreamDropout(nn.Module):
                 f"{type(self).__name__}: extra state must be a dict with keys "
                 f"'seed' and 'offset', got {state!r}"
             )
-        seed = resolve_seed(state["seed"]) if state["seed"] is not None else None
-        if seed is None:
-            raise ValueError(f"{type(self).__name__}: extra state has no seed")
-        offset = _offset_int(state["offset"])
+        seed = _v.check_offset(state["seed"], "seed")
+        offset = _v.check_offset(state["offset"], "offset")
         self._rng.copy_(torch.tensor([encode(seed), encode(offset)]))
 
     def _load_from_state_dict(
