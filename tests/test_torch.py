@@ -32,26 +32,17 @@ TORCH_OF = {
 INT_OF = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _numpy_takes_bfloat16() -> bool:
+def _have_ml_dtypes() -> bool:
     try:
-        import ml_dtypes
+        import ml_dtypes  # noqa: F401
     except ImportError:
-        return False
-    try:
-        fd.dropout(np.ones(2, ml_dtypes.bfloat16), 0.5, seed=0)
-    except TypeError:
         return False
     return True
 
 
-# bfloat16, alpha_dropout and dropout_add come from the new-kernels work
-# (docs/spec.md sections 8-10); the tests that need them run once they exist.
-HAVE_BF16 = _numpy_takes_bfloat16()
-HAVE_ALPHA = hasattr(fd, "alpha_dropout")
-HAVE_ADD = hasattr(fd, "dropout_add")
-needs_bf16 = pytest.mark.skipif(not HAVE_BF16, reason="fastdropout has no bfloat16")
-needs_alpha = pytest.mark.skipif(not HAVE_ALPHA, reason="no fastdropout.alpha_dropout")
-needs_add = pytest.mark.skipif(not HAVE_ADD, reason="no fastdropout.dropout_add")
+# bfloat16 needs ml_dtypes (optional)
+HAVE_BF16 = _have_ml_dtypes()
+needs_bf16 = pytest.mark.skipif(not HAVE_BF16, reason="no ml_dtypes (bfloat16)")
 ALL_DTYPES = [
     *FLOATS,
     pytest.param(torch.bfloat16, marks=needs_bf16, id="torch.bfloat16"),
@@ -747,7 +738,6 @@ def test_dropout_statistics():
         assert abs(kept - n * (1 - p)) < 5 * (n * p * (1 - p)) ** 0.5
 
 
-@needs_alpha
 @pytest.mark.parametrize(
     ("cls", "shape"),
     [
@@ -770,7 +760,6 @@ def test_torch_suite_alpha_dropout(cls: Any, shape: Any):
 # ---- alpha dropout and dropout + add (new kernels) --------------------------------------
 
 
-@needs_alpha
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("mask", ["store", "regenerate"])
 def test_alpha_dropout_bits_and_gradient(dtype: Any, mask: Any):
@@ -793,7 +782,6 @@ def test_alpha_dropout_bits_and_gradient(dtype: Any, mask: Any):
     assert ft.alpha_dropout(x, 0.3, training=False) is x
 
 
-@needs_alpha
 def test_alpha_modules_bits():
     x = tensor((4, 3, 5), torch.float32)
     y = ft.AlphaDropout(0.2, seed=9)(x)
@@ -805,7 +793,6 @@ def test_alpha_modules_bits():
     np.testing.assert_array_equal(bits(y), bits(expected))
 
 
-@needs_add
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("mask", ["store", "regenerate"])
 def test_dropout_add_bits_and_gradients(dtype: Any, mask: Any):
@@ -833,7 +820,6 @@ def test_dropout_add_bits_and_gradients(dtype: Any, mask: Any):
     )
 
 
-@needs_add
 def test_dropout_add_errors_and_evaluation():
     x, r = torch.randn(3, 4), torch.randn(3, 4)
     with pytest.raises(TypeError, match="residual"):

@@ -49,18 +49,6 @@ __all__ = [
 _EMPTY_BITS = (0,)
 
 
-def _numpy_fn(name: str) -> Any:
-    """A NumPy-API function of fastdropout by name (alpha_dropout and
-    dropout_add come with the bfloat16/fused kernels)."""
-    fn = getattr(_fd, name, None)
-    if fn is None:
-        raise RuntimeError(
-            f"this fastdropout build has no fastdropout.{name} "
-            f"(docs/spec.md sections 9 and 10), which fastdropout.torch needs here"
-        )
-    return fn
-
-
 def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
     pair = rng.numpy()
     return decode(int(pair[0])), decode(int(pair[1]))
@@ -114,7 +102,7 @@ def forward(
             "return_mask": want,
         }
         if mode == "alpha":
-            r = _numpy_fn("alpha_dropout")(xa, p, **kw)
+            r = _fd.alpha_dropout(xa, p, **kw)
         else:
             r = _fd.dropout(xa, p, mode=mode, **kw)
         if want:
@@ -191,7 +179,7 @@ def forward_(
     def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
         kw = {"seed": seed, "offset": offset, "broadcast_axes": ax or None, "out": oa}
         if mode == "alpha":
-            return _numpy_fn("alpha_dropout")(xa, p, **kw)
+            return _fd.alpha_dropout(xa, p, **kw)
         return _fd.dropout(xa, p, mode=mode, **kw)
 
     run_layout(x, x, tuple(axes), call)
@@ -303,7 +291,7 @@ def dropout_add(
     seed, offset = _seed_offset(rng)
     want = keep and training
     out = new_like(x, contiguous=True)
-    r = _numpy_fn("dropout_add")(
+    r = _fd.dropout_add(
         as_numpy(x),
         as_numpy(residual),
         p,
@@ -312,7 +300,7 @@ def dropout_add(
         mode=mode,
         seed=seed,
         offset=offset,
-        broadcast_axes=axes or None,
+        broadcast_axes=tuple(axes) or None,
         out=as_numpy(out),
         return_mask=want,
     )
@@ -354,13 +342,15 @@ def dropout_add_bias_grad(
     kw: dict[str, Any] = {"bias": True, "out": as_numpy(gx)}
     if regenerate:
         seed, offset = _seed_offset(saved)
-        kw.update(p=p, mode=mode, seed=seed, offset=offset, broadcast_axes=axes or None)
-        res = _numpy_fn("dropout_add_backward")(as_numpy(grad), **kw)
+        kw.update(
+            p=p, mode=mode, seed=seed, offset=offset, broadcast_axes=tuple(axes) or None
+        )
+        res = _fd.dropout_add_backward(as_numpy(grad), **kw)
     else:
         shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
         n = _mask_size(grad.shape, axes)
         mask = Mask._new(saved.numpy(), shape, n, p, mode, 0, 0, tuple(axes))
-        res = _numpy_fn("dropout_add_backward")(as_numpy(grad), mask, **kw)
+        res = _fd.dropout_add_backward(as_numpy(grad), mask, **kw)
     return gx, from_numpy(np.asarray(res[2]))
 
 
