@@ -144,9 +144,10 @@ def test_spatial_bits_equal_numpy(dtype: Any, data_format: Any, shape: Any):
     np.testing.assert_array_equal(
         bits(ft.spatial_dropout(x, 0.4, **kw)), bits(expected)
     )
-    if len(shape) == 4 and data_format == "channels_first":
-        y = ft.spatial_dropout(x.to(memory_format=torch.channels_last), 0.4, **kw)
-        assert y.is_contiguous(memory_format=torch.channels_last)
+    if len(shape) > 3 and data_format == "channels_first":
+        fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+        y = ft.spatial_dropout(x.to(memory_format=fmt), 0.4, **kw)
+        assert y.is_contiguous(memory_format=fmt)
         np.testing.assert_array_equal(bits(y), bits(expected))
 
 
@@ -364,6 +365,22 @@ def test_compile_function_with_tensor_offset_no_recompiles():
             y = step(x, seed, torch.tensor(ft.encode(off)))
             expected = fd.dropout(x.numpy(), 0.5, seed=TWO_64 - 1, offset=off) * 2
             np.testing.assert_array_equal(bits(y), bits(expected))
+
+
+def test_compile_dynamic_batch_regenerated_mask():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), ft.Dropout(0.5, seed=9, mask="regenerate")
+    )
+    eager = pickle.loads(pickle.dumps(model))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager", dynamic=True)
+    with _no_recompiles():
+        for batch in (3, 5, 7, 2):
+            x = torch.randn(batch, 4)
+            y = compiled(x)
+            y.sum().backward()
+            assert torch.equal(y, eager(x))
+    assert model[1].offset == eager[1].offset == 6 * (3 + 5 + 7 + 2)
 
 
 @pytest.mark.slow
