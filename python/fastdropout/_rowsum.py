@@ -32,8 +32,9 @@ def row_sums(g: npt.NDArray[Any], ncols: int) -> npt.NDArray[np.float64]:
     if ncols == 0:
         return acc
     rows = to_float64(np.ascontiguousarray(g).reshape(-1)).reshape(-1, ncols)
-    for row in rows:
-        acc += row  # element-wise: each column's sum advances by one row
+    with np.errstate(all="ignore"):  # Inf - Inf is NaN, quietly
+        for row in rows:
+            acc += row  # element-wise: each column's sum advances by one row
     return acc
 
 
