@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 from _util import TWO_64, assert_same, assert_same_mask, make_input, reference
-
 from fastdropout import _scales
 
 try:
@@ -87,7 +86,10 @@ def test_float16_limit(native: Any) -> None:
     """The largest p float16 takes: its coefficients are finite, the next p's are
     not (B = -A * alpha' * p overflows first)."""
     pmax = _scales._largest_alpha_p(np.dtype(np.float16))
-    assert all(np.isfinite(float(v)) for v in _scales.alpha_coefficients(pmax, np.dtype(np.float16)))
+    assert all(
+        np.isfinite(float(v))
+        for v in _scales.alpha_coefficients(pmax, np.dtype(np.float16))
+    )
     x = np.ones(100, np.float16)
     check(native, x, pmax, seed=3)
     bad = float(np.nextafter(pmax, 1))
@@ -104,12 +106,17 @@ def test_layouts_offsets_out(native: Any, offset: int) -> None:
     want = reference.alpha_dropout(base, 0.4, seed=1, offset=offset)
     for impl in (native, reference):
         inplace = base.copy()
-        assert impl.alpha_dropout(inplace, 0.4, seed=1, offset=offset, out=inplace) is inplace
+        assert (
+            impl.alpha_dropout(inplace, 0.4, seed=1, offset=offset, out=inplace)
+            is inplace
+        )
         assert_same(inplace, want)
 
 
 @pytest.mark.parametrize("axes", [(2, 3), (0,), (1, 3), -1])
-def test_feature_alpha_dropout(native: Any, simd: str, any_dtype: Any, axes: Any) -> None:
+def test_feature_alpha_dropout(
+    native: Any, simd: str, any_dtype: Any, axes: Any
+) -> None:
     del simd
     x = values((3, 4, 5, 6), any_dtype, 4)
     check(native, x, 0.5, seed=9, offset=2, broadcast_axes=axes)
@@ -136,7 +143,7 @@ def test_formula_is_two_roundings(dtype: Any) -> None:
     b = -a * ap * p
     d = a * ap + b
     dt = np.dtype(dtype)
-    A, B, D = dt.type(a), dt.type(b), dt.type(d)  # noqa: N806
+    A, B, D = dt.type(a), dt.type(b), dt.type(d)
     with np.errstate(all="ignore"):
         want = np.where(keep, (x * A) + B, D)
     assert_same(y, want.astype(dtype))
@@ -150,7 +157,9 @@ def test_bfloat16_coefficients_rounded_once() -> None:
     for p in (0.05, 0.1, 0.3, 0.5, 0.77):
         got = _scales.alpha_coefficients(p, BF16)
         for v64, g in zip(_scales._alpha_values(p), got):
-            assert np.asarray(g).view(np.uint16) == _bfloat16.from_float64(v64).view(np.uint16)
+            assert np.asarray(g).view(np.uint16) == _bfloat16.from_float64(v64).view(
+                np.uint16
+            )
             # and it is the nearest bfloat16: no other is closer
             gv = float(_bfloat16.to_float32(np.asarray(g)))
             ulp = 2.0 ** (math.frexp(abs(v64))[1] - 8)
@@ -161,9 +170,13 @@ def test_errors(native: Any) -> None:
     x = np.ones((4, 5), np.float32)
     out = np.full_like(x, 7)
     for impl in (native, reference):
-        with pytest.raises(ValueError, match=r"p must be in \[0, 1\) for alpha dropout"):
+        with pytest.raises(
+            ValueError, match=r"p must be in \[0, 1\) for alpha dropout"
+        ):
             impl.alpha_dropout(x, 1.0, seed=1, out=out)
-        with pytest.raises(ValueError, match=r"p must be in \[0, 1\) for alpha dropout"):
+        with pytest.raises(
+            ValueError, match=r"p must be in \[0, 1\) for alpha dropout"
+        ):
             impl.alpha_dropout(x, 1.0, training=False, out=out)
         with pytest.raises(ValueError, match="p must be a real number"):
             impl.alpha_dropout(x, -0.1, seed=1, out=out)
@@ -211,7 +224,9 @@ def torch_dropped_value(p: float, np_dtype: Any) -> Any:
 @pytest.mark.parametrize("np_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.8])
 @pytest.mark.parametrize("feature", [False, True])
-def test_matches_torch_given_the_same_mask(np_dtype: Any, p: float, feature: bool) -> None:
+def test_matches_torch_given_the_same_mask(
+    np_dtype: Any, p: float, feature: bool
+) -> None:
     """Torch's own output defines its mask (dropped elements are its constant).
     Given that mask: the kept values are (x * A) + B with two roundings in both;
     in float32 the coefficients agree and the kept values are bit for bit
@@ -221,7 +236,7 @@ def test_matches_torch_given_the_same_mask(np_dtype: Any, p: float, feature: boo
     ours is d rounded once from float64, torch's is -round(alpha * a) +
     round(alpha * a * p) in the dtype, three roundings."""
     torch = pytest.importorskip("torch")
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
 
     tdt = {np.float32: torch.float32, np.float64: torch.float64}[np_dtype]
     gen = torch.Generator().manual_seed(1234)
@@ -239,26 +254,29 @@ def test_matches_torch_given_the_same_mask(np_dtype: Any, p: float, feature: boo
     if feature:  # one decision per (n, c) feature map
         assert np.all(keep == keep[:, :, :1, :1])
     assert 0.5 < keep.mean() / (1 - p) < 1.5
-    A, B, D = _scales.alpha_coefficients(p, np.dtype(np_dtype))  # noqa: N806
+    A, B, D = _scales.alpha_coefficients(p, np.dtype(np_dtype))
     # torch's coefficients: a = 1 / sqrt(...) (the spec: (...) ** -0.5, which can
     # differ in the last bit of a float64), alpha * a * p
     f = np.dtype(np_dtype).type
     a_t = 1.0 / math.sqrt((TORCH_ALPHA * TORCH_ALPHA * p + 1) * (1 - p))
-    A_t, B_t = f(a_t), f(TORCH_ALPHA * a_t * p)  # noqa: N806
+    A_t, B_t = f(a_t), f(TORCH_ALPHA * a_t * p)
     u = f"u{x.itemsize}"
     # the same formula, (x * A) + B with two roundings: torch's own kept values
-    np.testing.assert_array_equal(((x * A_t) + B_t)[keep].view(u), y_torch[keep].view(u))
+    np.testing.assert_array_equal(
+        ((x * A_t) + B_t)[keep].view(u), y_torch[keep].view(u)
+    )
     ours = np.where(keep, (x * A) + B, D)  # section 10's coefficients, same mask
     if np_dtype is np.float32:  # the coefficients agree: bit for bit
-        assert (A, B) == (A_t, B_t)
+        assert (A_t, B_t) == (A, B)
         np.testing.assert_array_equal(ours[keep].view(u), y_torch[keep].view(u))
     else:  # float64: A, B within one ulp of torch's, kept values within a few
-        assert abs(A - A_t) <= np.spacing(A_t) and abs(B - B_t) <= np.spacing(B_t)
+        assert abs(A - A_t) <= np.spacing(A_t)
+        assert abs(B - B_t) <= np.spacing(B_t)
         np.testing.assert_allclose(ours[keep], y_torch[keep], rtol=4e-16, atol=4e-16)
     # torch's D = -f(alpha * a) + f(alpha * a * p) carries the rounding errors of
     # its operands, up to one unit in the last place of alpha * a
     assert abs(float(D) - float(d_torch)) <= np.spacing(f(TORCH_ALPHA * a_t))
-    assert D == f(_scales._alpha_values(p)[2])  # ours: rounded once
+    assert f(_scales._alpha_values(p)[2]) == D  # ours: rounded once
     # and our native alpha_dropout applies exactly that formula to its own mask
     import fastdropout as fd
 
@@ -269,7 +287,9 @@ def test_matches_torch_given_the_same_mask(np_dtype: Any, p: float, feature: boo
     # gradients: torch's autograd gives grad * A where kept and 0 where dropped
     xg = xt.clone().requires_grad_(True)
     torch.manual_seed(99)
-    out = (F.feature_alpha_dropout if feature else F.alpha_dropout)(xg, p, training=True)
+    out = (F.feature_alpha_dropout if feature else F.alpha_dropout)(
+        xg, p, training=True
+    )
     g = torch.randn(shape, dtype=tdt, generator=gen)
     out.backward(g)
     g_np = g.numpy()

@@ -99,10 +99,12 @@ def check(native: Any, x: Any, r: Any, p: float, **kw: Any) -> None:
     gr = reference.dropout_add_backward(g, mr, bias=bflag)
     gn = native.dropout_add_backward(g, mn, bias=bflag)
     assert_same(gn[0], gr[0], "grad_x")
-    assert gn[1] is g and gr[1] is g
+    assert gn[1] is g
+    assert gr[1] is g
     assert_same(gn[0], reference.dropout_backward(g, mr), "grad_x is dropout_backward")
     if bias is None:
-        assert gn[2] is None and gr[2] is None
+        assert gn[2] is None
+        assert gr[2] is None
     else:
         assert_same_sums(gn[2], gr[2])
     regen = {k: kw[k] for k in ("seed", "offset", "mode", "broadcast_axes") if k in kw}
@@ -112,7 +114,19 @@ def check(native: Any, x: Any, r: Any, p: float, **kw: Any) -> None:
         assert_same_sums(gg[2], gr[2])
 
 
-SHAPES = [(), (0,), (1,), (7,), (64,), (65,), (129,), (4097,), (3, 5, 7), (2, 0, 3), (5, 130)]
+SHAPES = [
+    (),
+    (0,),
+    (1,),
+    (7,),
+    (64,),
+    (65,),
+    (129,),
+    (4097,),
+    (3, 5, 7),
+    (2, 0, 3),
+    (5, 130),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -164,13 +178,21 @@ def test_matches_numpy_composition(any_dtype: Any) -> None:
     b = rng.standard_normal(64).astype(np.float32).astype(dt)
     y, m = reference.dropout_add(x, r, 0.3, bias=b, seed=5, return_mask=True)
     keep = m.to_bool()
-    s = np.asarray(reference.dropout_backward(np.ones(1, dt), reference.Mask(
-        np.array([1], np.uint8), (1,), 0.3, "inverted", 0, 0)))[0]
+    s = np.asarray(
+        reference.dropout_backward(
+            np.ones(1, dt),
+            reference.Mask(np.array([1], np.uint8), (1,), 0.3, "inverted", 0, 0),
+        )
+    )[0]
     want = r + np.where(keep, (x + b) * s, np.zeros((), dt))
-    np.testing.assert_array_equal(y.view(f"u{dt.itemsize}"), want.view(f"u{dt.itemsize}"))
+    np.testing.assert_array_equal(
+        y.view(f"u{dt.itemsize}"), want.view(f"u{dt.itemsize}")
+    )
     yc = reference.dropout_add(x, r, 0.3, bias=b, seed=5, mode="classic")
     want_c = r + np.where(keep, x + b, np.zeros((), dt))
-    np.testing.assert_array_equal(yc.view(f"u{dt.itemsize}"), want_c.view(f"u{dt.itemsize}"))
+    np.testing.assert_array_equal(
+        yc.view(f"u{dt.itemsize}"), want_c.view(f"u{dt.itemsize}")
+    )
 
 
 def test_dropped_nan_and_minus_zero() -> None:
@@ -179,7 +201,7 @@ def test_dropped_nan_and_minus_zero() -> None:
     x = np.array([np.nan, np.inf, 1.0, -2.0] * 16, np.float32)
     r = np.array([-0.0, 1.0, np.nan, 3.0] * 16, np.float32)
     for impl in (reference,):
-        y, m = impl.dropout_add(x, r, 1.0, seed=1, return_mask=True)
+        y, _m = impl.dropout_add(x, r, 1.0, seed=1, return_mask=True)
         assert_same(y, r + np.float32(0.0))
         assert np.signbit(y[0]) == np.False_
 
@@ -192,7 +214,15 @@ def test_layouts_and_offsets(native: Any, offset: int) -> None:
     for x, r in [(x0, r0), (x0.T.copy().T, r0), (x0[::1, :], r0.T.copy().T)]:
         check(native, x, r, 0.5, bias=b, seed=TWO_64 - 1, offset=offset)
     xs = values((60, 80), np.float32, 4)[::2, ::2]
-    check(native, xs, r0, 0.5, bias=values((80,), np.float32, 5)[::2], seed=3, offset=offset)
+    check(
+        native,
+        xs,
+        r0,
+        0.5,
+        bias=values((80,), np.float32, 5)[::2],
+        seed=3,
+        offset=offset,
+    )
 
 
 def test_out_in_place(native: Any, any_dtype: Any) -> None:
@@ -231,8 +261,15 @@ def test_threads(native: Any, nthreads: int, any_dtype: Any) -> None:
     r = values((300, 1000), any_dtype, 2)
     b = values((1000,), any_dtype, 3)
     check(native, x, r, 0.25, bias=b, seed=77, offset=TWO_64 - 5)
-    check(native, x.reshape(-1, 50), r.reshape(-1, 50), 0.25,
-          bias=b[:50], seed=7, broadcast_axes=1)
+    check(
+        native,
+        x.reshape(-1, 50),
+        r.reshape(-1, 50),
+        0.25,
+        bias=b[:50],
+        seed=7,
+        broadcast_axes=1,
+    )
 
 
 def test_grad_bias_same_for_any_thread_count_and_level(native: Any) -> None:
@@ -250,7 +287,10 @@ def test_grad_bias_same_for_any_thread_count_and_level(native: Any) -> None:
                 for n in (1, 2, 3, 7):
                     core.set_num_threads(n)
                     _, _, gb = native.dropout_add_backward(
-                        g, p=0.3, seed=5, bias=ncols_shape if ncols_shape != (1,) else True
+                        g,
+                        p=0.3,
+                        seed=5,
+                        bias=ncols_shape if ncols_shape != (1,) else True,
                     )
                     results.append(gb)
             for gb in results[1:]:
@@ -269,7 +309,11 @@ def test_grad_bias_is_a_sequential_float64_sum() -> None:
     g = np.array([[1e17], [1.0], [-1e17], [1.0]], np.float64)
     m = reference.Mask(np.array([0b1111], np.uint8), (4, 1), 0.0, "inverted", 0, 0)
     for impl_name in ("native", "reference"):
-        impl = reference if impl_name == "reference" else pytest.importorskip("fastdropout")
+        impl = (
+            reference
+            if impl_name == "reference"
+            else pytest.importorskip("fastdropout")
+        )
         _, _, gb = impl.dropout_add_backward(g, m, bias=True)
         # ((1e17 + 1) - 1e17) + 1 = 1.0 in float64, sequentially (pairwise: 2.0)
         assert gb.tolist() == [1.0]
@@ -280,7 +324,9 @@ def test_errors(native: Any) -> None:
     r = np.ones((4, 5), np.float32)
     out = np.full((4, 5), 7, np.float32)
     for impl in (native, reference):
-        with pytest.raises(TypeError, match="residual has dtype float64.*x has dtype float32"):
+        with pytest.raises(
+            TypeError, match=r"residual has dtype float64.*x has dtype float32"
+        ):
             impl.dropout_add(x, r.astype(np.float64), 0.5, seed=1, out=out)
         with pytest.raises(TypeError, match="bias has dtype float16"):
             impl.dropout_add(x, r, 0.5, bias=np.ones(5, np.float16), seed=1, out=out)
@@ -312,12 +358,15 @@ def test_layer(native: Any, any_dtype: Any) -> None:
         e = reference.DropoutAdd(0.3, mode=mode, seed=4)
         for bias in (b, None):
             for training in (True, False):
-                assert_same(a.forward(x, r, bias, training), e.forward(x, r, bias, training))
+                assert_same(
+                    a.forward(x, r, bias, training), e.forward(x, r, bias, training)
+                )
                 ga, gr = a.backward(x), e.backward(x)
                 assert_same(ga[0], gr[0])
                 assert ga[1] is x
                 if bias is None:
-                    assert ga[2] is None and gr[2] is None
+                    assert ga[2] is None
+                    assert gr[2] is None
                 else:
                     assert_same(ga[2], gr[2])
         assert a.offset == e.offset == 2 * x.size

@@ -1254,10 +1254,12 @@ def test_fuzz_dropout_add_backward(call: tuple[Any, ...]) -> None:
                 outcomes.append(e)
     nat, ref = outcomes
     if isinstance(ref, Exception) or isinstance(nat, Exception):
-        assert type(nat) is type(ref) and str(nat) == str(ref), (nat, ref)
+        assert type(nat) is type(ref), (nat, ref)
+        assert str(nat) == str(ref)
         return
     assert_same(nat[0], ref[0])
-    assert nat[1] is g and ref[1] is g
+    assert nat[1] is g
+    assert ref[1] is g
     if ref[2] is None:
         assert nat[2] is None
         return
@@ -1265,7 +1267,8 @@ def test_fuzz_dropout_add_backward(call: tuple[Any, ...]) -> None:
     a = np.asarray(nat[2]).reshape(-1)
     nan = np.isnan(e.astype(np.float64)) if e.dtype != BF16 else np.isnan(
         e.astype(np.float32))
-    assert a.shape == e.shape and a.dtype == e.dtype
+    assert a.shape == e.shape
+    assert a.dtype == e.dtype
     assert_same(a[~nan], e[~nan])  # a NaN sum (NaN + NaN) need only be a NaN
     an = np.isnan(a.astype(np.float32)) if a.dtype == BF16 else np.isnan(a.astype(np.float64))
     assert np.array_equal(an, nan)

@@ -321,8 +321,8 @@ class AlphaDropout(Dropout):
         _scales.check_alpha_p(self._p, None)
         self._mode = "alpha"
         if broadcast_axes is not None and not isinstance(broadcast_axes, int):
-            broadcast_axes = tuple(broadcast_axes)  # type: ignore[call-overload]
-        self._broadcast_axes = broadcast_axes
+            broadcast_axes = tuple(broadcast_axes)  # type: ignore[arg-type]
+        self._broadcast_axes: object = broadcast_axes
 
     @property
     def broadcast_axes(self) -> object:
