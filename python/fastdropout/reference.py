@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
+from . import _layer_base as _layers
 from . import _validate as _v
-from . import layers as _layers
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
 from .mask import Mask
@@ -332,14 +332,14 @@ def dropout_backward(
     return y
 
 
-class Dropout(_layers.Dropout):
-    __doc__ = _layers.Dropout.__doc__
+class Dropout(_layers.DropoutBase):
+    __doc__ = _layers.DropoutBase.__doc__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
 
 
-class SpatialDropout(_layers.SpatialDropout):
-    __doc__ = _layers.SpatialDropout.__doc__
+class SpatialDropout(_layers.SpatialDropoutBase):
+    __doc__ = _layers.SpatialDropoutBase.__doc__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(spatial_dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
