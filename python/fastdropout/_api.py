@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import numpy as np
 
@@ -323,21 +323,40 @@ def dropout_backward(
     return _finish(y, out_)
 
 
-def set_num_threads(n: int) -> None:
-    """Number of OpenMP threads the kernels use (an int >= 1)."""
+def set_num_threads(n: SupportsIndex | None) -> None:
+    """Use at most ``n`` threads for large arrays; ``None``: back to the default.
+
+    The default follows OpenMP's setting for the calling thread
+    (``omp_get_max_threads()`` of the OpenMP runtime fastdropout links: the
+    processor count, ``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits``
+    block), read on every large call. ``set_num_threads(n)`` also sets that OpenMP
+    setting (``omp_set_num_threads``), so threadpoolctl reports it, and a
+    ``threadpool_limits`` block inside still lowers it. ``n`` is an int in
+    ``[1, cap]``, ``cap`` being a few threads per processor (ValueError outside,
+    TypeError for a non-integer or a bool).
+    """
+    if n is None:
+        _core.set_num_threads(0)
+        return
     if isinstance(n, (bool, np.bool_)):
-        raise TypeError(f"n must be an int >= 1, got {n!r}")
+        raise TypeError(f"n must be an int >= 1 or None, got {n!r}")
     try:
         value = operator.index(n)
     except TypeError:
-        raise TypeError(f"n must be an int >= 1, got {n!r}") from None
-    if not 1 <= value <= 0x7FFFFFFF:
-        raise ValueError(f"n must be an int >= 1 (and < 2**31), got {value}")
+        raise TypeError(
+            f"n must be an int >= 1 or None, got {n!r} of type {type(n).__name__}"
+        ) from None
+    cap = _core._max_num_threads()
+    if not 1 <= value <= cap:
+        raise ValueError(
+            f"n must be an int in [1, {cap}] ({cap} = a few threads per processor "
+            f"on this machine), got {value}"
+        )
     _core.set_num_threads(value)
 
 
 def get_num_threads() -> int:
-    """Number of threads the kernels use."""
+    """Threads a large call made now, from this thread, would use."""
     return _core.get_num_threads()
 
 
