@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _core
 from . import _validate as _v
+from ._interop import keeps_array_type
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
 from .mask import Mask
@@ -195,6 +196,24 @@ def dropout(
                 y, bits = fast
                 return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
+    return _dropout_general(
+        x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
+    )
+
+
+@keeps_array_type("x")
+def _dropout_general(
+    x: Any,
+    p: object,
+    training: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    broadcast_axes: object,
+    out: Any,
+    return_mask: object,
+) -> Any:
+    """``dropout`` for every call but the plain ones (any array type)."""
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
@@ -234,6 +253,24 @@ def spatial_dropout(
                         bits, shape, _prod(shape), p, mode, s, offset, axes
                     )
                 return fast
+    return _spatial_dropout_general(
+        x, p, data_format, training, mode, seed, offset, out, return_mask
+    )
+
+
+@keeps_array_type("x")
+def _spatial_dropout_general(
+    x: Any,
+    p: object,
+    data_format: object,
+    training: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: Any,
+    return_mask: object,
+) -> Any:
+    """``spatial_dropout`` for every call but the plain ones (any array type)."""
     plan = _v.plan_forward(
         x,
         p,
@@ -297,6 +334,23 @@ def dropout_backward(
         grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
+    return _dropout_backward_general(  # type: ignore[no-any-return]
+        grad_y, mask, p, mode, seed, offset, broadcast_axes, out
+    )
+
+
+@keeps_array_type("grad_y")
+def _dropout_backward_general(
+    grad_y: Any,
+    mask: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    broadcast_axes: object,
+    out: Any,
+) -> Any:
+    """``dropout_backward`` for every call but the plain ones (any array type)."""
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
     g = plan.g
     out_ = plan.out

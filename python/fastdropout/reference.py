@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _layer_base as _layers
 from . import _validate as _v
+from ._interop import keeps_array_type
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
 from .mask import Mask
@@ -258,6 +259,7 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     return y, mask
 
 
+@keeps_array_type("x")
 def dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -277,6 +279,7 @@ def dropout(
     return _forward(plan)
 
 
+@keeps_array_type("x")
 def spatial_dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -306,6 +309,7 @@ def spatial_dropout(
     return _forward(plan)
 
 
+@keeps_array_type("grad_y")
 def dropout_backward(
     grad_y: npt.ArrayLike,
     mask: Mask | None = None,
