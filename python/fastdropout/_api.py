@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 import secrets
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
 
 import numpy as np
 
@@ -30,7 +30,16 @@ from .mask import Mask
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    FloatArray = npt.NDArray[np.floating[Any]]
+    from ._typing import (
+        ArrayT,
+        Axes,
+        DataFormat,
+        FloatArray,
+        Mode,
+        Offset,
+        Probability,
+        Seed,
+    )
 
 __all__ = [
     "dropout",
@@ -139,16 +148,99 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes)
 
 
+# Typing: a float ndarray type in, the same type out (dtype kept); anything else
+# array-like gives NDArray[floating]; return_mask=True gives (y, Mask), or
+# (y, Mask | None) when training is not known to be True.
+@overload
+def dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask]: ...
+@overload
+def dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask | None]: ...
+@overload
 def dropout(
     x: npt.ArrayLike,
-    p: float = 0.5,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[False] = ...,
+) -> FloatArray: ...
+@overload
+def dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[True],
+) -> tuple[FloatArray, Mask]: ...
+@overload
+def dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: bool,
+) -> FloatArray | tuple[FloatArray, Mask | None]: ...
+
+
+def dropout(
+    x: Any,
+    p: Any = 0.5,
     *,
     training: bool = True,
-    mode: str = "inverted",
-    seed: int | np.random.Generator | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
-    out: FloatArray | None = None,
+    mode: Mode = "inverted",
+    seed: Any = None,
+    offset: Any = 0,
+    broadcast_axes: Axes = None,
+    out: Any = None,
     return_mask: bool = False,
 ) -> Any:
     """Dropout of ``x`` with drop probability ``p``.
@@ -220,16 +312,96 @@ def _dropout_general(
     return _forward(plan)
 
 
+@overload
+def spatial_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def spatial_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask]: ...
+@overload
+def spatial_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask | None]: ...
+@overload
 def spatial_dropout(
     x: npt.ArrayLike,
-    p: float = 0.5,
+    p: Probability = ...,
     *,
-    data_format: str = "channels_first",
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[False] = ...,
+) -> FloatArray: ...
+@overload
+def spatial_dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[True],
+) -> tuple[FloatArray, Mask]: ...
+@overload
+def spatial_dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: FloatArray | None = ...,
+    return_mask: bool,
+) -> FloatArray | tuple[FloatArray, Mask | None]: ...
+
+
+def spatial_dropout(
+    x: Any,
+    p: Any = 0.5,
+    *,
+    data_format: DataFormat = "channels_first",
     training: bool = True,
-    mode: str = "inverted",
-    seed: int | np.random.Generator | None = None,
-    offset: int = 0,
-    out: FloatArray | None = None,
+    mode: Mode = "inverted",
+    seed: Any = None,
+    offset: Any = 0,
+    out: Any = None,
     return_mask: bool = False,
 ) -> Any:
     """Dropout of whole feature maps (channels) of a 3-, 4- or 5-D ``x``.
@@ -287,17 +459,43 @@ def _spatial_dropout_general(
     return _forward(plan)
 
 
+@overload
+def dropout_backward(
+    grad_y: ArrayT,
+    mask: Mask | None = ...,
+    p: Probability | None = ...,
+    *,
+    mode: Mode = ...,
+    seed: Offset | None = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+) -> ArrayT: ...
+@overload
 def dropout_backward(
     grad_y: npt.ArrayLike,
-    mask: Mask | None = None,
-    p: float | None = None,
+    mask: Mask | None = ...,
+    p: Probability | None = ...,
     *,
-    mode: str = DEFAULT_MODE,
-    seed: int | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
-    out: FloatArray | None = None,
-) -> FloatArray:
+    mode: Mode = ...,
+    seed: Offset | None = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+) -> FloatArray: ...
+
+
+def dropout_backward(
+    grad_y: Any,
+    mask: Mask | None = None,
+    p: Probability | None = None,
+    *,
+    mode: Mode = DEFAULT_MODE,  # type: ignore[assignment]
+    seed: Offset | None = None,
+    offset: Offset = 0,
+    broadcast_axes: Axes = None,
+    out: Any = None,
+) -> Any:
     """Gradient of dropout: ``grad_y * s`` (inverted) or ``grad_y`` (classic)
     where kept, ``+0.0`` where dropped.
 
@@ -334,7 +532,7 @@ def dropout_backward(
         grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
-    return _dropout_backward_general(  # type: ignore[no-any-return]
+    return _dropout_backward_general(
         grad_y, mask, p, mode, seed, offset, broadcast_axes, out
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, overload
 
 import numpy as np
 
@@ -31,7 +31,16 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from typing_extensions import Self
 
-    FloatArray = npt.NDArray[np.floating[Any]]
+    from ._typing import (
+        ArrayT,
+        Axes,
+        DataFormat,
+        FloatArray,
+        Mode,
+        Offset,
+        Probability,
+        Seed,
+    )
 
 __all__ = ["DropoutBase", "Layer", "SpatialDropoutBase", "check_broadcast_axes"]
 
@@ -91,7 +100,7 @@ class Layer:
     _last_training: bool | None
 
     def __init__(
-        self, p: object = 0.5, *, mode: object = "inverted", seed: object = None
+        self, p: Probability = 0.5, *, mode: Mode = "inverted", seed: Seed = None
     ):
         self._p = self._check_p(p)
         self._mode = _v.check_mode(mode)
@@ -118,7 +127,7 @@ class Layer:
         return self._p
 
     @p.setter
-    def p(self, value: object) -> None:
+    def p(self, value: Probability) -> None:
         self._p = self._check_p(value)
 
     @property
@@ -135,7 +144,7 @@ class Layer:
         return self._offset
 
     @offset.setter
-    def offset(self, value: object) -> None:
+    def offset(self, value: Offset) -> None:
         self._offset = _v.check_offset(value)
 
     @property
@@ -144,10 +153,10 @@ class Layer:
         return self._training
 
     @training.setter
-    def training(self, value: object) -> None:
+    def training(self, value: bool) -> None:
         self._training = _check_flag(value, "training")
 
-    def train(self, mode: object = True) -> Self:
+    def train(self, mode: bool = True) -> Self:
         """Set training mode (``train(False)`` is ``eval()``); returns the layer."""
         self._training = _check_flag(mode, "mode")
         return self
@@ -292,11 +301,11 @@ class DropoutBase(Layer):
 
     def __init__(
         self,
-        p: object = 0.5,
+        p: Probability = 0.5,
         *,
-        mode: object = "inverted",
-        seed: object = None,
-        broadcast_axes: object = None,
+        mode: Mode = "inverted",
+        seed: Seed = None,
+        broadcast_axes: Axes = None,
     ):
         self._axes = check_broadcast_axes(broadcast_axes)
         super().__init__(p, mode=mode, seed=seed)
@@ -329,6 +338,11 @@ class DropoutBase(Layer):
             return_mask=True,
         )
 
+    # Typing: a float ndarray type in, the same type out (dtype kept).
+    @overload
+    def forward(self, x: ArrayT, training: bool | None = None) -> ArrayT: ...
+    @overload
+    def forward(self, x: npt.ArrayLike, training: bool | None = None) -> FloatArray: ...
     def forward(self, x: Any, training: bool | None = None) -> Any:
         """``y`` for ``x`` in the layer's mode (or ``training=`` for this call);
         a training call advances ``offset`` by the mask size."""
@@ -337,6 +351,19 @@ class DropoutBase(Layer):
         self._record(tuple(y.shape), mask, 0 if mask is None else mask.size)
         return y
 
+    @overload
+    def __call__(self, x: ArrayT, training: bool | None = None) -> ArrayT: ...
+    @overload
+    def __call__(
+        self, x: npt.ArrayLike, training: bool | None = None
+    ) -> FloatArray: ...
+    def __call__(self, x: Any, training: bool | None = None) -> Any:
+        return self.forward(x, training)
+
+    @overload
+    def backward(self, grad_y: ArrayT) -> ArrayT: ...
+    @overload
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray: ...
     def backward(self, grad_y: Any) -> Any:
         """``grad_x`` for ``grad_y`` with the mask of the last forward call.
 
@@ -364,11 +391,11 @@ class SpatialDropoutBase(DropoutBase):
 
     def __init__(
         self,
-        p: object = 0.5,
+        p: Probability = 0.5,
         *,
-        data_format: object = "channels_first",
-        mode: object = "inverted",
-        seed: object = None,
+        data_format: DataFormat = "channels_first",
+        mode: Mode = "inverted",
+        seed: Seed = None,
     ):
         self._data_format = _v.check_data_format(data_format)
         super().__init__(p, mode=mode, seed=seed)

@@ -10,10 +10,15 @@ and keeps the mask bits; the ``Mask`` object is only built when ``mask`` or
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, overload
 
 from . import _api, _core
 from ._layer_base import DropoutBase, Layer, SpatialDropoutBase
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ._typing import ArrayT, FloatArray
 
 __all__ = ["Dropout", "Layer", "SpatialDropout"]
 
@@ -26,6 +31,10 @@ class Dropout(DropoutBase):
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout_backward)
 
+    @overload
+    def forward(self, x: ArrayT, training: bool | None = None) -> ArrayT: ...
+    @overload
+    def forward(self, x: npt.ArrayLike, training: bool | None = None) -> FloatArray: ...
     def forward(self, x: Any, training: bool | None = None) -> Any:
         """``y`` for ``x`` in the layer's mode (or ``training=`` for this call);
         a training call advances ``offset`` by the mask size."""
@@ -55,7 +64,7 @@ class SpatialDropout(SpatialDropoutBase, Dropout):
     # (Dropout's dense fast path does not apply).
     __doc__ = SpatialDropoutBase.__doc__
     forward = DropoutBase.forward
-    __call__ = Layer.__call__
+    __call__ = DropoutBase.__call__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout)
     _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.spatial_dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout_backward)
