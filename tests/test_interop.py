@@ -223,6 +223,20 @@ def test_the_core_imports_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_tensor_loads_no_other_framework() -> None:
+    pytest.importorskip("torch")
+    code = (
+        "import sys, torch, fastdropout as fd\n"
+        "y = fd.dropout(torch.ones(3, dtype=torch.float16), 0.5, seed=1)\n"
+        "assert isinstance(y, torch.Tensor)\n"
+        "print([m for m in ('jax', 'dask', 'ml_dtypes') if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_plain_ndarrays_go_straight_through(native: Any) -> None:
     x = make_input((4, 5), np.float32, seed=1)
     # lists and other array-likes still become plain arrays

@@ -74,13 +74,16 @@ def _device_error(name: str, value: object, fn_name: str) -> TypeError:
     )
 
 
-def _bfloat16_numpy() -> Any:
-    """NumPy's bfloat16 dtype from ml_dtypes, or None when it is not installed."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return np.dtype(ml_dtypes.bfloat16)
+def _bfloat16_numpy(load: bool) -> Any:
+    """NumPy's bfloat16 dtype from ml_dtypes, or None. ml_dtypes is imported only
+    with ``load`` (a bfloat16 tensor to read); otherwise only if already loaded."""
+    module = sys.modules.get("ml_dtypes")
+    if module is None and load:
+        try:
+            import ml_dtypes as module
+        except ImportError:
+            return None
+    return None if module is None else np.dtype(module.bfloat16)
 
 
 def _dlpack_in(name: str, value: Any, fn_name: str) -> np.ndarray[Any, Any]:
@@ -100,7 +103,7 @@ def _dlpack_in(name: str, value: Any, fn_name: str) -> np.ndarray[Any, Any]:
     if _root_module(value) == "torch" and str(value.dtype) == "torch.bfloat16":
         # NumPy has no DLPack bfloat16: read the 16-bit words, then view them as
         # ml_dtypes' bfloat16 (fastdropout's dtype check then decides).
-        bf16 = _bfloat16_numpy()
+        bf16 = _bfloat16_numpy(load=True)
         if bf16 is None:
             raise TypeError(
                 f"{fn_name}: {name} is a bfloat16 tensor; reading it needs the "
@@ -121,7 +124,8 @@ def _to_producer(y: np.ndarray[Any, Any], like: Any) -> Any:
     """``y`` as an array of ``like``'s library (zero copy where it allows)."""
     if _root_module(like) == "torch":
         torch = sys.modules["torch"]
-        if y.dtype == _bfloat16_numpy():
+        bf16 = _bfloat16_numpy(load=False)
+        if bf16 is not None and y.dtype == bf16:
             return torch.from_numpy(y.view(np.int16)).view(torch.bfloat16)
         return torch.from_numpy(y)
     namespace = getattr(like, "__array_namespace__", None)
