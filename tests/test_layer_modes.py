@@ -4,6 +4,7 @@ broadcast_axes, state_dict/load_state_dict, pickling (docs/spec.md section 6).""
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 from typing import Any
 
@@ -194,3 +195,12 @@ def test_native_and_reference_layers_agree_in_modes(native: Any) -> None:
             assert ln.offset == lr.offset
             assert_same(ln.backward(x), lr.backward(x))
             assert ln.state_dict() == lr.state_dict()
+
+
+def test_layer_overhead_measurement_runs(native: Any) -> None:
+    """The measurement the benchmark calls (numbers are the benchmark's business)."""
+    del native  # needs the compiled core
+    layer_overhead = importlib.import_module("fastdropout._bench_layers").layer_overhead
+    r = layer_overhead((8, 16), np.float32, rounds=3, number=5)
+    assert set(r) == {"dropout_s", "forward_s", "call_s", "forward_ratio", "call_ratio"}
+    assert all(v > 0 for v in r.values())
