@@ -34,7 +34,7 @@ constexpr std::size_t kPatternBits = 4096;
 // call) when it cannot create the threads of an absurd team.
 // (At least kMinTeamCap, so that tests of odd team sizes run on small machines.)
 constexpr int kMaxThreadsPerProc = 4;
-constexpr int kMinTeamCap = 8;
+constexpr int kMinTeamCap = 16;
 
 // GNU libgomp's thread pool does not survive fork(): a child that enters a parallel
 // region after its parent ran one waits forever for threads that were not copied.
