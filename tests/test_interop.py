@@ -370,3 +370,28 @@ def test_bfloat16_tensors_reach_the_dtype_check(impl: Any) -> None:
         y = impl.dropout(t, 0.5, seed=1)
         assert y.dtype == torch.bfloat16
         assert_same(y.view(torch.int16).numpy(), expected.view(np.int16))
+
+
+def test_fused_and_alpha_functions_keep_array_types(impl: Any) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x, r, g = (rng.standard_normal((3, 5)).astype(np.float32) for _ in range(3))
+    b = rng.standard_normal(5).astype(np.float32)
+    y, m = impl.dropout_add(
+        torch.from_numpy(x),
+        torch.from_numpy(r),
+        0.4,
+        bias=torch.from_numpy(b),
+        seed=2,
+        return_mask=True,
+    )
+    assert isinstance(y, torch.Tensor)
+    assert_same(y.numpy(), impl.dropout_add(x, r, 0.4, bias=b, seed=2))
+    tg = torch.from_numpy(g)
+    gx, gr, gb = impl.dropout_add_backward(tg, m, bias=True)
+    assert isinstance(gx, torch.Tensor)
+    assert gr is tg  # grad_residual is grad_y itself, the caller's object
+    assert isinstance(gb, torch.Tensor)
+    ya = impl.alpha_dropout(np.ma.masked_less(x, -1.0), 0.3, seed=1)
+    assert isinstance(ya, np.ma.MaskedArray)
+    np.testing.assert_array_equal(ya.mask, x < -1.0)

@@ -204,3 +204,49 @@ def test_layer_overhead_measurement_runs(native: Any) -> None:
     r = layer_overhead((8, 16), np.float32, rounds=3, number=5)
     assert set(r) == {"dropout_s", "forward_s", "call_s", "forward_ratio", "call_ratio"}
     assert all(v > 0 for v in r.values())
+
+
+def test_dropout_add_layer_on_the_base(impl: Any) -> None:
+    layer = impl.DropoutAdd(0.3, seed=11)
+    assert layer.training is True
+    rng = np.random.default_rng(1)  # finite values: grad_bias sums them
+    x, r, g = (rng.standard_normal((4, 6)).astype(np.float32) for _ in range(3))
+    b = rng.standard_normal(6).astype(np.float32)
+    y = layer(x, r, b)
+    assert_same(y, impl.dropout_add(x, r, 0.3, bias=b, seed=11))
+    assert layer.offset == 24
+    gx, gr, gb = layer.backward(g)
+    ex, _, eb = impl.dropout_add_backward(g, layer.mask, bias=(6,))
+    assert_same(gx, ex)
+    assert gr is g
+    assert_same(gb, eb)
+    state = layer.state_dict()
+    assert state["mode"] == "inverted"
+    layer.eval()
+    assert_same(layer(x, r), impl.dropout_add(x, r, 0.3, training=False))
+    assert layer.offset == 24
+    other = impl.DropoutAdd(seed=0)
+    other.load_state_dict(state)
+    assert_same(other(x, r, b), impl.dropout_add(x, r, 0.3, bias=b, seed=11, offset=24))
+
+
+def test_alpha_dropout_layer_on_the_base(impl: Any) -> None:
+    layer = impl.AlphaDropout(0.2, seed=5, broadcast_axes=(1,))
+    assert layer.mode == "alpha"
+    assert layer.broadcast_axes == (1,)
+    x = make_input((3, 7), np.float64, seed=1)
+    y = layer(x)
+    assert_same(y, impl.alpha_dropout(x, 0.2, seed=5, broadcast_axes=(1,)))
+    assert layer.offset == 3
+    assert_same(layer.backward(x), impl.dropout_backward(x, layer.mask))
+    state = layer.state_dict()
+    assert state["mode"] == "alpha"
+    clone = impl.AlphaDropout(seed=1)
+    clone.load_state_dict(state)
+    assert_same(clone(x), layer(x))
+    with pytest.raises(ValueError, match="alpha"):
+        clone.load_state_dict({**state, "mode": "inverted"})
+    with pytest.raises(ValueError, match=r"\bp\b"):
+        layer.p = 1.0  # alpha dropout takes p in [0, 1)
+    assert_same(layer.eval()(x), x)
+    assert_same(layer.backward(x), x)

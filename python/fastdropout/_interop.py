@@ -36,11 +36,14 @@ element; masks and ``None`` pass unchanged.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import sys
 from typing import Any, Callable, TypeVar
 
 import numpy as np
+
+from . import _bfloat16
 
 __all__ = ["keeps_array_type"]
 
@@ -74,16 +77,16 @@ def _device_error(name: str, value: object, fn_name: str) -> TypeError:
     )
 
 
-def _bfloat16_numpy(load: bool) -> Any:
-    """NumPy's bfloat16 dtype from ml_dtypes, or None. ml_dtypes is imported only
-    with ``load`` (a bfloat16 tensor to read); otherwise only if already loaded."""
-    module = sys.modules.get("ml_dtypes")
-    if module is None and load:
+def _bfloat16_for_tensor() -> Any:
+    """NumPy's bfloat16 dtype to read a bfloat16 tensor with: ml_dtypes is imported
+    here if it is installed but not yet loaded (a torch bfloat16 tensor can exist
+    without it); None when it is not installed."""
+    if "ml_dtypes" not in sys.modules:
         try:
-            import ml_dtypes as module
+            importlib.import_module("ml_dtypes")
         except ImportError:
             return None
-    return None if module is None else np.dtype(module.bfloat16)
+    return _bfloat16.bfloat16_dtype()
 
 
 def _dlpack_in(name: str, value: Any, fn_name: str) -> np.ndarray[Any, Any]:
@@ -103,7 +106,7 @@ def _dlpack_in(name: str, value: Any, fn_name: str) -> np.ndarray[Any, Any]:
     if _root_module(value) == "torch" and str(value.dtype) == "torch.bfloat16":
         # NumPy has no DLPack bfloat16: read the 16-bit words, then view them as
         # ml_dtypes' bfloat16 (fastdropout's dtype check then decides).
-        bf16 = _bfloat16_numpy(load=True)
+        bf16 = _bfloat16_for_tensor()
         if bf16 is None:
             raise TypeError(
                 f"{fn_name}: {name} is a bfloat16 tensor; reading it needs the "
@@ -124,8 +127,7 @@ def _to_producer(y: np.ndarray[Any, Any], like: Any) -> Any:
     """``y`` as an array of ``like``'s library (zero copy where it allows)."""
     if _root_module(like) == "torch":
         torch = sys.modules["torch"]
-        bf16 = _bfloat16_numpy(load=False)
-        if bf16 is not None and y.dtype == bf16:
+        if _bfloat16.is_bfloat16(y.dtype):
             return torch.from_numpy(y.view(np.int16)).view(torch.bfloat16)
         return torch.from_numpy(y)
     namespace = getattr(like, "__array_namespace__", None)

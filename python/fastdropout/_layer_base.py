@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, overload
 
 import numpy as np
 
+from . import _scales
 from . import _validate as _v
+from ._rowsum import round_sums, row_sums
 from ._seed import resolve_seed
 from .mask import Mask
 
@@ -42,7 +44,14 @@ if TYPE_CHECKING:
         Seed,
     )
 
-__all__ = ["DropoutBase", "Layer", "SpatialDropoutBase", "check_broadcast_axes"]
+__all__ = [
+    "AlphaDropoutBase",
+    "DropoutAddBase",
+    "DropoutBase",
+    "Layer",
+    "SpatialDropoutBase",
+    "check_broadcast_axes",
+]
 
 _MASK_64 = (1 << 64) - 1
 _check_flag = _v.check_flag
@@ -103,7 +112,7 @@ class Layer:
         self, p: Probability = 0.5, *, mode: Mode = "inverted", seed: Seed = None
     ):
         self._p = self._check_p(p)
-        self._mode = _v.check_mode(mode)
+        self._mode = self._check_mode(mode)
         self._seed = resolve_seed(seed)
         self._offset = 0
         self._training = True
@@ -120,6 +129,10 @@ class Layer:
     def _check_p(self, p: object) -> float:
         """Validation of ``p`` (a subclass may narrow the range)."""
         return _v.check_p(p)
+
+    def _check_mode(self, mode: object) -> str:
+        """Validation of ``mode`` (a subclass may have its own)."""
+        return _v.check_mode(mode)
 
     @property
     def p(self) -> float:
@@ -258,7 +271,7 @@ class Layer:
                 f"unexpected keys {unexpected}"
             )
         p = self._check_p(state["p"])
-        mode = _v.check_mode(state["mode"])
+        mode = self._check_mode(state["mode"])
         seed = _v.check_offset(state["seed"], "seed")
         offset = _v.check_offset(state["offset"])
         training = _check_flag(state["training"], "training")
@@ -424,3 +437,128 @@ class SpatialDropoutBase(DropoutBase):
             offset=self._offset,
             return_mask=True,
         )
+
+
+class DropoutAddBase(DropoutBase):
+    """Fused dropout + residual add layer (docs/spec.md section 9):
+    ``layer(x, residual, bias=None, training=None)`` gives
+    ``residual + dropout(x + bias)`` in one pass; ``backward(grad_y)`` gives
+    ``(grad_x, grad_residual, grad_bias)`` (``grad_residual`` is ``grad_y``
+    itself; ``grad_bias`` is None when the last forward had no bias).
+
+    ``DropoutAdd(p=0.5, *, mode="inverted", seed=None, broadcast_axes=None)``; mode,
+    stream and checkpoints as :class:`Layer`.
+    """
+
+    _add_fn: ClassVar[Callable[..., Any]]
+    _add_backward_fn: ClassVar[Callable[..., Any]]
+
+    _bias_shape: tuple[int, ...] | None
+
+    def _forget(self) -> None:
+        super()._forget()
+        self._bias_shape = None
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Any,
+        residual: Any,
+        bias: Any = None,
+        training: bool | None = None,
+    ) -> Any:
+        """``y`` in the layer's mode (or ``training=`` for this call); a training
+        call advances ``offset`` by the mask size."""
+        train = self._resolve_training(training)
+        y, mask = type(self)._add_fn(
+            x,
+            residual,
+            self._p,
+            bias=bias,
+            training=train,
+            mode=self._mode,
+            seed=self._seed,
+            offset=self._offset,
+            broadcast_axes=self._axes or None,
+            return_mask=True,
+        )
+        self._record(tuple(y.shape), mask, 0 if mask is None else mask.size)
+        self._bias_shape = None if bias is None else tuple(np.shape(bias))
+        return y
+
+    def __call__(  # type: ignore[override]
+        self,
+        x: Any,
+        residual: Any,
+        bias: Any = None,
+        training: bool | None = None,
+    ) -> Any:
+        return self.forward(x, residual, bias, training)
+
+    def backward(self, grad_y: Any) -> tuple[Any, Any, Any]:  # type: ignore[override]
+        """``(grad_x, grad_residual, grad_bias)`` with the mask of the last forward."""
+        self._check_backward(grad_y)
+        bias: Any = False if self._bias_shape is None else self._bias_shape
+        mask = self.mask
+        if mask is not None:
+            return type(self)._add_backward_fn(  # type: ignore[no-any-return]
+                grad_y, mask, bias=bias
+            )
+        # Evaluation is linear: the same map applies to the gradient.
+        gx = type(self)._dropout_fn(grad_y, self._p, training=False, mode=self._mode)
+        if self._bias_shape is None:
+            return gx, grad_y, None
+        ncols = 1
+        for n in self._bias_shape:
+            ncols *= n
+        g = np.asarray(gx)
+        gb = round_sums(row_sums(g, ncols), g.dtype).reshape(self._bias_shape)
+        return gx, grad_y, gb
+
+
+class AlphaDropoutBase(DropoutBase):
+    """Alpha dropout layer for self-normalising (SELU) networks (docs/spec.md
+    section 10). ``AlphaDropout(p=0.5, *, seed=None, broadcast_axes=None)``:
+    with ``broadcast_axes`` (e.g. ``(2, 3)`` for ``(N, C, H, W)``) it is feature
+    alpha dropout, one decision per feature map. ``p`` must be in [0, 1); the
+    ``mode`` is ``"alpha"``. Evaluation returns ``x`` unchanged; ``backward``
+    gives ``grad_y * A`` where kept and ``+0.0`` where dropped.
+    """
+
+    _alpha_fn: ClassVar[Callable[..., Any]]
+
+    def __init__(
+        self, p: Probability = 0.5, *, seed: Seed = None, broadcast_axes: Axes = None
+    ):
+        super().__init__(p, mode="alpha", seed=seed, broadcast_axes=broadcast_axes)  # type: ignore[arg-type]
+
+    def _check_p(self, p: object) -> float:
+        value = _v.check_p(p)
+        _scales.check_alpha_p(value, None)
+        return value
+
+    def _check_mode(self, mode: object) -> str:
+        if mode != "alpha":
+            raise ValueError(f"mode of an AlphaDropout layer must be 'alpha', got {mode!r}")
+        return "alpha"
+
+    def _run(self, x: object, training: bool) -> tuple[Any, Mask | None]:
+        return type(self)._alpha_fn(  # type: ignore[no-any-return]
+            x,
+            self._p,
+            training=training,
+            seed=self._seed,
+            offset=self._offset,
+            broadcast_axes=self._axes or None,
+            return_mask=True,
+        )
+
+    def backward(self, grad_y: Any) -> Any:
+        """``grad_x`` for ``grad_y`` with the mask of the last forward call (a copy
+        of ``grad_y`` after an evaluation forward, which is the identity)."""
+        self._check_backward(grad_y)
+        mask = self.mask
+        if mask is None:
+            return type(self)._dropout_fn(
+                grad_y, self._p, training=False, mode="inverted"
+            )
+        return type(self)._backward_fn(grad_y, mask)

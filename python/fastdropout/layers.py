@@ -12,15 +12,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, overload
 
-from . import _api, _core
-from ._layer_base import DropoutBase, Layer, SpatialDropoutBase
+from . import _alpha, _api, _core, _fused
+from ._layer_base import (
+    AlphaDropoutBase,
+    DropoutAddBase,
+    DropoutBase,
+    Layer,
+    SpatialDropoutBase,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     from ._typing import ArrayT, FloatArray
 
-__all__ = ["Dropout", "Layer", "SpatialDropout"]
+__all__ = ["AlphaDropout", "Dropout", "DropoutAdd", "Layer", "SpatialDropout"]
 
 _dense = _core.dense
 _MASK_64 = (1 << 64) - 1
@@ -68,3 +74,20 @@ class SpatialDropout(SpatialDropoutBase, Dropout):
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout)
     _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.spatial_dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout_backward)
+
+
+class DropoutAdd(DropoutAddBase):
+    __doc__ = DropoutAddBase.__doc__
+    _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout)
+    _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout_backward)
+    _add_fn: ClassVar[Callable[..., Any]] = staticmethod(_fused.dropout_add)
+    _add_backward_fn: ClassVar[Callable[..., Any]] = staticmethod(
+        _fused.dropout_add_backward
+    )
+
+
+class AlphaDropout(AlphaDropoutBase):
+    __doc__ = AlphaDropoutBase.__doc__
+    _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout)
+    _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout_backward)
+    _alpha_fn: ClassVar[Callable[..., Any]] = staticmethod(_alpha.alpha_dropout)
