@@ -16,6 +16,7 @@ from . import _core, _scales
 from . import _validate as _v
 from . import _validate_fused as _vf
 from ._api import dropout_backward
+from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -62,6 +63,7 @@ def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
     return out
 
 
+@keeps_array_type("x", "residual", "bias")
 def dropout_add(
     x: npt.ArrayLike,
     residual: npt.ArrayLike,
@@ -145,6 +147,7 @@ def dropout_add(
     return y, mask
 
 
+@keeps_array_type("grad_y")
 def dropout_add_backward(
     grad_y: npt.ArrayLike,
     mask: Mask | None = None,
@@ -170,7 +173,7 @@ def dropout_add_backward(
     computed in the same pass as ``grad_x``.
     """
     if bias is False or bias is None:
-        gx = dropout_backward(
+        gx = dropout_backward(  # type: ignore[call-overload, misc]
             grad_y,
             mask,
             p,
