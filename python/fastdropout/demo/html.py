@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 import fastdropout
 
 from .nn import Array, Conv2D, Dense, Sequential
+from .study_run import StudyOutput
 from .train import Dataset, Trainer
 
 PLACEHOLDER = "__FASTDROPOUT_DATA__"
@@ -83,10 +84,29 @@ def _curves(trainer: Trainer) -> dict[str, list[float]]:
     }
 
 
+def study_sections(studies: Sequence[StudyOutput]) -> list[dict[str, Any]]:
+    """What the page shows of each study: title, claim, reading, replicates and
+    the plot (PNG bytes in base64, shown through a ``data:`` URL)."""
+    return [
+        {
+            "name": s.name,
+            "title": s.report["title"],
+            "claim": s.report["claim"],
+            "reading": s.report["reading"],
+            "claim_holds": s.report["claim_holds"],
+            "seeds": s.report["settings"]["seeds"],
+            "epochs": s.report["settings"]["epochs"],
+            "png": base64.b64encode(s.png.read_bytes()).decode("ascii"),
+        }
+        for s in studies
+    ]
+
+
 def page_data(
     results: Mapping[str, tuple[Trainer, Trainer, float]],
     data: Dataset,
     config: Mapping[str, Any],
+    studies: Sequence[StudyOutput] = (),
 ) -> dict[str, Any]:
     idx = pick_examples(data)
     out: dict[str, Any] = {
@@ -113,6 +133,7 @@ def page_data(
             key: {"no_dropout": _curves(a), "dropout": _curves(b)}
             for key, (a, b, _) in results.items()
         },
+        "studies": study_sections(studies),
     }
     for key, (a, b, _) in results.items():
         out[key] = {
@@ -138,8 +159,11 @@ def write_page(
     results: Mapping[str, tuple[Trainer, Trainer, float]],
     data: Dataset,
     config: Mapping[str, Any],
+    studies: Sequence[StudyOutput] = (),
 ) -> None:
-    path.write_text(render_page(page_data(results, data, config)), encoding="utf-8")
+    path.write_text(
+        render_page(page_data(results, data, config, studies)), encoding="utf-8"
+    )
 
 
 def read_page_data(html: str) -> dict[str, Any]:
