@@ -4,7 +4,9 @@ The page is the template ``visualizer.html`` next to this module with the traine
 weights, a few validation images and the training curves embedded as JSON in a
 ``<script type="application/json" id="model-data">`` element. Arrays are stored as
 ``{"shape": [...], "dtype": "float32", "data": <base64 of little-endian float32>}``:
-exact and about a third of the size of decimal text. :func:`read_page_data` and
+exact and about a third of the size of decimal text. Studies run in the same
+invocation (``--study``) are embedded as their PNG (base64, shown through a
+``data:`` URL) with their title, claim and reading. :func:`read_page_data` and
 :func:`decode_tensor` read them back (the tests use them).
 """
 
