@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fastdropout.demo.augment import Augmenter, shift_images
 from fastdropout.demo.studies import RATES, STUDIES, build_study, replicate_seed
-from fastdropout.demo.study_report import read_study
+from fastdropout.demo.study_report import VERDICTS, Effect, read_study
 
 needs_demo_extra = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("sklearn", "matplotlib")),
@@ -154,79 +154,108 @@ def test_replicate_seeds_differ_and_depend_on_the_seed() -> None:
     assert replicate_seed(0, 0) == seeds[0]
 
 
-def _summary(losses: dict[str, float]) -> dict[str, Any]:
-    return {
-        k: {
-            "final_val_loss": {"mean": v, "sd": 0.0},
-            "final_val_acc": {"mean": 0.9, "sd": 0.0},
-        }
-        for k, v in losses.items()
-    }
+BASE = np.array([0.2, 0.25, 0.3, 0.22, 0.28])
+JITTER = np.array([0.001, -0.001, 0.0005, -0.0005, 0.0])
 
 
-def _rates_losses(best_wide: float, best_narrow: float, narrow_07: float) -> dict:
+def _finals(study: str, deltas: dict[str, float]) -> dict[str, list[float]]:
+    """Per-replicate final losses: every arm BASE (+ jitter), plus its delta."""
     out = {}
-    for group, best in (("wide (1024)", best_wide), ("narrow (128)", best_narrow)):
-        for p in RATES:
-            out[f"{group}, p = {p:g}"] = 0.1 + abs(p - best)
-    out["narrow (128), p = 0.7"] = narrow_07
+    for a in build_study(study).arms:
+        d = deltas.get(a.label, 0.0)
+        out[a.label] = list(BASE + d + (JITTER if d else 0.0))
     return out
 
 
+def test_effect_is_paired_and_needs_two_standard_errors() -> None:
+    base = [0.2, 0.5, 0.9]
+    e = Effect.of([0.19, 0.49, 0.89], base)  # tiny but consistent: clear
+    assert e.mean == pytest.approx(-0.01)
+    assert e.sd == pytest.approx(0.0, abs=1e-12)
+    assert e.sign == -1
+    assert str(e) == "-0.010 ± 0.000 (lower)"
+    noisy = Effect.of([0.25, 0.45, 0.95], base)  # mean 0.0167, sd 0.058: not clear
+    assert noisy.sign == 0
+    assert "no clear change" in str(noisy)
+    assert Effect.of([0.3, 0.6, 1.0], base).sign == 1
+    assert Effect.of([0.1], [0.5]).sign == 0  # one replicate: never clear
+    assert Effect.of(base, base).sign == 0
+
+
+W, N = "wide (1024)", "narrow (128)"
+
+
 @pytest.mark.parametrize(
-    ("best_wide", "best_narrow", "narrow_07", "holds"),
+    ("deltas", "verdict", "why"),
     [
-        (0.5, 0.2, 0.9, True),
-        (0.3, 0.1, 0.9, True),
-        (0.0, 0.2, 0.9, False),  # the wide layer wants no dropout
-        (0.5, 0.5, 0.9, False),  # the narrow layer wants as much
-        (0.5, 0.2, 0.05, False),  # 0.7 does not hurt the narrow layer
+        (
+            {f"{W}, p = 0.5": -0.01, f"{N}, p = 0.2": -0.01, f"{N}, p = 0.7": 0.05},
+            "holds",
+            None,
+        ),
+        (
+            {f"{W}, p = 0.5": -0.01, f"{N}, p = 0.7": 0.05},
+            "holds in part",
+            "no rate of 0.1-0.3 clearly helps 128 units",
+        ),
+        (
+            {f"{W}, p = 0.5": 0.02, f"{N}, p = 0.1": -0.01, f"{N}, p = 0.7": 0.05},
+            "holds in part",
+            "p = 0.5 does not clearly help 1024 units",
+        ),
+        (
+            {f"{N}, p = 0.7": -0.05},
+            "does not hold",
+            "p = 0.7 does not clearly hurt 128 units",
+        ),
     ],
 )
 def test_reading_of_rates(
-    best_wide: float, best_narrow: float, narrow_07: float, holds: bool
+    deltas: dict[str, float], verdict: str, why: str | None
 ) -> None:
-    text, held = read_study(
-        build_study("rates"),
-        _summary(_rates_losses(best_wide, best_narrow, narrow_07)),
-    )
-    assert held is holds
-    assert text.endswith("holds here." if holds else "does not hold here.")
-    assert f"p = {best_wide:g} for 1024 units" in text
+    text, got = read_study(build_study("rates"), _finals("rates", deltas))
+    assert got == verdict
+    assert verdict in VERDICTS
+    assert text.startswith("Paired change of the final validation loss")
+    assert "5 replicates)" in text
+    if why is None:
+        assert text.endswith("the claim holds here.")
+    else:
+        assert why in text
 
 
 @pytest.mark.parametrize(
-    ("losses", "holds"),
+    ("tiny", "wide", "verdict"),
     [
-        ((0.5, 0.6, 0.3, 0.2), True),
-        ((0.5, 0.4, 0.3, 0.2), False),  # dropout helps the tiny network
-        ((0.5, 0.6, 0.2, 0.3), False),  # and hurts the wide one
+        (0.3, -0.01, "holds"),
+        (0.3, 0.0, "holds"),
+        (0.3, 0.05, "holds in part"),
+        (-0.1, 0.05, "does not hold"),
     ],
 )
-def test_reading_of_capacity(losses: tuple[float, ...], holds: bool) -> None:
-    study = build_study("capacity")
-    summary = _summary({a.label: v for a, v in zip(study.arms, losses)})
-    text, held = read_study(study, summary)
-    assert held is holds
-    assert text.startswith(
-        "Dropout raises" if losses[1] > losses[0] else "Dropout lowers"
-    )
+def test_reading_of_capacity(tiny: float, wide: float, verdict: str) -> None:
+    deltas = {"tiny (16), dropout 0.5": tiny, "wide (1024), dropout 0.5": wide}
+    text, got = read_study(build_study("capacity"), _finals("capacity", deltas))
+    assert got == verdict
+    assert f"16 hidden units {tiny:+.3f}" in text
 
 
 @pytest.mark.parametrize(
-    ("losses", "holds"),
+    ("aug", "drop", "both", "verdict"),
     [
-        ((0.5, 0.4, 0.3, 0.2), True),
-        ((0.5, 0.6, 0.3, 0.2), False),  # augmentation alone hurts
-        ((0.5, 0.4, 0.3, 0.35), False),  # both no better than dropout alone
+        (-0.02, -0.01, -0.04, "holds"),
+        (0.08, -0.01, 0.13, "holds in part"),  # what the README measured
+        (-0.02, -0.01, -0.02, "holds in part"),  # both no better than augmentation
+        (0.02, 0.01, 0.03, "does not hold"),
     ],
 )
-def test_reading_of_augment(losses: tuple[float, ...], holds: bool) -> None:
+def test_reading_of_augment(aug: float, drop: float, both: float, verdict: str) -> None:
     study = build_study("augment")
-    _, held = read_study(
-        study, _summary({a.label: v for a, v in zip(study.arms, losses)})
-    )
-    assert held is holds
+    deltas = dict(zip([a.label for a in study.arms[1:]], (aug, drop, both)))
+    text, got = read_study(study, _finals("augment", deltas))
+    assert got == verdict
+    better = "augmentation" if aug < drop else "dropout 0.5"
+    assert f"both against {better} alone" in text
 
 
 # ---------------------------------------------------------------- end to end
@@ -274,8 +303,8 @@ def test_study_files_and_json_shapes(all_quick: tuple[Path, dict]) -> None:
         assert [a["label"] for a in rep["arms"]] == [
             a.label for a in build_study(name).arms
         ]
-        assert isinstance(rep["claim_holds"], bool)
-        assert rep["reading"].endswith("hold here.")
+        assert rep["verdict"] in VERDICTS
+        assert rep["reading"].endswith(".")
         for arm in rep["arms"]:
             assert [r["replicate"] for r in arm["runs"]] == [0, 1]
             for run in arm["runs"]:

@@ -95,7 +95,7 @@ def study_sections(studies: Sequence[StudyOutput]) -> list[dict[str, Any]]:
             "title": s.report["title"],
             "claim": s.report["claim"],
             "reading": s.report["reading"],
-            "claim_holds": s.report["claim_holds"],
+            "verdict": s.report["verdict"],
             "seeds": s.report["settings"]["seeds"],
             "epochs": s.report["settings"]["epochs"],
             "png": base64.b64encode(s.png.read_bytes()).decode("ascii"),

@@ -7,8 +7,8 @@ by replicate, since both saw the same split, initial weights and minibatches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,16 @@ from .studies import (
 )
 from .train import Dataset
 
-__all__ = ["METRICS", "paired", "read_study", "study_report", "summarize", "table"]
+__all__ = [
+    "METRICS",
+    "VERDICTS",
+    "Effect",
+    "paired",
+    "read_study",
+    "study_report",
+    "summarize",
+    "table",
+]
 
 METRICS = (
     "final_val_loss",
@@ -68,60 +77,121 @@ def paired(runs: Sequence[RunResult], base: Sequence[RunResult]) -> dict[str, An
     }
 
 
-def _mean_loss(summary: dict[str, Any], label: str) -> float:
-    return float(summary[label]["final_val_loss"]["mean"])
+@dataclass(frozen=True)
+class Effect:
+    """Paired change of the final validation loss (arm minus baseline) over the
+    replicates: mean, sample sd, and its sign where it is *clear*, i.e. the mean
+    lies more than two standard errors (``2 sd / sqrt(n)``) from 0; 0 otherwise.
+    A rough yardstick for a handful of replicates, not a significance test."""
+
+    mean: float
+    sd: float
+    n: int
+    sign: int
+
+    @classmethod
+    def of(cls, arm: Sequence[float], base: Sequence[float]) -> Effect:
+        d = np.asarray(arm, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+        n = len(d)
+        mean = float(d.mean())
+        sd = float(d.std(ddof=1)) if n > 1 else 0.0
+        margin = 2.0 * sd / np.sqrt(n) if n > 1 else np.inf
+        sign = -1 if mean < -margin else (1 if mean > margin else 0)
+        return cls(mean, sd, n, sign)
+
+    def __str__(self) -> str:
+        word = {-1: "lower", 0: "no clear change", 1: "higher"}[self.sign]
+        return f"{self.mean:+.3f} ± {self.sd:.3f} ({word})"
 
 
-def _fmt(summary: dict[str, Any], label: str) -> str:
-    m = summary[label]
-    return (
-        f"{m['final_val_loss']['mean']:.3f} ± {m['final_val_loss']['sd']:.3f}, "
-        f"{m['final_val_acc']['mean']:.1%}"
-    )
+VERDICTS = ("holds", "holds in part", "does not hold")
 
 
-def read_study(study: Study, summary: dict[str, Any]) -> tuple[str, bool]:
-    """One sentence saying what the numbers show (mean final validation loss over
-    replicates), and whether the study's claim held on them."""
+def _verdict(parts: Sequence[tuple[bool, str]]) -> tuple[str, str]:
+    """The verdict from the claim's parts (held?, what it says when it fails)
+    and the sentence's ending."""
+    failed = [why for ok, why in parts if not ok]
+    if not failed:
+        return "holds", "the claim holds here"
+    if len(failed) == len(parts):
+        return "does not hold", "the claim does not hold here (" + "; ".join(
+            failed
+        ) + ")"
+    return "holds in part", "the claim holds only in part here (" + "; ".join(
+        failed
+    ) + ")"
+
+
+def read_study(
+    study: Study, final_loss: Mapping[str, Sequence[float]]
+) -> tuple[str, str]:
+    """One sentence on what the study measured, from each arm's final validation
+    losses (one per replicate, in replicate order), and the verdict on its claim:
+    one of :data:`VERDICTS`. Changes are paired (:class:`Effect`)."""
+
+    def eff(arm: str, base: str) -> Effect:
+        return Effect.of(final_loss[arm], final_loss[base])
+
+    n = len(next(iter(final_loss.values())))
+    head = f"Paired change of the final validation loss (mean ± sd, {n} replicates)"
     if study.name == "rates":
-        best: dict[str, float] = {}
-        for group in (f"wide ({WIDE})", f"narrow ({NARROW})"):
-            arms = [a for a in study.arms if a.group == group]
-            best[group] = min(arms, key=lambda a: _mean_loss(summary, a.label)).p
-        w, n = best[f"wide ({WIDE})"], best[f"narrow ({NARROW})"]
-        n_best = f"narrow ({NARROW}), p = {n:g}"
-        n_hi = f"narrow ({NARROW}), p = {RATES[-1]:g}"
-        hurt = _mean_loss(summary, n_hi) > _mean_loss(summary, n_best)
-        held = 0.3 <= w <= 0.7 and 0.1 <= n <= 0.3 and hurt
+        w, nw = f"wide ({WIDE})", f"narrow ({NARROW})"
+        w5 = eff(f"{w}, p = 0.5", f"{w}, p = 0")
+        mild = [eff(f"{nw}, p = {p:g}", f"{nw}, p = 0") for p in (0.1, 0.2, 0.3)]
+        hi = eff(f"{nw}, p = {RATES[-1]:g}", f"{nw}, p = 0")
+        verdict, end = _verdict(
+            [
+                (w5.sign < 0, f"p = 0.5 does not clearly help {WIDE} units"),
+                (
+                    any(e.sign < 0 for e in mild),
+                    f"no rate of 0.1-0.3 clearly helps {NARROW} units",
+                ),
+                (
+                    hi.sign > 0,
+                    f"p = {RATES[-1]:g} does not clearly hurt {NARROW} units",
+                ),
+            ]
+        )
         text = (
-            f"The lowest mean validation loss is at p = {w:g} for {WIDE} units "
-            f"({_fmt(summary, f'wide ({WIDE}), p = {w:g}')}) and at p = {n:g} for "
-            f"{NARROW} units ({_fmt(summary, n_best)}), where p = {RATES[-1]:g} gives "
-            f"{_fmt(summary, n_hi)}"
+            f"{head} against p = 0: {WIDE} units at p = 0.5 {w5}; {NARROW} units at "
+            f"p = 0.1, 0.2, 0.3 {mild[0]}, {mild[1]}, {mild[2]} and at "
+            f"p = {RATES[-1]:g} {hi}"
         )
     elif study.name == "capacity":
-        tiny = [a for a in study.arms if a.hidden == TINY]
-        wide = [a for a in study.arms if a.hidden == WIDE]
-        t0, t1 = (_mean_loss(summary, a.label) for a in tiny)
-        w0, w1 = (_mean_loss(summary, a.label) for a in wide)
-        held = t1 > t0 and w1 <= w0
+        t0, t1, w0, w1 = (a.label for a in study.arms)
+        et, ew = eff(t1, t0), eff(w1, w0)
+        verdict, end = _verdict(
+            [
+                (et.sign > 0, f"dropout does not clearly raise the {TINY}-unit loss"),
+                (ew.sign <= 0, f"dropout raises the {WIDE}-unit loss as well"),
+            ]
+        )
         text = (
-            f"Dropout {'raises' if t1 > t0 else 'lowers'} the tiny network's "
-            f"validation loss ({_fmt(summary, tiny[0].label)} without, "
-            f"{_fmt(summary, tiny[1].label)} with) and "
-            f"{'raises' if w1 > w0 else 'lowers'} the wide one's "
-            f"({_fmt(summary, wide[0].label)} without, {_fmt(summary, wide[1].label)} "
-            "with)"
+            f"{head}, dropout against none: {TINY} hidden units {et}, {WIDE} "
+            f"hidden units {ew}"
         )
     elif study.name == "augment":
-        none, aug, drop, both = (_mean_loss(summary, a.label) for a in study.arms)
-        held = aug < none and drop < none and both < min(aug, drop)
-        parts = [f"{a.label} {_fmt(summary, a.label)}" for a in study.arms]
-        text = "Mean validation loss and accuracy: " + "; ".join(parts)
+        none, aug, drop, both = (a.label for a in study.arms)
+        ea, ed, eb = eff(aug, none), eff(drop, none), eff(both, none)
+        better = min((aug, drop), key=lambda k: float(np.mean(final_loss[k])))
+        e2 = eff(both, better)
+        verdict, end = _verdict(
+            [
+                (ea.sign < 0, "augmentation alone does not clearly help"),
+                (ed.sign < 0, "dropout alone does not clearly help"),
+                (
+                    e2.sign < 0,
+                    f"both together are not clearly better than {better} alone",
+                ),
+            ]
+        )
+        text = (
+            f"{head} against neither: augmentation {ea}, dropout {ed}, both {eb}; "
+            f"both against {better} alone {e2}"
+        )
     else:  # pragma: no cover - build_study rejects other names
         raise ValueError(study.name)
-    verdict = "the claim holds here" if held else "the claim does not hold here"
-    return f"{text}: {verdict}.", held
+    return f"{text}: {end}.", verdict
 
 
 def study_report(
@@ -133,7 +203,13 @@ def study_report(
     """The study's JSON report: settings, every arm's runs (per-epoch curves),
     summaries, paired differences to its baseline, and the reading."""
     summary = {a.label: summarize(runs[a.label]) for a in study.arms}
-    reading, held = read_study(study, summary)
+    reading, verdict = read_study(
+        study,
+        {
+            a.label: [r.history["summary"]["final_val_loss"] for r in runs[a.label]]
+            for a in study.arms
+        },
+    )
     arms = []
     for a in study.arms:
         entry: dict[str, Any] = {
@@ -154,7 +230,7 @@ def study_report(
         "title": study.title,
         "claim": study.claim,
         "reading": reading,
-        "claim_holds": held,
+        "verdict": verdict,
         "settings": asdict(settings),
         "model": "MLP 64-H-10, ReLU, fastdropout Dropout(p) after the hidden layer "
         "only; softmax cross-entropy, Adam; losses measured with dropout off",
