@@ -7,6 +7,7 @@ statistics), not the claims; the measured numbers are in the README.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 from pathlib import Path
@@ -372,13 +373,10 @@ def test_studies_are_deterministic_and_independent_of_each_other(
     alone = _run(tmp_path / "a", "--study", "augment")
     assert set(alone) == {"augment"}
     assert _without_run(alone["augment"]) == _without_run(reports["augment"])
-    again = _run(tmp_path / "b", "--study", "capacity")
-    assert _without_run(again["capacity"]) == _without_run(reports["capacity"])
     # Another seed, other numbers.
-    other = _run(tmp_path / "c", "--study", "capacity", "--seed", "4")
-    assert (
-        other["capacity"]["arms"][0]["runs"] != reports["capacity"]["arms"][0]["runs"]
-    )
+    other = _run(tmp_path / "c", "--study", "capacity", "--seed", "4", "--seeds", "1")
+    first = reports["capacity"]["arms"][0]["runs"][0]
+    assert other["capacity"]["arms"][0]["runs"][0]["history"] != first["history"]
 
 
 @needs_demo_extra
@@ -414,3 +412,48 @@ def test_study_rejects_bad_arguments(
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+TINY_PAIR = [
+    *("--hidden", "8", "--channels", "2", "3", "--train-size", "40"),
+    *("--val-size", "40", "--quiet"),
+]
+
+
+@needs_demo_extra
+def test_quick_without_study_shortens_the_comparison(tmp_path: Path) -> None:
+    from fastdropout.demo import main
+
+    assert main(["--quick", *TINY_PAIR, "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "demo_results.json").read_text(encoding="utf-8"))
+    assert rep["config"]["epochs"] == 3
+    assert len(rep["models"]["mlp"]["dropout"]["val_loss"]) == 3
+    assert not list(tmp_path.glob("study_*"))
+
+
+@needs_demo_extra
+def test_study_with_html_embeds_the_study_in_the_page(tmp_path: Path) -> None:
+    from fastdropout.demo import main
+    from fastdropout.demo.html import read_page_data
+
+    args = ["--quick", "--seeds", "1", "--study", "capacity", "--html", *TINY_PAIR]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "demo_loss.png",
+        "demo_results.json",
+        "visualizer.html",
+        "study_capacity.png",
+        "study_capacity.json",
+    }
+    data = read_page_data((tmp_path / "visualizer.html").read_text(encoding="utf-8"))
+    rep = json.loads((tmp_path / "study_capacity.json").read_text(encoding="utf-8"))
+    (sec,) = data["studies"]
+    assert sec["name"] == "capacity"
+    assert (sec["reading"], sec["verdict"], sec["claim"]) == (
+        rep["reading"],
+        rep["verdict"],
+        rep["claim"],
+    )
+    assert (sec["seeds"], sec["epochs"]) == (1, 3)
+    png = (tmp_path / "study_capacity.png").read_bytes()
+    assert base64.b64decode(sec["png"]) == png

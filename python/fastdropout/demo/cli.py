@@ -20,6 +20,7 @@ from .studies import STUDIES
 from .study_run import (
     QUICK_EPOCHS,
     QUICK_SEEDS,
+    QUICK_VAL_SIZE,
     STUDY_EPOCHS,
     STUDY_SEEDS,
     StudyOutput,
@@ -214,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="a few epochs and replicates and a small validation set: checks that "
-        "everything runs, measures nothing",
+        help=f"check that everything runs, measure nothing: {QUICK_EPOCHS} epochs "
+        f"(unless --epochs), and for the studies {QUICK_SEEDS} replicates (unless "
+        f"--seeds) and {QUICK_VAL_SIZE} validation images (unless --val-size)",
     )
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
     return ap
