@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-import fastdropout as _fd
+import fastdropout
 
 from ..mask import Mask
 from ._convert import Call, as_numpy, decode, from_numpy, new_like, run_layout
@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 _EMPTY_BITS = (0,)
+# The NumPy API, called with values checked at run time (a mode is a str here,
+# not one of the Literal types its overloads name).
+_fd: Any = fastdropout
 
 
 def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
