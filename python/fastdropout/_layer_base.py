@@ -211,9 +211,12 @@ class Layer:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before any forward()"
             )
-        shape = tuple(getattr(grad_y, "shape", ()))
-        if not hasattr(grad_y, "shape"):
+        # Arrays of any kind (tensors included) have a shape; lists are checked
+        # and converted as the functions do.
+        shape = getattr(grad_y, "shape", None)
+        if shape is None:
             shape = _v.check_array(grad_y, "grad_y").shape
+        shape = tuple(shape)
         if shape != self._input_shape:
             raise ValueError(
                 f"grad_y has shape {shape}, but the last forward input had "
