@@ -67,8 +67,16 @@ def alpha_dropout(
     )
     coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)
     _core.alpha_forward(
-        _readable(xa, y), y, s, plan.offset, _v.threshold(plan.p), float(coef_a),
-        float(coef_b), float(coef_d), bits, plan.axes,
+        _readable(xa, y),
+        y,
+        s,
+        plan.offset,
+        _v.threshold(plan.p),
+        float(coef_a),
+        float(coef_b),
+        float(coef_d),
+        bits,
+        plan.axes,
     )
     y = _finish(y, plan.out)
     if not plan.return_mask:

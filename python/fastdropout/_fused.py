@@ -93,7 +93,16 @@ def dropout_add(
     :func:`fastdropout.dropout`. See docs/spec.md section 9.
     """
     plan = _vf.plan_add(
-        x, residual, p, bias, training, mode, seed, offset, broadcast_axes, out,
+        x,
+        residual,
+        p,
+        bias,
+        training,
+        mode,
+        seed,
+        offset,
+        broadcast_axes,
+        out,
         return_mask,
     )
     xa, ra, ba = plan.x, plan.residual, plan.bias
@@ -116,7 +125,16 @@ def dropout_add(
     scaled = plan.mode == "inverted"
     scale = float(_scales.inverted_scale(plan.p, xa.dtype)) if scaled else 1.0
     _core.add_forward(
-        xs, rs, bs, y, s, plan.offset, _v.threshold(plan.p), scale, scaled, bits,
+        xs,
+        rs,
+        bs,
+        y,
+        s,
+        plan.offset,
+        _v.threshold(plan.p),
+        scale,
+        scaled,
+        bits,
         plan.axes,
     )
     y = _finish(y, plan.out)
@@ -156,8 +174,14 @@ def dropout_add_backward(
     """
     if bias is False or bias is None:
         gx = dropout_backward(  # type: ignore[call-overload, misc]
-            grad_y, mask, p, mode=mode, seed=seed, offset=offset,
-            broadcast_axes=broadcast_axes, out=out,
+            grad_y,
+            mask,
+            p,
+            mode=mode,
+            seed=seed,
+            offset=offset,
+            broadcast_axes=broadcast_axes,
+            out=out,
         )
         return gx, grad_y, None
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
@@ -176,7 +200,9 @@ def dropout_add_backward(
             bits = plan.mask.bits
         else:  # the mask bits (n/8 bytes), then grad_x and the sums in one pass
             bits = np.empty((plan.n_mask + 7) >> 3, np.uint8)
-            _core.gen_bits(plan.seed, plan.offset, _v.threshold(plan.p), bits, plan.n_mask)
+            _core.gen_bits(
+                plan.seed, plan.offset, _v.threshold(plan.p), bits, plan.n_mask
+            )
         _core.backward_sum(src, y, bits, scale, scaled, acc, ncols)
     else:
         # Broadcast masks: grad_x through dropout_backward's layout walk, then the
@@ -186,8 +212,15 @@ def dropout_add_backward(
         else:
             mbits = np.empty((plan.n_mask + 7) >> 3, np.uint8)
             _core.forward(
-                src, y, plan.seed, plan.offset, _v.threshold(plan.p), scale, scaled,
-                mbits, plan.axes,
+                src,
+                y,
+                plan.seed,
+                plan.offset,
+                _v.threshold(plan.p),
+                scale,
+                scaled,
+                mbits,
+                plan.axes,
             )
         _core.backward_sum(y, y, None, 1.0, False, acc, ncols)
     gx = _finish(y, plan.out)

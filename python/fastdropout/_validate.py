@@ -58,7 +58,7 @@ DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
 SPATIAL_RANKS: tuple[int, ...] = (3, 4, 5)
 
 _FLOAT_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
-_TAKES = "float16, float32, float64 (native byte order) or ml_dtypes.bfloat16"
+_TAKES = "float16, float32 or float64 (native byte order), or ml_dtypes.bfloat16"
 
 
 class _DefaultMode(str):

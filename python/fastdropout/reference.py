@@ -217,7 +217,7 @@ def _kept(
     ``shape`` (``start`` a multiple of 8 for a dense mask)."""
     if axes:
         m = _mask_index(np.arange(start, stop, dtype=np.int64), shape, axes)
-        return ((bits[m >> 3] >> (m & 7)) & 1).astype(bool)
+        return np.asarray(((bits[m >> 3] >> (m & 7)) & 1).astype(bool))
     return np.unpackbits(
         bits[start // 8 : (stop + 7) // 8], count=stop - start, bitorder="little"
     ).astype(bool)
@@ -374,7 +374,7 @@ def dropout_backward(
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, g)
     scale, scaled = _scales.backward_scale(plan.p, plan.mode, g.dtype)
-    _apply_mask(y, bits, plan.axes, _scales.round_scalar(scale, g.dtype), scaled)
+    _apply_mask(y, bits, plan.axes, _scales.round_scalar(scale, g.dtype), scaled)  # type: ignore[arg-type]
     return y
 
 
