@@ -544,6 +544,10 @@ class AlphaDropoutBase(DropoutBase):
             raise ValueError(f"mode of an AlphaDropout layer must be 'alpha', got {mode!r}")
         return "alpha"
 
+    def _extra_repr(self) -> str:
+        # always shown: with broadcast_axes this is feature alpha dropout
+        return f", broadcast_axes={self._axes}"
+
     def _run(self, x: object, training: bool) -> tuple[Any, Mask | None]:
         return type(self)._alpha_fn(  # type: ignore[no-any-return]
             x,
