@@ -12,6 +12,7 @@ p inside one test: none of them recompiles (they reach XLA as data).
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import Any
 
@@ -22,7 +23,7 @@ jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 fdj = pytest.importorskip("fastdropout.jax")
 
-from _util import HAVE_CORE, NO_CORE_REASON, TWO_64, fastdropout, philox_py  # noqa: E402
+from _util import HAVE_CORE, NO_CORE_REASON, TWO_64, fastdropout, philox_py
 
 pytestmark = pytest.mark.skipif(not HAVE_CORE, reason=NO_CORE_REASON)
 
@@ -59,7 +60,9 @@ def subnormal(a: Any) -> np.ndarray:
         return np.asarray((f != 0) & (np.abs(f) < tiny))
 
 
-def assert_jax_same(actual: Any, expected: np.ndarray, inputs: tuple[Any, ...] = ()) -> None:
+def assert_jax_same(
+    actual: Any, expected: np.ndarray, inputs: tuple[Any, ...] = ()
+) -> None:
     """Bits equal, except +-0.0 where XLA flushed a subnormal input or result."""
     a = np.asarray(actual)
     assert a.dtype == expected.dtype, (a.dtype, expected.dtype)
@@ -91,15 +94,24 @@ def round_once(v: float, dtype: np.dtype[Any]) -> Any:
     cands = [np.array([int(guess) + d], np.uint16).view(BF16)[0] for d in (-1, 0, 1)]
     return min(
         cands,
-        key=lambda c: (abs(Fraction(float(c)) - Fraction(v)), int(c.view(np.uint16)) & 1),
+        key=lambda c: (
+            abs(Fraction(float(c)) - Fraction(v)),
+            int(c.view(np.uint16)) & 1,
+        ),
     )
 
 
-def np_mask(shape: tuple[int, ...], p: float, seed: int, offset: int, axes: Any = None) -> np.ndarray:
+def np_mask(
+    shape: tuple[int, ...], p: float, seed: int, offset: int, axes: Any = None
+) -> np.ndarray:
     """NumPy's decisions (bool, mask shape) from the native function."""
     _, mask = fastdropout.dropout(
-        np.zeros(shape, np.float32), p, seed=seed, offset=offset,
-        broadcast_axes=axes, return_mask=True,
+        np.zeros(shape, np.float32),
+        p,
+        seed=seed,
+        offset=offset,
+        broadcast_axes=axes,
+        return_mask=True,
     )
     return np.asarray(mask.to_bool())
 
@@ -137,8 +149,17 @@ def make_x(shape: tuple[int, ...], dtype: np.dtype[Any], seed: int = 0) -> np.nd
     n = int(np.prod(shape))
     x = rng.standard_normal(n) * 3
     info = jnp.finfo(dtype)
-    specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, float(info.smallest_subnormal),
-                -3 * float(info.smallest_subnormal), float(info.max), -float(info.max) / 1.5]
+    specials = [
+        np.nan,
+        np.inf,
+        -np.inf,
+        0.0,
+        -0.0,
+        float(info.smallest_subnormal),
+        -3 * float(info.smallest_subnormal),
+        float(info.max),
+        -float(info.max) / 1.5,
+    ]
     k = min(n, len(specials))
     x[:k] = specials[:k]
     with np.errstate(over="ignore"):
@@ -148,7 +169,8 @@ def make_x(shape: tuple[int, ...], dtype: np.dtype[Any], seed: int = 0) -> np.nd
 # p is static here (a Python float, as in real use); seed and offset are traced
 # words, so one compiled function serves every seed and offset of a test.
 _JIT_DROPOUT = jax.jit(
-    fdj.dropout, static_argnames=("p", "training", "mode", "broadcast_axes", "return_mask")
+    fdj.dropout,
+    static_argnames=("p", "training", "mode", "broadcast_axes", "return_mask"),
 )
 
 
@@ -158,7 +180,11 @@ _JIT_DROPOUT = jax.jit(
 def test_philox_known_answers() -> None:
     kat = [
         ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0xFFFFFFFF,) * 4,
+            (0xFFFFFFFF,) * 2,
+            (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD),
+        ),
         (
             (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
             (0xA4093822, 0x299F31D0),
@@ -176,17 +202,23 @@ def test_philox_matches_python_on_random_words() -> None:
     out = np.stack([np.asarray(w) for w in fdj.philox(words[:4], words[4:])])
     for i in range(64):
         col = [int(w) for w in words[:, i]]
-        assert tuple(int(v) for v in out[:, i]) == philox_py(tuple(col[:4]), tuple(col[4:]))
+        assert tuple(int(v) for v in out[:, i]) == philox_py(
+            tuple(col[:4]), tuple(col[4:])
+        )
 
 
-@pytest.mark.parametrize("shape", [(), (0,), (0, 3), (1,), (13,), (3, 5, 7), (2, 3, 1, 4)])
+@pytest.mark.parametrize(
+    "shape", [(), (0,), (0, 3), (1,), (13,), (3, 5, 7), (2, 3, 1, 4)]
+)
 def test_mask_equals_numpy(shape: tuple[int, ...]) -> None:
     x = np.ones(shape, np.float32)
     for seed, offset in SEEDS_OFFSETS:
         for p in PS:
             _, keep = fdj.dropout(x, p, seed=seed, offset=offset, return_mask=True)
             assert keep.dtype == bool
-            np.testing.assert_array_equal(np.asarray(keep), np_mask(shape, p, seed, offset))
+            np.testing.assert_array_equal(
+                np.asarray(keep), np_mask(shape, p, seed, offset)
+            )
 
 
 def test_keep_rule_threshold_edges() -> None:
@@ -207,7 +239,9 @@ def test_keep_rule_threshold_edges() -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(), (0,), (37,), (3, 4, 5)])
-def test_dropout_values_eager_and_jit(dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
+def test_dropout_values_eager_and_jit(
+    dtype: np.dtype[Any], shape: tuple[int, ...]
+) -> None:
     x = make_x(shape, dtype)
     native = native_takes(dtype)
     for seed, offset in SEEDS_OFFSETS[:4]:
@@ -216,14 +250,20 @@ def test_dropout_values_eager_and_jit(dtype: np.dtype[Any], shape: tuple[int, ..
                 keep = np_mask(shape, p, seed, offset)
                 expected = formula_dropout(x, keep, p, mode)
                 if native:
-                    assert_jax_same(fastdropout.dropout(x, p, mode=mode, seed=seed, offset=offset), expected)
+                    assert_jax_same(
+                        fastdropout.dropout(x, p, mode=mode, seed=seed, offset=offset),
+                        expected,
+                    )
                 y = fdj.dropout(x, p, mode=mode, seed=seed, offset=offset)
                 assert_jax_same(y, expected, (x,))
                 if p != 0.3:
                     continue  # one p under jit: each p compiles anew there
                 yj = _JIT_DROPOUT(
-                    jnp.asarray(x), p, mode=mode,
-                    seed=fdj.split64(seed), offset=fdj.split64(offset),
+                    jnp.asarray(x),
+                    p,
+                    mode=mode,
+                    seed=fdj.split64(seed),
+                    offset=fdj.split64(offset),
                 )
                 assert_jax_same(yj, expected, (x,))
 
@@ -239,7 +279,9 @@ def test_dropout_matches_native_and_reference(dtype: np.dtype[Any]) -> None:
                 continue  # the scale overflows the 16-bit dtype: a ValueError
             for impl in (fastdropout, fastdropout.reference):
                 expected = impl.dropout(x, p, seed=seed, offset=offset)
-                assert_jax_same(fdj.dropout(x, p, seed=seed, offset=offset), expected, (x,))
+                assert_jax_same(
+                    fdj.dropout(x, p, seed=seed, offset=offset), expected, (x,)
+                )
 
 
 def test_evaluation() -> None:
@@ -247,8 +289,10 @@ def test_evaluation() -> None:
     assert fdj.dropout(x, 0.3, training=False, seed=1) is not None
     assert_jax_same(fdj.dropout(jnp.asarray(x), 0.3, training=False, seed=1), x)
     expected = fastdropout.dropout(x, 0.3, training=False, mode="classic", seed=1)
-    assert_jax_same(fdj.dropout(x, 0.3, training=False, mode="classic", seed=1), expected, (x,))
-    y, keep = fdj.dropout(x, 0.3, training=False, seed=1, return_mask=True)
+    assert_jax_same(
+        fdj.dropout(x, 0.3, training=False, mode="classic", seed=1), expected, (x,)
+    )
+    _, keep = fdj.dropout(x, 0.3, training=False, seed=1, return_mask=True)
     assert keep is None
 
 
@@ -308,7 +352,9 @@ def test_broadcast_axes(axes: Any) -> None:
         expected, mask = fastdropout.dropout(
             x, 0.4, seed=seed, offset=offset, broadcast_axes=axes, return_mask=True
         )
-        y, keep = fdj.dropout(x, 0.4, seed=seed, offset=offset, broadcast_axes=axes, return_mask=True)
+        y, keep = fdj.dropout(
+            x, 0.4, seed=seed, offset=offset, broadcast_axes=axes, return_mask=True
+        )
         assert_jax_same(y, expected, (x,))
         assert keep.shape == mask.shape
         np.testing.assert_array_equal(np.asarray(keep), mask.to_bool())
@@ -332,7 +378,11 @@ def test_spatial_same_channels_dropped_in_both_layouts() -> None:
     x = np.ones((4, 6, 3, 3), np.float32)
     _, k_first = fdj.spatial_dropout(x, 0.5, seed=21, return_mask=True)
     _, k_last = fdj.spatial_dropout(
-        np.moveaxis(x, 1, -1), 0.5, data_format="channels_last", seed=21, return_mask=True
+        np.moveaxis(x, 1, -1),
+        0.5,
+        data_format="channels_last",
+        seed=21,
+        return_mask=True,
     )
     np.testing.assert_array_equal(
         np.asarray(k_first).reshape(4, 6), np.asarray(k_last).reshape(4, 6)
@@ -367,8 +417,12 @@ def test_alpha_dropout(dtype: np.dtype[Any]) -> None:
         with np.errstate(all="ignore"):
             expected = np.where(keep, (x * A) + B, D)
         if native:
-            assert_jax_same(fastdropout.alpha_dropout(x, p, seed=seed, offset=offset), expected)
-        assert_jax_same(fdj.alpha_dropout(x, p, seed=seed, offset=offset), expected, (x,))
+            assert_jax_same(
+                fastdropout.alpha_dropout(x, p, seed=seed, offset=offset), expected
+            )
+        assert_jax_same(
+            fdj.alpha_dropout(x, p, seed=seed, offset=offset), expected, (x,)
+        )
         if p == 0.2:
             assert_jax_same(jax.jit(in_outer_jit)(x), expected, (x,))
     assert_jax_same(fdj.alpha_dropout(x, 0.2, training=False, seed=1), x)
@@ -382,24 +436,40 @@ def test_dropout_add(dtype: np.dtype[Any], with_bias: bool) -> None:
     res = rng.standard_normal((16, 24)).astype(dtype)
     bias = rng.standard_normal(24).astype(dtype) if with_bias else None
     native = native_takes(dtype, "dropout_add")
-    for p, mode in ((0.3, "inverted"), (0.3, "classic"), (0.0, "inverted"), (1.0, "inverted")):
+    for p, mode in (
+        (0.3, "inverted"),
+        (0.3, "classic"),
+        (0.0, "inverted"),
+        (1.0, "inverted"),
+    ):
         keep = np_mask(x.shape, p, 4, 2**64 - 9)
         v = x if bias is None else x + bias
         expected = res + formula_dropout(v, keep, p, mode)
-        kw = dict(bias=bias, mode=mode, seed=4, offset=2**64 - 9)
+        kw: dict[str, Any] = {
+            "bias": bias,
+            "mode": mode,
+            "seed": 4,
+            "offset": 2**64 - 9,
+        }
         if native:
             assert_jax_same(fastdropout.dropout_add(x, res, p, **kw), expected)
         assert_jax_same(fdj.dropout_add(x, res, p, **kw), expected, (x, res))
         # evaluation
         ev = v if mode == "inverted" else v * dtype.type(1 - p)
-        assert_jax_same(fdj.dropout_add(x, res, p, training=False, **kw), res + ev, (x, res))
+        assert_jax_same(
+            fdj.dropout_add(x, res, p, training=False, **kw), res + ev, (x, res)
+        )
 
     def outer(x: Any, res: Any) -> Any:
         return fdj.dropout_add(x, res, 0.3, bias=bias, seed=4, offset=2**64 - 9)
 
     keep = np_mask(x.shape, 0.3, 4, 2**64 - 9)
     v = x if bias is None else x + bias
-    assert_jax_same(jax.jit(outer)(x, res), res + formula_dropout(v, keep, 0.3, "inverted"), (x, res))
+    assert_jax_same(
+        jax.jit(outer)(x, res),
+        res + formula_dropout(v, keep, 0.3, "inverted"),
+        (x, res),
+    )
 
 
 # ---- gradients ------------------------------------------------------------------
@@ -417,15 +487,28 @@ def test_gradients_equal_dropout_backward(dtype: np.dtype[Any]) -> None:
     x = rng.standard_normal((6, 10)).astype(dtype)
     g = rng.standard_normal((6, 10)).astype(dtype)
     native = native_takes(dtype)
-    for p, mode, axes in ((0.3, "inverted", None), (0.6, "classic", None), (0.5, "inverted", 0)):
-        kw = dict(mode=mode, seed=2**64 - 2, offset=13, broadcast_axes=axes)
-        got = _grad(lambda x: fdj.dropout(x, p, **kw), x, g)
+    for p, mode, axes in (
+        (0.3, "inverted", None),
+        (0.6, "classic", None),
+        (0.5, "inverted", 0),
+    ):
+        kw: dict[str, Any] = {
+            "mode": mode,
+            "seed": 2**64 - 2,
+            "offset": 13,
+            "broadcast_axes": axes,
+        }
+        got = _grad(functools.partial(fdj.dropout, p=p, **kw), x, g)
         keep = np.broadcast_to(np_mask(x.shape, p, 2**64 - 2, 13, axes), x.shape)
         assert_jax_same(got, formula_dropout(g, keep, p, mode), (g,))
         if native:
             assert_jax_same(got, fastdropout.dropout_backward(g, p=p, **kw), (g,))
         if mode == "inverted" and axes is None:
-            loss = jax.grad(lambda x: (fdj.dropout(x, p, **kw) * g).sum())
+
+            def loss_fn(x: Any, p: float = p, kw: dict[str, Any] = kw) -> Any:
+                return (fdj.dropout(x, p, **kw) * g).sum()
+
+            loss = jax.grad(loss_fn)
             got_jit = np.asarray(jax.jit(loss)(x))
             assert_jax_same(got_jit, formula_dropout(g, keep, p, mode), (g,))
 
@@ -454,7 +537,9 @@ def test_gradients_spatial_alpha_and_add() -> None:
     expected_gx = fastdropout.dropout_backward(g, p=0.3, seed=6, offset=1)
     assert_jax_same(gx, expected_gx, (g,))
     assert_jax_same(gres, g)
-    np.testing.assert_allclose(gbias, expected_gx.reshape(-1, 4).sum(0, dtype=np.float64), rtol=1e-5)
+    np.testing.assert_allclose(
+        gbias, expected_gx.reshape(-1, 4).sum(0, dtype=np.float64), rtol=1e-5
+    )
 
 
 # ---- transformations and recompilation -------------------------------------------
@@ -488,7 +573,9 @@ def test_no_recompilation_when_seed_offset_or_p_change() -> None:
 
     for s, o in SEEDS_OFFSETS:
         y = step(x, fdj.split64(s), fdj.split64(o))
-        assert_jax_same(y, fastdropout.dropout(np.asarray(x), 0.5, seed=s, offset=o), (x,))
+        assert_jax_same(
+            y, fastdropout.dropout(np.asarray(x), 0.5, seed=s, offset=o), (x,)
+        )
     assert len(traces) == 1
     # Eager calls: one compiled computation serves every seed, offset and p.
     fdj.dropout(x, 0.5, seed=0)
@@ -509,7 +596,9 @@ def test_traced_seed_and_offset_forms() -> None:
     expected = fastdropout.dropout(x, 0.5, seed=7, offset=100)
     assert_jax_same(f(x, np.uint32(7), np.int32(100)), expected, (x,))
     # concrete JAX/NumPy integer scalars are checked like ints
-    assert_jax_same(fdj.dropout(x, 0.5, seed=jnp.uint32(7), offset=np.uint64(100)), expected, (x,))
+    assert_jax_same(
+        fdj.dropout(x, 0.5, seed=jnp.uint32(7), offset=np.uint64(100)), expected, (x,)
+    )
 
 
 def test_traced_p() -> None:
@@ -523,7 +612,9 @@ def test_traced_p() -> None:
         assert_jax_same(y, expected, (x,))
         np.testing.assert_array_equal(np.asarray(keep), mask.to_bool())
     _, keep = f(x, 0.3)
-    np.testing.assert_array_equal(np.asarray(keep), np_mask(x.shape, float(np.float32(0.3)), 3, 4))
+    np.testing.assert_array_equal(
+        np.asarray(keep), np_mask(x.shape, float(np.float32(0.3)), 3, 4)
+    )
 
 
 # ---- errors -----------------------------------------------------------------------
@@ -572,5 +663,5 @@ def test_errors() -> None:
 
 def test_split64() -> None:
     np.testing.assert_array_equal(fdj.split64(2**64 - 2), [0xFFFFFFFE, 0xFFFFFFFF])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="value must be"):
         fdj.split64(-1)

@@ -55,7 +55,8 @@ _U32 = jnp.uint32
 _BF16 = np.dtype(jnp.bfloat16)
 _FLOATS = (np.dtype(np.float16), _BF16, np.dtype(np.float32), np.dtype(np.float64))
 _TAKES = "float16, bfloat16, float32 or float64"
-_MAX_MASK = 1 << 32  # element indices are counted in one uint32 word
+_MAX_MASK = (1 << 32) - 8  # element indices are counted in one uint32 word
+_CHUNK_BLOCKS = 1 << 16  # Philox blocks per loop step (64 KiB of packed bits)
 _ALPHA = -1.7580993408473766  # -scale * alpha of SELU (docs/spec.md section 10)
 
 # --------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def _round_to(value: float, dtype: np.dtype[Any]) -> float:
         return float(dtype.type(value))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _largest_p(dtype: np.dtype[Any]) -> float:
     """The largest float64 p whose ``dtype(1 / (1 - p))`` is finite."""
     lo = 0.0
@@ -189,7 +190,10 @@ def _words(value: object, name: str) -> Any:
             return jnp.stack([u.astype(_U32), (u >> 32).astype(_U32)])
         high = jnp.where(arr < 0, _U32(0xFFFFFFFF), _U32(0)) if dt.kind == "i" else 0
         return jnp.stack([arr.astype(_U32), jnp.asarray(high, _U32)])
-    if isinstance(value, (jax.Array, np.ndarray)) and np.dtype(value.dtype).kind in "iu":
+    if (
+        isinstance(value, (jax.Array, np.ndarray))
+        and np.dtype(value.dtype).kind in "iu"
+    ):
         value = int(value)  # a concrete scalar: checked like an int
     v = _v.check_offset(value, name)
     return np.array([v & 0xFFFFFFFF, v >> 32], dtype=np.uint32)
@@ -225,8 +229,10 @@ def _check_p(p: object) -> object:
     """A concrete p is checked and returned as a float; a traced one as is."""
     if _is_traced(p):
         return p
-    if isinstance(p, (jax.Array, np.ndarray)) and p.shape == () and (
-        np.dtype(p.dtype).kind == "f"
+    if (
+        isinstance(p, (jax.Array, np.ndarray))
+        and p.shape == ()
+        and (np.dtype(p.dtype).kind == "f")
     ):
         p = float(p)  # a concrete scalar array
     return _v.check_p(p)
@@ -269,29 +275,41 @@ def _keep(words: Any, mask_shape: tuple[int, ...]) -> Any:
     ``mask_shape``. ``words``: uint32 (k0, k1, offset low, offset high, t low,
     t >> 32).
 
-    Each element computes the Philox block of its own stream position and
-    picks its word. That is four times the arithmetic of one block per four
-    elements, but XLA vectorises it; interleaving the four words of a block
-    (a concatenate) makes XLA recompute the block per word without SIMD,
-    about ten times slower."""
+    Position ``j = offset + i`` of element ``i`` uses word ``j % 4`` of Philox
+    block ``j // 4`` (mod 2**62). The blocks from ``offset // 4`` on are
+    computed once each, in chunks of at most ``_CHUNK_BLOCKS`` by a
+    ``fori_loop``, and their four decisions packed into one byte; each element
+    then reads its bit. The loop is what makes XLA store the bytes: fused into
+    the element-wise consumer, each element would recompute its whole block
+    (four times the arithmetic), and interleaving the four words with a
+    concatenate is slower still (no SIMD)."""
     n = math.prod(mask_shape)
     if n == 0:
         return jnp.zeros(mask_shape, bool)
     k0, k1, off_lo, off_hi, t, drop_all = (words[i] for i in range(6))
-    i = lax.iota(_U32, n)
-    j_lo = off_lo + i  # position j = offset + i, modulo 2**64
-    j_hi = off_hi + (j_lo < i).astype(_U32)
-    b_lo = (j_lo >> _U32(2)) | (j_hi << _U32(30))  # block j // 4
-    b_hi = j_hi >> _U32(2)
-    zero = jnp.zeros((), _U32)
-    c0, c1, c2, c3 = philox((b_lo, b_hi, zero, zero), (k0, k1))
-    w = j_lo & _U32(3)  # word j % 4
-    r = jnp.where(
-        w < _U32(2),
-        jnp.where(w == _U32(0), c0, c1),
-        jnp.where(w == _U32(2), c2, c3),
-    )
-    return ((r >= t) & (drop_all == _U32(0))).reshape(mask_shape)
+    first_word = off_lo & _U32(3)
+    first_lo = (off_lo >> _U32(2)) | (off_hi << _U32(30))  # block offset // 4
+    first_hi = off_hi >> _U32(2)
+    n_blocks = (n + 6) // 4  # enough for first_word + n words
+    n_chunks = -(-n_blocks // _CHUNK_BLOCKS)
+    chunk = -(-n_blocks // n_chunks)
+
+    def one_chunk(c: Any, packed: Any) -> Any:
+        k = c.astype(_U32) * _U32(chunk) + lax.iota(_U32, chunk)
+        lo = first_lo + k
+        hi = (first_hi + (lo < k).astype(_U32)) & _U32(0x3FFFFFFF)
+        zero = jnp.zeros((), _U32)
+        r = philox((lo, hi, zero, zero), (k0, k1))
+        byte = jnp.zeros((chunk,), jnp.uint8)
+        for w in range(4):
+            byte = byte | ((r[w] >= t).astype(jnp.uint8) << jnp.uint8(w))
+        return lax.dynamic_update_slice(packed, byte[None], (c, 0))
+
+    packed = jnp.zeros((n_chunks, chunk), jnp.uint8)
+    packed = lax.fori_loop(0, n_chunks, one_chunk, packed).reshape(-1)
+    q = first_word + lax.iota(_U32, n)  # word index from the first block on
+    bit = (packed[q >> _U32(2)] >> (q & _U32(3)).astype(jnp.uint8)) & jnp.uint8(1)
+    return ((bit != 0) & (drop_all == _U32(0))).reshape(mask_shape)
 
 
 # --------------------------------------------------------------------------
@@ -554,9 +572,7 @@ def dropout_add(
             "dropout_add takes one dtype (no promotion)"
         )
     if res.shape != arr.shape:
-        raise ValueError(
-            f"residual has shape {res.shape}, but x has shape {arr.shape}"
-        )
+        raise ValueError(f"residual has shape {res.shape}, but x has shape {arr.shape}")
     b = None
     if bias is not None:
         b = _check_x(bias, "bias")
@@ -579,4 +595,3 @@ def dropout_add(
             v = _rounded(v * _classic_factor(pf, np.dtype(arr.dtype)))
         return _eval_result(res + v, want)
     return _run(arr, pf, "add_" + m, seed, offset, mask_shape, want, res, b)
-
