@@ -13,6 +13,7 @@ p inside one test: none of them recompiles (they reach XLA as data).
 from __future__ import annotations
 
 import functools
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -647,13 +648,17 @@ def test_errors() -> None:
         fdj.spatial_dropout(x, 0.5, seed=1, data_format="nchw")
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         fdj.alpha_dropout(x, 1.0, seed=1)
-    with pytest.raises(ValueError, match="largest p") as info:
+    with pytest.raises(ValueError, match="alpha dropout in float16"):
+        fdj.alpha_dropout(np.ones(3, np.float16), 1 - 1e-12, seed=1)
+    with pytest.raises(ValueError, match="too close to 1") as info:
         fdj.dropout(np.ones(3, np.float16), 1 - 1e-6, seed=1)
-    largest = float(str(info.value).rsplit(" ", 1)[-1])
+    largest = float(re.search(r"p <= ([0-9.e-]+)", str(info.value)).group(1))  # type: ignore[union-attr]
     fdj.dropout(np.ones(3, np.float16), largest, seed=1)  # the largest p is taken
     with np.errstate(over="ignore"):
         assert np.isinf(np.float16(1 / (1 - np.nextafter(largest, 1))))
-    with pytest.raises(TypeError, match="one dtype"):
+    with pytest.raises(ValueError, match="too close to 1"):
+        fdj.dropout_add(x.astype(F16), x.astype(F16), 1 - 1e-6, seed=1)
+    with pytest.raises(TypeError, match="does not promote"):
         fdj.dropout_add(x, x.astype(np.float16), 0.5, seed=1)
     with pytest.raises(ValueError, match="shape"):
         fdj.dropout_add(x, x[0], 0.5, seed=1)

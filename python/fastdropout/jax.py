@@ -40,7 +40,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
         name="jax",
     ) from _exc
 
+from . import _scales
 from . import _validate as _v
+from ._validate_fused import _same_dtype
 
 __all__ = [
     "alpha_dropout",
@@ -57,86 +59,20 @@ _FLOATS = (np.dtype(np.float16), _BF16, np.dtype(np.float32), np.dtype(np.float6
 _TAKES = "float16, bfloat16, float32 or float64"
 _MAX_MASK = (1 << 32) - 8  # element indices are counted in one uint32 word
 _CHUNK_BLOCKS = 1 << 16  # Philox blocks per loop step (64 KiB of packed bits)
-_ALPHA = -1.7580993408473766  # -scale * alpha of SELU (docs/spec.md section 10)
+_ALPHA = _scales.ALPHA_PRIME  # -scale * alpha of SELU (docs/spec.md section 10)
 
 # --------------------------------------------------------------------------
-# Host side: the numbers a call needs, from a concrete p (float64, rounded once)
+# Host side: the numbers a call needs, from a concrete p (float64, rounded once
+# to the dtype by the same code as the NumPy functions: ``_scales``)
 # --------------------------------------------------------------------------
-
-
-def _round_bf16(value: float) -> float:
-    """``value`` rounded once to bfloat16 (half to even), returned as a float64
-    that bfloat16 holds exactly (so converting it is exact)."""
-    if value == 0.0 or not math.isfinite(value):
-        return value
-    _, e = math.frexp(value)  # |value| in [2**(e-1), 2**e)
-    q = max(e - 8, -133)  # bfloat16 keeps 8 significant bits; subnormal step 2**-133
-    r = math.ldexp(round(math.ldexp(value, -q)), q)  # round() is half to even
-    if abs(r) >= 2.0**128:  # past bfloat16's largest finite value
-        return math.copysign(math.inf, value)
-    return r
-
-
-def _round_to(value: float, dtype: np.dtype[Any]) -> float:
-    """``dtype(value)`` rounded once from float64 (NumPy's float64 -> float16/32
-    conversions round once; bfloat16 is rounded here)."""
-    if dtype == _BF16:
-        return _round_bf16(value)
-    with np.errstate(over="ignore"):
-        return float(dtype.type(value))
-
-
-@functools.cache
-def _largest_p(dtype: np.dtype[Any]) -> float:
-    """The largest float64 p whose ``dtype(1 / (1 - p))`` is finite."""
-    lo = 0.0
-    hi = 1.0
-    lo_bits = int(np.float64(lo).view(np.int64))
-    hi_bits = int(np.float64(hi).view(np.int64))
-    while hi_bits - lo_bits > 1:  # positive doubles are ordered like their bits
-        mid_bits = (lo_bits + hi_bits) // 2
-        mid = float(np.int64(mid_bits).view(np.float64))
-        if math.isfinite(_round_to(1.0 / (1.0 - mid), dtype)):
-            lo_bits = mid_bits
-        else:
-            hi_bits = mid_bits
-    return float(np.int64(lo_bits).view(np.float64))
-
-
-def _overflow_error(p: float, dtype: np.dtype[Any]) -> ValueError:
-    return ValueError(
-        f"p={p!r} is too close to 1 for {dtype}: the scale 1 / (1 - p) overflows "
-        f"to infinity in {dtype}; the largest p {dtype} takes is "
-        f"{_largest_p(dtype)!r}"
-    )
 
 
 def _inverted_scale(p: float, dtype: np.dtype[Any]) -> float:
-    """docs/spec.md sections 3 and 8: ``dtype(1 / (1 - p))`` from float64. For
-    ``p == 1`` every element is dropped and the scale is never used: 1.0 keeps
-    the gradient finite."""
+    """``dtype(1 / (1 - p))``; for ``p == 1`` every element is dropped and the
+    scale is never used: 1.0 keeps the gradient finite."""
     if p == 1.0:
         return 1.0
-    s = _round_to(1.0 / (1.0 - p), dtype)
-    if math.isinf(s):
-        raise _overflow_error(p, dtype)
-    return s
-
-
-def _alpha_constants(p: float, dtype: np.dtype[Any]) -> tuple[float, float, float]:
-    """docs/spec.md section 10: A, B, D computed in float64, each rounded once."""
-    if p == 1.0:
-        raise ValueError("alpha_dropout takes p in [0, 1), got p=1.0")
-    a = ((1.0 - p) * (1.0 + p * _ALPHA**2)) ** -0.5
-    b = -a * _ALPHA * p
-    d = a * _ALPHA + b
-    consts = tuple(_round_to(c, dtype) for c in (a, b, d))
-    if not all(math.isfinite(c) for c in consts):
-        raise ValueError(
-            f"p={p!r} is too close to 1 for {dtype}: alpha dropout's constants "
-            f"overflow to infinity in {dtype}"
-        )
-    return consts  # type: ignore[return-value]
+    return float(_scales.inverted_scale(p, dtype))
 
 
 def _threshold_words(p: float) -> tuple[int, int]:
@@ -225,7 +161,7 @@ def _mask_size(mask_shape: tuple[int, ...]) -> int:
     return n
 
 
-def _check_p(p: object) -> object:
+def _check_p(p: object) -> Any:
     """A concrete p is checked and returned as a float; a traced one as is."""
     if _is_traced(p):
         return p
@@ -381,9 +317,9 @@ def _traced_consts(p: Any, kind: str, dtype: Any) -> tuple[Any, Any]:
 
 def _host_consts(p: float, kind: str, dtype: np.dtype[Any]) -> tuple[Any, Any]:
     if kind == "alpha":
-        values: tuple[float, ...] = _alpha_constants(p, dtype)
+        values: tuple[Any, ...] = _scales.alpha_coefficients(p, dtype)
     elif kind == "classic_eval":
-        values = (_round_to(1.0 - p, dtype),)
+        values = (_scales.classic_factor(p, dtype),)
     elif kind in ("inverted", "add_inverted"):
         values = (_inverted_scale(p, dtype),)
     else:
@@ -479,6 +415,8 @@ def dropout(
     axes = _v.normalize_axes(broadcast_axes, arr.ndim)
     want = _v.check_flag(return_mask, "return_mask")
     mask_shape = _v.mask_shape_of(arr.shape, axes)
+    if train and m == "inverted" and not _is_traced(pf):
+        _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md 8
     if not train:
         y = arr if m == "inverted" else arr * _classic_factor(pf, np.dtype(arr.dtype))
         return _eval_result(y, want)
@@ -528,10 +466,12 @@ def alpha_dropout(
     ``D``; ``p`` in [0, 1). Gradient: ``grad_y * A`` where kept, ``+0.0`` where
     dropped. Other arguments as :func:`dropout`."""
     pf = _check_p(p)
-    if not _is_traced(pf) and pf == 1.0:
-        raise ValueError("alpha_dropout takes p in [0, 1), got p=1.0")
+    if not _is_traced(pf):
+        _scales.check_alpha_p(pf, None)
     train = _v.check_flag(training, "training")
     arr = _check_x(x)
+    if not _is_traced(pf):
+        _scales.check_alpha_p(pf, np.dtype(arr.dtype))
     axes = _v.normalize_axes(broadcast_axes, arr.ndim)
     want = _v.check_flag(return_mask, "return_mask")
     mask_shape = _v.mask_shape_of(arr.shape, axes)
@@ -566,21 +506,13 @@ def dropout_add(
     m = _v.check_mode(mode)
     arr = _check_x(x)
     res = _check_x(residual, "residual")
-    if res.dtype != arr.dtype:
-        raise TypeError(
-            f"residual has dtype {res.dtype} but x has dtype {arr.dtype}; "
-            "dropout_add takes one dtype (no promotion)"
-        )
+    _same_dtype(res, "residual", arr)
     if res.shape != arr.shape:
         raise ValueError(f"residual has shape {res.shape}, but x has shape {arr.shape}")
     b = None
     if bias is not None:
         b = _check_x(bias, "bias")
-        if b.dtype != arr.dtype:
-            raise TypeError(
-                f"bias has dtype {b.dtype} but x has dtype {arr.dtype}; "
-                "dropout_add takes one dtype (no promotion)"
-            )
+        _same_dtype(b, "bias", arr)
         if b.ndim > arr.ndim or b.shape != arr.shape[arr.ndim - b.ndim :]:
             raise ValueError(
                 f"bias has shape {b.shape}, which is not the trailing axes of x's "
@@ -589,6 +521,8 @@ def dropout_add(
     axes = _v.normalize_axes(broadcast_axes, arr.ndim)
     want = _v.check_flag(return_mask, "return_mask")
     mask_shape = _v.mask_shape_of(arr.shape, axes)
+    if train and m == "inverted" and not _is_traced(pf):
+        _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md 8
     if not train:
         v = arr if b is None else _rounded(arr + b)
         if m == "classic":
