@@ -514,6 +514,29 @@ def test_gradients_equal_dropout_backward(dtype: np.dtype[Any]) -> None:
             assert_jax_same(got_jit, formula_dropout(g, keep, p, mode), (g,))
 
 
+def test_forward_mode_and_traced_p_in_alpha_and_add() -> None:
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    t = rng.standard_normal((8, 16)).astype(np.float32)
+    _, tangent = jax.jvp(lambda x: fdj.dropout(x, 0.3, seed=5), (x,), (t,))
+    assert_jax_same(tangent, fastdropout.dropout_backward(t, p=0.3, seed=5), (t,))
+    # a traced p: NumPy's mask for p rounded to float32, values within an ulp
+    for fn, ref in (
+        (fdj.alpha_dropout, fastdropout.alpha_dropout),
+        (lambda x, p, **kw: fdj.dropout_add(x, x, p, **kw), None),
+    ):
+        y, keep = jax.jit(lambda x, p, fn=fn: fn(x, p, seed=5, return_mask=True))(
+            x, 0.25
+        )
+        np.testing.assert_array_equal(np.asarray(keep), np_mask(x.shape, 0.25, 5, 0))
+        expected = (
+            ref(x, 0.25, seed=5)
+            if ref is not None
+            else fastdropout.dropout_add(x, x, 0.25, seed=5)
+        )
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6)
+
+
 def test_gradients_spatial_alpha_and_add() -> None:
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)

@@ -108,6 +108,12 @@ def _words(value: object, name: str) -> Any:
             f"{name} is required: fastdropout.jax functions are pure, pass an "
             "integer in [0, 2**64) (or its split64 words)"
         )
+    if (
+        isinstance(value, np.ndarray)
+        and value.shape == (2,)
+        and value.dtype == np.uint32
+    ):
+        return value  # split64 words, kept on the host
     if isinstance(value, (jax.Array, np.ndarray)) and (
         _is_traced(value) or value.ndim > 0
     ):
