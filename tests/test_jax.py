@@ -602,6 +602,8 @@ def test_no_recompilation_when_seed_offset_or_p_change() -> None:
         )
     assert len(traces) == 1
     # Eager calls: one compiled computation serves every seed, offset and p.
+    if not hasattr(fdj._train, "_cache_size"):  # a private jax API
+        return
     fdj.dropout(x, 0.5, seed=0)
     before = fdj._train._cache_size()
     for s, o in SEEDS_OFFSETS:

@@ -422,7 +422,7 @@ def dropout(
     want = _v.check_flag(return_mask, "return_mask")
     mask_shape = _v.mask_shape_of(arr.shape, axes)
     if train and m == "inverted" and not _is_traced(pf):
-        _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md 8
+        _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md section 8
     if not train:
         y = arr if m == "inverted" else arr * _classic_factor(pf, np.dtype(arr.dtype))
         return _eval_result(y, want)
@@ -528,7 +528,7 @@ def dropout_add(
     want = _v.check_flag(return_mask, "return_mask")
     mask_shape = _v.mask_shape_of(arr.shape, axes)
     if train and m == "inverted" and not _is_traced(pf):
-        _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md 8
+        _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md section 8
     if not train:
         v = arr if b is None else _rounded(arr + b)
         if m == "classic":
