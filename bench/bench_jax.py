@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import fastdropout
+import fastdropout.jax as fdj
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import fastdropout
-import fastdropout.jax as fdj
 
 
 def _methods(x_np: np.ndarray, p: float) -> dict[str, Callable[[int], Any]]:
@@ -96,8 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[20, 24], metavar="K")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--p", type=float, default=0.5)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="fastdropout's threads (default: its own)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        fastdropout.set_num_threads(args.threads)
     rows = run(args.sizes, args.rounds, args.p)
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, "
