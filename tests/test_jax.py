@@ -643,6 +643,18 @@ def test_traced_p() -> None:
     )
 
 
+def test_numpy_functions_given_jax_arrays_agree() -> None:
+    """fastdropout.dropout given a JAX array (read through DLPack) returns a JAX
+    array with the bits of fastdropout.jax.dropout."""
+    x = jnp.asarray(make_x((6, 7), F32, seed=14))
+    for seed, offset in SEEDS_OFFSETS[:3]:
+        y = fastdropout.dropout(x, 0.3, seed=seed, offset=offset)
+        assert isinstance(y, jax.Array)
+        expected = fastdropout.dropout(np.asarray(x), 0.3, seed=seed, offset=offset)
+        assert_jax_same(np.asarray(y), expected)
+        assert_jax_same(fdj.dropout(x, 0.3, seed=seed, offset=offset), expected, (x,))
+
+
 # ---- errors -----------------------------------------------------------------------
 
 
@@ -658,9 +670,11 @@ def test_errors() -> None:
         fdj.dropout(x, 0.5, seed=1.5)
     with pytest.raises(TypeError, match="seed"):
         fdj.dropout(x, 0.5, seed=np.zeros(3, np.uint32))
-    for p in (-0.1, 1.5, float("nan"), "0.5"):
+    for p in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="p must be"):
             fdj.dropout(x, p, seed=1)
+    with pytest.raises(TypeError, match="p must be"):
+        fdj.dropout(x, "0.5", seed=1)
     with pytest.raises(TypeError, match="int32"):
         fdj.dropout(np.ones(3, np.int32), 0.5, seed=1)
     with pytest.raises(ValueError, match="mode"):
