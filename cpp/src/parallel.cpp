@@ -32,7 +32,9 @@ constexpr std::size_t kPatternBits = 4096;
 // A team is never larger than this many threads per processor: the kernels are
 // memory-bound, and GNU libgomp terminates the process (rather than failing the
 // call) when it cannot create the threads of an absurd team.
+// (At least kMinTeamCap, so that tests of odd team sizes run on small machines.)
 constexpr int kMaxThreadsPerProc = 4;
+constexpr int kMinTeamCap = 16;
 
 // GNU libgomp's thread pool does not survive fork(): a child that enters a parallel
 // region after its parent ran one waits forever for threads that were not copied.
@@ -60,14 +62,20 @@ int max_team() {
 #if defined(FASTDROPOUT_OPENMP)
     // libgomp's omp_get_num_procs() asks the kernel for the affinity mask on every
     // call (~0.25 us, as much as a whole small-array call): read it once.
-    static const int team = std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc;
+    static const int team =
+        std::max(kMinTeamCap, std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc);
     return team;
 #else
     return 1;
 #endif
 }
 
-int default_threads() {
+// The thread count: OpenMP's setting for the calling thread (omp_get_max_threads,
+// which threadpoolctl and OMP_NUM_THREADS change), read on every large call (a
+// thread-local read in libgomp and libomp), capped by set_num_threads(n) when
+// that was called (0: not set). set_num_threads also calls omp_set_num_threads,
+// so threadpoolctl sees it and a threadpool_limits() block inside still lowers it.
+int openmp_threads() {
 #if defined(FASTDROPOUT_OPENMP)
     return std::max(1, omp_get_max_threads());
 #else
@@ -75,10 +83,20 @@ int default_threads() {
 #endif
 }
 
-std::atomic<int>& thread_setting() {
-    static std::atomic<int> n{default_threads()};
+// OpenMP's setting before fastdropout changed it: what set_num_threads(None)
+// gives back to the calling thread.
+int initial_openmp_threads() {
+    static const int n = openmp_threads();
     return n;
 }
+
+std::atomic<int>& thread_setting() {
+    static std::atomic<int> n{0};
+    return n;
+}
+
+// Team size of the last parallel_chunks call (tests: the threads that really ran).
+std::atomic<int> g_last_team{1};
 
 // How many chunks (threads) to use for n elements; reads the setting once.
 std::size_t plan_threads(std::size_t n) {
@@ -101,6 +119,7 @@ void parallel_chunks(std::size_t n, std::size_t nt, const Body& body) {
         return;
     }
     if (nt <= 1) {
+        g_last_team.store(1, std::memory_order_relaxed);
         body(std::size_t{0}, std::size_t{0}, n);
         return;
     }
@@ -112,6 +131,9 @@ void parallel_chunks(std::size_t n, std::size_t nt, const Body& body) {
     }
 #pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(static, 1)
     for (long long t = 0; t < static_cast<long long>(nt); ++t) {
+        if (t == 0) {
+            g_last_team.store(omp_get_num_threads(), std::memory_order_relaxed);
+        }
         const std::size_t begin = static_cast<std::size_t>(t) * chunk;
         if (begin < n) {
             body(static_cast<std::size_t>(t), begin, std::min(n, begin + chunk));
@@ -228,18 +250,33 @@ void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
 
 }  // namespace
 
-void set_num_threads(int n) { thread_setting().store(std::max(1, n)); }
+void set_num_threads(int n) {
+    initial_openmp_threads();  // remember OpenMP's own setting before changing it
+    const int v = n > 0 ? std::min(n, max_num_threads()) : 0;
+    thread_setting().store(v);
+#if defined(FASTDROPOUT_OPENMP)
+    omp_set_num_threads(v > 0 ? v : initial_openmp_threads());
+#endif
+}
 
 int get_num_threads() {
 #if defined(FASTDROPOUT_OPENMP)
     if (g_serial_after_fork.load(std::memory_order_relaxed)) {
         return 1;
     }
-    return thread_setting().load();
+    const int set = thread_setting().load(std::memory_order_relaxed);
+    const int omp = openmp_threads();
+    return std::min(set > 0 ? std::min(set, omp) : omp, max_team());
 #else
     return 1;
 #endif
 }
+
+int max_num_threads() { return max_team(); }
+
+int default_num_threads() { return std::min(initial_openmp_threads(), max_team()); }
+
+int last_team_size() { return g_last_team.load(std::memory_order_relaxed); }
 
 bool has_openmp() {
 #if defined(FASTDROPOUT_OPENMP)
@@ -280,8 +317,15 @@ bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>
     return false;
 }
 
-void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
-               const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+namespace {
+
+// The layout walk of a (possibly broadcast) mask over C-contiguous data of shape
+// `dims`: seg(t, run, begin, end) for runs of elements whose decisions are given by
+// `run` (t: the chunk/thread number). Threads split the elements as parallel_chunks
+// does.
+template <class Seg>
+void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+               const std::uint8_t* bits, const Seg& seg) {
     std::size_t n = 1;
     for (std::size_t d : dims) {
         n *= d;
@@ -289,8 +333,6 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
     if (n == 0) {
         return;
     }
-    const auto apply = table.apply[dt];
-    const std::size_t esize = dtype_size(dt);
     std::vector<MergedDim> m = merge_dims(dims, broadcast);
 
     // Dense: mask element i is bit i.
@@ -299,29 +341,20 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
         any_broadcast = any_broadcast || d.broadcast;
     }
     if (!any_broadcast) {
-        ApplyArgs args = a;
-        args.bit0 = 0;
-        args.all_kept = false;
-        parallel_chunks(n, [&](std::size_t b, std::size_t e) { apply(args, b, e); });
+        const MaskRun run{bits, 0, RunKind::kBits};
+        parallel_chunks(n, [&](std::size_t b, std::size_t e) { seg(run, b, e); });
         return;
     }
 
     const MergedDim inner = m.back();
     if (inner.broadcast) {
-        // One decision per run of inner.size elements (channels_first feature maps):
-        // a zero fill or a scaled copy, streaming.
+        // One decision per run of inner.size elements (channels_first feature maps).
         m.pop_back();
         const std::vector<MergedDim> outer = m;
-        ApplyArgs keep = a;
-        keep.all_kept = true;
-        keep.bit0 = 0;
-        auto* y = static_cast<unsigned char*>(a.y);
         walk_items(n, inner.size, [&](std::size_t item, std::size_t, std::size_t i, std::size_t len) {
-            if (bit_at(a.bits, item_mask_index(outer, item))) {
-                apply(keep, i, i + len);
-            } else {
-                std::memset(y + i * esize, 0, len * esize);
-            }
+            const bool kept = bit_at(bits, item_mask_index(outer, item));
+            const MaskRun run{nullptr, 0, kept ? RunKind::kAllKept : RunKind::kAllDropped};
+            seg(run, i, i + len);
         });
         return;
     }
@@ -332,11 +365,10 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
         m.pop_back();
         const std::vector<MergedDim> outer = m;
         walk_items(n, inner.size, [&](std::size_t item, std::size_t w, std::size_t i, std::size_t len) {
-            ApplyArgs args = a;
-            args.all_kept = false;
             // the kernel reads bit (bit0 + element index); element i is item bit w.
-            args.bit0 = item_mask_index(outer, item) + w - i;  // mod 2**64 on purpose
-            apply(args, i, i + len);
+            const MaskRun run{bits, item_mask_index(outer, item) + w - i,  // mod 2**64 on purpose
+                              RunKind::kBits};
+            seg(run, i, i + len);
         });
         return;
     }
@@ -369,17 +401,14 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
         std::size_t w = b % unit;
         for (std::size_t i = b; i < e;) {
             if (built_for != item) {
-                build_pattern(a.bits, item_mask_index(outer, item), period, pattern_bits,
+                build_pattern(bits, item_mask_index(outer, item), period, pattern_bits,
                               ext, pat);
                 built_for = item;
             }
             const std::size_t phase = w % pattern_bits;
             const std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
-            ApplyArgs args = a;
-            args.bits = pat;
-            args.all_kept = false;
-            args.bit0 = phase - i;  // mod 2**64 on purpose
-            apply(args, i, i + len);
+            const MaskRun run{pat, phase - i, RunKind::kBits};  // mod 2**64 on purpose
+            seg(run, i, i + len);
             i += len;
             w += len;
             if (w == unit) {
@@ -388,6 +417,39 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
             }
         }
     });
+}
+
+}  // namespace
+
+void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
+               const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+    const auto apply = table.apply[dt];
+    const std::size_t esize = dtype_size(dt);
+    auto* y = static_cast<unsigned char*>(a.y);
+    walk_mask(dims, broadcast, a.bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
+        if (run.kind == RunKind::kAllDropped) {
+            std::memset(y + b * esize, 0, (e - b) * esize);  // a zero fill, streaming
+            return;
+        }
+        ApplyArgs args = a;
+        args.all_kept = run.kind == RunKind::kAllKept;
+        args.bits = run.bits;
+        args.bit0 = run.bit0;
+        apply(args, b, e);
+    });
+}
+
+void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                const std::uint8_t* bits, SegmentFn seg, void* ctx) {
+    walk_mask(dims, broadcast, bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
+        seg(ctx, run, b, e);
+    });
+}
+
+std::size_t plan_chunks(std::size_t n) { return plan_threads(n); }
+
+void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx) {
+    parallel_chunks(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) { fn(ctx, t, b, e); });
 }
 
 }  // namespace fastdropout

@@ -11,8 +11,17 @@
 
 namespace fastdropout {
 
+// n > 0: at most n threads (capped at max_num_threads()); n <= 0: back to OpenMP's
+// own setting. Both also set OpenMP's setting of the calling thread.
 void set_num_threads(int n);
+// Threads a large call from the calling thread will use.
 int get_num_threads();
+// OpenMP's setting when first asked (at import): what set_num_threads(0) restores.
+int default_num_threads();
+// The largest team: a few threads per processor.
+int max_num_threads();
+// Threads of the last multi-chunk kernel call (1 when it ran serially).
+int last_team_size();
 bool has_openmp();
 
 // Dense, fused: a.n elements of x/y, a.bits (optional) gets a.n mask bits.
@@ -27,6 +36,19 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
 // a.bit0 and a.all_kept are set here.
 void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
+
+// The layout walk of run_apply with a caller's segment function: seg(ctx, run, begin,
+// end) for runs of elements [begin, end) whose decisions `run` gives, split over the
+// threads (fused kernels of SPEC sections 9 and 10 with broadcast masks).
+using SegmentFn = void (*)(void* ctx, const MaskRun& run, std::size_t begin, std::size_t end);
+void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                const std::uint8_t* bits, SegmentFn seg, void* ctx);
+
+// How many chunks (threads) the kernels use for n elements, and fn(ctx, t, begin, end)
+// over [0, n) split into nt chunks whose edges are multiples of 64 (t < nt).
+using ChunkFn = void (*)(void* ctx, std::size_t t, std::size_t begin, std::size_t end);
+std::size_t plan_chunks(std::size_t n);
+void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx);
 
 // memcpy of nbytes split over the same threads as the kernels: the benchmarks'
 // physical-limit baseline (same bytes moved, same thread count).
