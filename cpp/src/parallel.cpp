@@ -390,4 +390,11 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
     });
 }
 
+std::size_t plan_chunks(std::size_t n) { return plan_threads(n); }
+
+void for_each_chunk(std::size_t n, std::size_t nt,
+                    const std::function<void(std::size_t, std::size_t, std::size_t)>& body) {
+    parallel_chunks(n, nt, body);
+}
+
 }  // namespace fastdropout

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "fastdropout/kernel_table.hpp"
@@ -35,5 +36,13 @@ void run_copy(const void* src, void* dst, std::size_t nbytes);
 // Whether any axis of size != 1 is broadcast, i.e. whether the mask differs from
 // a dense one.
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
+
+// For other walkers over the same threads (window.cpp): the number of chunks the run_*
+// functions use for n elements, and body(t, begin, end) over [0, n) in nt such chunks
+// (t < nt; every chunk but the last a multiple of 64 elements long, so two chunks never
+// share a mask byte). body must not throw.
+std::size_t plan_chunks(std::size_t n);
+void for_each_chunk(std::size_t n, std::size_t nt,
+                    const std::function<void(std::size_t, std::size_t, std::size_t)>& body);
 
 }  // namespace fastdropout

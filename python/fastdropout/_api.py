@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _window
 from . import _validate as _v
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -116,7 +116,11 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 _ndarray = np.ndarray
 
 
-def _forward(plan: _v.ForwardPlan) -> Any:
+def _check_window(window: object, shape: tuple[int, ...]) -> _window.Window | None:
+    return None if window is None else _window.check_window(window, shape)
+
+
+def _forward(plan: _v.ForwardPlan, win: _window.Window | None = None) -> Any:
     x, p, training, mode, seed_arg, offset, axes, mask_shape, n_mask, out, want_mask = (
         plan
     )
@@ -128,14 +132,17 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     bits = _empty((n_mask + 7) >> 3, _uint8) if (want_mask or axes) else None
     scaled = mode == "inverted"
     scale = float(_inverted_scale(p, x.dtype)) if scaled else 1.0
-    _core.forward(
-        _source(x, y, out), y, seed, offset, _threshold(p), scale, scaled, bits, axes
-    )
+    src = _source(x, y, out)
+    if win is None:
+        _core.forward(src, y, seed, offset, _threshold(p), scale, scaled, bits, axes)
+    else:
+        t = _threshold(p)
+        _window.run_native(src, y, seed, offset, win, axes, t, scale, scaled, bits)
     y = _finish(y, out)
     if not want_mask:
         return y
     assert bits is not None
-    return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes)
+    return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes, win)
 
 
 def dropout(
@@ -149,6 +156,7 @@ def dropout(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Dropout of ``x`` with drop probability ``p``.
 
@@ -178,6 +186,11 @@ def dropout(
         Writeable, C-contiguous array of ``x``'s shape and dtype; may be ``x``.
     return_mask : bool
         Also return the :class:`~fastdropout.Mask` (``None`` in evaluation).
+    window : (global_shape, start), optional
+        ``x`` is the block ``X[start[0]:start[0] + x.shape[0], ...]`` of an array
+        ``X`` of ``global_shape``: mask elements are numbered over ``X``'s mask, so
+        the block gets exactly the values the call on ``X`` gives there
+        (docs/spec.md section 11). The mask is the block's window of ``X``'s mask.
 
     Returns
     -------
@@ -185,7 +198,7 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
-    if training is True and broadcast_axes is None:
+    if training is True and broadcast_axes is None and window is None:
         # A plain call (see _core.dense) is checked, allocated and run in C++;
         # None means "not plain": the general path below validates and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
@@ -198,7 +211,7 @@ def dropout(
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
-    return _forward(plan)
+    return _forward(plan, _check_window(window, plan.x.shape))
 
 
 def spatial_dropout(
@@ -212,6 +225,7 @@ def spatial_dropout(
     offset: int = 0,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Dropout of whole feature maps (channels) of a 3-, 4- or 5-D ``x``.
 
@@ -220,7 +234,7 @@ def spatial_dropout(
     and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
     for the same seed and offset. Other arguments as :func:`dropout`.
     """
-    if training is True and type(data_format) is str:
+    if training is True and type(data_format) is str and window is None:
         channels_last = _CHANNELS_LAST.get(data_format)
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
@@ -247,7 +261,7 @@ def spatial_dropout(
         spatial=True,
         data_format=data_format,
     )
-    return _forward(plan)
+    return _forward(plan, _check_window(window, plan.x.shape))
 
 
 def dropout_backward(
@@ -260,6 +274,7 @@ def dropout_backward(
     offset: int = 0,
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> FloatArray:
     """Gradient of dropout: ``grad_y * s`` (inverted) or ``grad_y`` (classic)
     where kept, ``+0.0`` where dropped.
@@ -269,9 +284,13 @@ def dropout_backward(
     ``p`` with the integer ``seed`` and the ``offset`` (and
     ``broadcast_axes``) of the forward call to regenerate the mask without
     storing it. The result has ``grad_y``'s dtype; ``out`` as in
-    :func:`dropout`.
+    :func:`dropout`. ``window`` (with ``p`` and ``seed``, not with a mask): the
+    ``window`` of a block's forward call, whose mask is regenerated; a mask from
+    a block call already covers just the block.
     """
-    if (
+    if window is not None:
+        pass  # validated and run below
+    elif (
         type(mask) is Mask
         and p is None
         and mode is DEFAULT_MODE
@@ -298,6 +317,7 @@ def dropout_backward(
         if grad is not None:
             return grad
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    win = _window.check_backward(window, plan.mask is not None, plan.g.shape)
     g = plan.g
     out_ = plan.out
     y = _target(g, out_)
@@ -306,6 +326,13 @@ def dropout_backward(
     if plan.mask is not None:
         _core.backward_mask(
             _source(g, y, out_), y, plan.mask.bits, scale, scaled, plan.axes
+        )
+    elif win is not None:
+        bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None
+        src = _source(g, y, out_)
+        t = _threshold(plan.p)
+        _window.run_native(
+            src, y, plan.seed, plan.offset, win, plan.axes, t, scale, scaled, bits
         )
     else:
         bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None

@@ -126,3 +126,21 @@ def backward_mask(
 ) -> None:
     """y = bit ? (scaled ? g*scale : g) : +0.0, bits indexed in the mask shape
     (g.shape with broadcast_axes set to 1). y may be g."""
+
+def window_forward(
+    x: npt.NDArray[np.floating],
+    y: npt.NDArray[np.floating],
+    seed: int,
+    offset: int,
+    strides: tuple[int, ...],
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """forward() for a block of a larger array (cpp/src/window.hpp): the block's
+    mask element c (C order over x.shape with broadcast_axes set to 1) is at stream
+    position offset + sum(c[k] * strides[k]) (mod 2**64), where strides are the
+    global mask's strides of x's axes and offset already includes the window's
+    start. bits receives the window's mask bits (required with broadcast axes)."""

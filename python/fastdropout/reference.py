@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from . import _validate as _v
+from . import _window
 from . import layers as _layers
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -40,6 +41,7 @@ __all__ = [
     "mask_bits",
     "philox",
     "spatial_dropout",
+    "window_mask_bits",
 ]
 
 #: Elements per chunk; a multiple of 8 so that packed mask bytes of
@@ -147,6 +149,31 @@ def keep(
     return np.asarray(r.astype(np.uint64) >= t)
 
 
+def window_mask_bits(
+    seed: int,
+    offset: int,
+    window: _window.Window,
+    axes: tuple[int, ...],
+    mask_shape: tuple[int, ...],
+    p: float,
+) -> npt.NDArray[np.uint8]:
+    """Packed decisions of a block's window of the global mask (docs/spec.md
+    section 11): window element ``c`` (C order over ``mask_shape``, the block's
+    shape with the broadcast ``axes`` set to 1) is global mask element
+    ``start + c``, numbered in C order over ``global_shape`` with the broadcast
+    axes set to 1, at stream position ``offset`` plus that number."""
+    first, strides = _window.layout(window, axes, offset)
+    n = 1
+    for size in mask_shape:
+        n *= size
+    parts = [np.zeros(0, np.uint8)]
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        index = _window.global_indices(mask_shape, strides, start, stop)
+        parts.append(np.packbits(keep(seed, first, index, p), bitorder="little"))
+    return np.concatenate(parts)
+
+
 # --------------------------------------------------------------------------
 # SPEC sections 3 and 4: applying a mask to values
 # --------------------------------------------------------------------------
@@ -231,14 +258,20 @@ def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
 # --------------------------------------------------------------------------
 
 
-def _forward(plan: _v.ForwardPlan) -> Any:
+def _forward(plan: _v.ForwardPlan, window: object = None) -> Any:
     x = plan.x
+    win = None if window is None else _window.check_window(window, x.shape)
     y = plan.out if plan.out is not None else np.empty(x.shape, x.dtype)
     if not plan.training:
         _evaluate(x, plan.p, plan.mode, y)
         return (y, None) if plan.return_mask else y
     seed = resolve_seed(plan.seed)
-    bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
+    if win is None:
+        bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
+    else:
+        bits = window_mask_bits(
+            seed, plan.offset, win, plan.axes, plan.mask_shape, plan.p
+        )
     _copy_input(y, x)
     _apply_mask(
         y, bits, plan.axes, _v.inverted_scale(plan.p, x.dtype), plan.mode == "inverted"
@@ -254,6 +287,7 @@ def _forward(plan: _v.ForwardPlan) -> Any:
         seed,
         plan.offset,
         plan.axes,
+        win,
     )
     return y, mask
 
@@ -269,12 +303,13 @@ def dropout(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Reference of :func:`fastdropout.dropout` (same arguments and result)."""
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
-    return _forward(plan)
+    return _forward(plan, window)
 
 
 def spatial_dropout(
@@ -288,6 +323,7 @@ def spatial_dropout(
     offset: int = 0,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Reference of :func:`fastdropout.spatial_dropout` (SPEC 4)."""
     plan = _v.plan_forward(
@@ -303,7 +339,7 @@ def spatial_dropout(
         spatial=True,
         data_format=data_format,
     )
-    return _forward(plan)
+    return _forward(plan, window)
 
 
 def dropout_backward(
@@ -316,13 +352,19 @@ def dropout_backward(
     offset: int = 0,
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> FloatArray:
     """Reference of :func:`fastdropout.dropout_backward` (SPEC 3, last item)."""
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    win = _window.check_backward(window, plan.mask is not None, plan.g.shape)
     g = plan.g
     y = plan.out if plan.out is not None else np.empty(g.shape, g.dtype)
     if plan.mask is not None:
         bits = plan.mask.bits
+    elif win is not None:  # regenerate a block's window of the forward's mask
+        bits = window_mask_bits(
+            plan.seed, plan.offset, win, plan.axes, plan.mask_shape, plan.p
+        )
     else:  # regenerate the forward's mask from (seed, offset)
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, g)
