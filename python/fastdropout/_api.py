@@ -120,6 +120,25 @@ def _check_window(window: object, shape: tuple[int, ...]) -> _window.Window | No
     return None if window is None else _window.check_window(window, shape)
 
 
+def _run_window(
+    src: FloatArray,
+    y: FloatArray,
+    seed: int,
+    offset: int,
+    win: _window.Window,
+    axes: tuple[int, ...],
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+) -> None:
+    """The windowed forward pass (docs/spec.md section 11) from ``src`` into ``y``."""
+    first, strides = _window.layout(win, axes, offset)
+    _core.window_forward(
+        src, y, seed, first, strides, threshold, scale, scaled, bits, axes
+    )
+
+
 def _forward(plan: _v.ForwardPlan, win: _window.Window | None = None) -> Any:
     x, p, training, mode, seed_arg, offset, axes, mask_shape, n_mask, out, want_mask = (
         plan
@@ -137,7 +156,7 @@ def _forward(plan: _v.ForwardPlan, win: _window.Window | None = None) -> Any:
         _core.forward(src, y, seed, offset, _threshold(p), scale, scaled, bits, axes)
     else:
         t = _threshold(p)
-        _window.run_native(src, y, seed, offset, win, axes, t, scale, scaled, bits)
+        _run_window(src, y, seed, offset, win, axes, t, scale, scaled, bits)
     y = _finish(y, out)
     if not want_mask:
         return y
@@ -331,7 +350,7 @@ def dropout_backward(
         bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None
         src = _source(g, y, out_)
         t = _threshold(plan.p)
-        _window.run_native(
+        _run_window(
             src, y, plan.seed, plan.offset, win, plan.axes, t, scale, scaled, bits
         )
     else:

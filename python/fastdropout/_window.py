@@ -9,24 +9,21 @@ call gives at its positions, however ``X`` is cut.
 This module validates the argument and turns it into what the native core and the
 reference need: the stream position of the window's first mask element and, per axis,
 the stride of that axis in the global mask (both modulo 2**64, as stream positions
-wrap). It imports neither ``_api`` nor ``reference``; both call it.
+wrap). Pure Python (importable without the compiled core): ``_api``, ``reference``
+and ``mask`` use it.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
-
-from . import _core
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import numpy.typing as npt
-
-    FloatArray = npt.NDArray[np.floating[Any]]
 
 __all__ = [
     "Window",
@@ -34,7 +31,6 @@ __all__ = [
     "check_window",
     "global_indices",
     "layout",
-    "run_native",
 ]
 
 _MOD64 = (1 << 64) - 1
@@ -158,23 +154,3 @@ def global_indices(
             flat //= np.uint64(n)
             index += coord * np.uint64(s)
     return index
-
-
-def run_native(
-    src: FloatArray,
-    y: FloatArray,
-    seed: int,
-    offset: int,
-    win: Window,
-    axes: tuple[int, ...],
-    threshold: int,
-    scale: float,
-    scaled: bool,
-    bits: npt.NDArray[np.uint8] | None,
-) -> None:
-    """The native windowed forward pass (``_core.window_forward``) from ``src`` into
-    ``y`` (both C-contiguous and aligned; ``y`` is ``src`` or disjoint from it)."""
-    first, strides = layout(win, axes, offset)
-    _core.window_forward(
-        src, y, seed, first, strides, threshold, scale, scaled, bits, axes
-    )

@@ -1,0 +1,383 @@
+"""fastdropout for ``dask.array`` (docs/spec.md section 11).
+
+The same functions as ``fastdropout`` for dask arrays, lazy and chunk-invariant: the
+result is bit for bit the in-memory ``fastdropout`` result on the whole array, for any
+chunking, because each block is computed with ``window=(global_shape, start)`` (its
+mask elements are numbered over the whole array's mask). One task per block, built
+with ``map_blocks``; the seed is resolved once here, on the client (a
+``numpy.random.Generator`` or ``None`` becomes an int before the graph is built), so
+every task is a pure function of its block and a retried or recomputed task gives
+identical bits. The backward pass regenerates the mask per block from
+``(seed, offset)``: nothing but a few integers travels with a task.
+
+``return_mask=True`` returns ``(y, LazyMask)``: no bits are stored (that would mean
+materialising them), but the :class:`LazyMask` records everything the backward pass
+needs (seed, offset, p, mode, broadcast axes, mask shape).
+
+Needs ``dask[array]`` (``pip install "fastdropout[dask]"``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+try:
+    import dask.array as da
+    from dask.base import tokenize
+except ImportError as _exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "fastdropout.dask needs dask.array, which is not installed: "
+        'pip install "fastdropout[dask]" (or pip install "dask[array]")',
+        name="dask",
+    ) from _exc
+
+from . import _seed
+from . import _validate as _v
+from ._api import dropout as _dropout_np
+from ._api import dropout_backward as _dropout_backward_np
+from ._api import spatial_dropout as _spatial_dropout_np
+from ._validate import DEFAULT_MODE
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.floating[Any]]
+
+__all__ = ["LazyMask", "dropout", "dropout_backward", "spatial_dropout"]
+
+
+@dataclass(frozen=True)
+class LazyMask:
+    """What a lazy forward call drew: enough to regenerate its mask, block by block.
+
+    Returned by ``return_mask=True`` on dask arrays instead of a
+    :class:`fastdropout.Mask` (whose bits would have to be computed and stored).
+    Pass it to :func:`dropout_backward`; ``p``, ``mode``, ``seed``, ``offset`` and
+    ``broadcast_axes`` mean what they mean on a ``Mask``; ``shape`` is the mask
+    shape of the whole array (its shape with the broadcast axes set to 1).
+    """
+
+    shape: tuple[int, ...]
+    p: float
+    mode: str
+    seed: int
+    offset: int
+    broadcast_axes: tuple[int, ...]
+
+
+# ---- checks ---------------------------------------------------------------------------
+
+
+def _check_dask_array(x: object, name: str) -> da.Array:
+    if not isinstance(x, da.Array):
+        raise TypeError(
+            f"{name} must be a dask.array.Array, got {type(x).__name__}; use "
+            "fastdropout.dropout for NumPy arrays"
+        )
+    _v.check_array(np.empty(0, x.dtype), name)  # the dtype check and its message
+    for axis, sizes in enumerate(x.chunks):
+        if any(math.isnan(c) for c in sizes):
+            raise ValueError(
+                f"{name} has chunks of unknown size along axis {axis} ({sizes}); "
+                "fastdropout.dask needs every block's position in the array: call "
+                f"{name}.compute_chunk_sizes() first"
+            )
+    return x
+
+
+def _no_out(out: object) -> None:
+    if out is not None:
+        raise TypeError(
+            "out= is not supported for dask arrays (they are immutable); "
+            "the result is a new lazy array"
+        )
+
+
+def _no_window(window: object) -> None:
+    if window is not None:
+        raise ValueError(
+            "window= is not taken for dask arrays: fastdropout.dask gives each block "
+            "its window itself"
+        )
+
+
+def _window_of(block_info: dict[Any, Any] | None) -> tuple[Any, Any]:
+    """The block's ``(global_shape, start)`` from dask's ``block_info``."""
+    if block_info is None:  # pragma: no cover - map_blocks always passes it
+        raise RuntimeError("fastdropout.dask: the block's position is unknown")
+    info = block_info[0]
+    return tuple(info["shape"]), tuple(start for start, _ in info["array-location"])
+
+
+# ---- per-block tasks (module-level, so they pickle by reference) ----------------------
+
+
+def _forward_block(
+    block: FloatArray,
+    p: float,
+    mode: str,
+    seed: int,
+    offset: int,
+    axes: tuple[int, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> FloatArray:
+    return _dropout_np(  # type: ignore[no-any-return]
+        block,
+        p,
+        mode=mode,
+        seed=seed,
+        offset=offset,
+        broadcast_axes=axes or None,
+        window=_window_of(block_info),
+    )
+
+
+def _spatial_block(
+    block: FloatArray,
+    p: float,
+    data_format: str,
+    mode: str,
+    seed: int,
+    offset: int,
+    block_info: dict[Any, Any] | None = None,
+) -> FloatArray:
+    return _spatial_dropout_np(  # type: ignore[no-any-return]
+        block,
+        p,
+        data_format=data_format,
+        mode=mode,
+        seed=seed,
+        offset=offset,
+        window=_window_of(block_info),
+    )
+
+
+def _backward_block(
+    block: FloatArray,
+    p: float,
+    mode: str,
+    seed: int,
+    offset: int,
+    axes: tuple[int, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> FloatArray:
+    return _dropout_backward_np(
+        block,
+        p=p,
+        mode=mode,
+        seed=seed,
+        offset=offset,
+        broadcast_axes=axes or None,
+        window=_window_of(block_info),
+    )
+
+
+def _evaluate_block(block: FloatArray, p: float, mode: str) -> FloatArray:
+    return _dropout_np(block, p, training=False, mode=mode)  # type: ignore[no-any-return]
+
+
+def _map(fn: Any, x: da.Array, *args: Any, name: str) -> da.Array:
+    meta = np.empty((0,) * x.ndim, x.dtype)
+    y: da.Array = da.map_blocks(  # type: ignore[no-untyped-call]
+        fn, x, *args, dtype=x.dtype, meta=meta, name=name
+    )
+    return y
+
+
+def _name(what: str, x: da.Array, *args: Any) -> str:
+    # deterministic: the same call on the same array gives the same keys (dask
+    # then shares the work); a different seed or offset gives different keys
+    return f"fastdropout-{what}-{tokenize(x, *args)}"
+
+
+# ---- public functions -----------------------------------------------------------------
+
+
+def _finish(
+    y: da.Array,
+    want_mask: bool,
+    training: bool,
+    mask_shape: tuple[int, ...],
+    p: float,
+    mode: str,
+    seed: int,
+    offset: int,
+    axes: tuple[int, ...],
+) -> Any:
+    if not want_mask:
+        return y
+    if not training:
+        return y, None
+    return y, LazyMask(mask_shape, p, mode, seed, offset, axes)
+
+
+def dropout(
+    x: da.Array,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: None = None,
+    return_mask: bool = False,
+    window: None = None,
+) -> Any:
+    """Lazy :func:`fastdropout.dropout` of the dask array ``x``: one task per block,
+    bit for bit the in-memory result on the whole array, for any chunking.
+
+    Arguments as :func:`fastdropout.dropout`; ``seed=None`` or a Generator is drawn
+    once, now. ``out`` and ``window`` are not taken (dask arrays are immutable;
+    windows are made per block). ``return_mask=True`` gives ``(y, LazyMask)``
+    (``(y, None)`` in evaluation). Chunks of unknown size are a ValueError.
+    """
+    _no_out(out)
+    _no_window(window)
+    pf = _v.check_p(p)
+    train = _v.check_flag(training, "training")
+    m = _v.check_mode(mode)
+    _seed.check_seed(seed)
+    off = _v.check_offset(offset)
+    arr = _check_dask_array(x, "x")
+    axes = _v.normalize_axes(broadcast_axes, arr.ndim)
+    want_mask = _v.check_flag(return_mask, "return_mask")
+    if not train:
+        y = _map(_evaluate_block, arr, pf, m, name=_name("eval", arr, pf, m))
+        return _finish(y, want_mask, False, (), pf, m, 0, off, axes)
+    s = _seed.resolve_seed(seed)  # once, on the client: the tasks are pure
+    y = _map(
+        _forward_block,
+        arr,
+        pf,
+        m,
+        s,
+        off,
+        axes,
+        name=_name("dropout", arr, pf, m, s, off, axes),
+    )
+    mshape = _v.mask_shape_of(tuple(int(n) for n in arr.shape), axes)
+    return _finish(y, want_mask, True, mshape, pf, m, s, off, axes)
+
+
+def spatial_dropout(
+    x: da.Array,
+    p: float = 0.5,
+    *,
+    data_format: str = "channels_first",
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    out: None = None,
+    return_mask: bool = False,
+    window: None = None,
+) -> Any:
+    """Lazy :func:`fastdropout.spatial_dropout` of the dask array ``x`` (3-, 4- or
+    5-D); blocks may split N, C and the spatial axes. As :func:`dropout`."""
+    _no_out(out)
+    _no_window(window)
+    pf = _v.check_p(p)
+    train = _v.check_flag(training, "training")
+    m = _v.check_mode(mode)
+    fmt = _v.check_data_format(data_format)
+    _seed.check_seed(seed)
+    off = _v.check_offset(offset)
+    arr = _check_dask_array(x, "x")
+    axes = _v.spatial_axes(arr.ndim, fmt)
+    want_mask = _v.check_flag(return_mask, "return_mask")
+    if not train:
+        y = _map(_evaluate_block, arr, pf, m, name=_name("eval", arr, pf, m))
+        return _finish(y, want_mask, False, (), pf, m, 0, off, axes)
+    s = _seed.resolve_seed(seed)
+    y = _map(
+        _spatial_block,
+        arr,
+        pf,
+        fmt,
+        m,
+        s,
+        off,
+        name=_name("spatial", arr, pf, fmt, m, s, off),
+    )
+    mshape = _v.mask_shape_of(tuple(int(n) for n in arr.shape), axes)
+    return _finish(y, want_mask, True, mshape, pf, m, s, off, axes)
+
+
+def dropout_backward(
+    grad_y: da.Array,
+    mask: LazyMask | None = None,
+    p: float | None = None,
+    *,
+    mode: str = DEFAULT_MODE,
+    seed: int | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: None = None,
+    window: None = None,
+) -> da.Array:
+    """Lazy :func:`fastdropout.dropout_backward` of the dask array ``grad_y``: each
+    block regenerates its part of the forward call's mask.
+
+    Pass the :class:`LazyMask` of the forward call, or ``p`` with the integer
+    ``seed`` and the ``offset`` (and ``broadcast_axes``; for spatial dropout the
+    spatial axes) it used. A :class:`fastdropout.Mask` is a TypeError here.
+    """
+    _no_out(out)
+    _no_window(window)
+    g = _check_dask_array(grad_y, "grad_y")
+    if mask is not None:
+        if not isinstance(mask, LazyMask):
+            raise TypeError(
+                "mask must be the fastdropout.dask.LazyMask of a lazy forward call, "
+                f"got {type(mask).__name__}; for a fastdropout.Mask use "
+                "fastdropout.dropout_backward on a NumPy array"
+            )
+        if p is not None or seed is not None or broadcast_axes is not None or offset:
+            raise ValueError(
+                "pass either a mask or p, seed, offset (and broadcast_axes) to "
+                "regenerate it, not both"
+            )
+        if mode is not DEFAULT_MODE and _v.check_mode(mode) != mask.mode:
+            raise ValueError(
+                f"mode={mode!r} was given, but the mask was made with mode="
+                f"{mask.mode!r}; with a mask, mode comes from it"
+            )
+        shape = tuple(int(n) for n in g.shape)
+        if any(a >= g.ndim for a in mask.broadcast_axes) or mask.shape != (
+            _v.mask_shape_of(shape, mask.broadcast_axes)
+        ):
+            raise ValueError(
+                f"the mask has shape {mask.shape}, which does not fit grad_y of shape "
+                f"{g.shape}"
+            )
+        pf, m, s, off = mask.p, mask.mode, mask.seed, mask.offset
+        axes = mask.broadcast_axes
+    else:
+        if p is None or seed is None:
+            missing = " and ".join(
+                n for n, v in (("p", p), ("seed", seed)) if v is None
+            )
+            raise ValueError(
+                "dropout_backward needs either the mask of the forward call or the "
+                f"p, seed and offset it used to regenerate it; {missing} missing"
+            )
+        pf = _v.check_p(p)
+        m = _v.check_mode(mode)
+        s = _seed.resolve_seed_for_backward(seed)
+        off = _v.check_offset(offset)
+        axes = _v.normalize_axes(broadcast_axes, g.ndim)
+    return _map(
+        _backward_block,
+        g,
+        pf,
+        m,
+        s,
+        off,
+        axes,
+        name=_name("backward", g, pf, m, s, off, axes),
+    )
