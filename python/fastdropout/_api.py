@@ -13,6 +13,7 @@ this module only decides how to feed the core without hidden temporaries:
 
 from __future__ import annotations
 
+import importlib
 import math
 import operator
 import secrets
@@ -114,6 +115,18 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # return None for anything else; the general path below then validates everything.
 # Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
+
+
+def _is_dask(x: object) -> bool:
+    """A dask collection, recognised without importing dask (docs/spec.md section
+    11: such arrays go to fastdropout.dask instead of being computed here)."""
+    return type(x).__module__.startswith("dask.")
+
+
+def _dask() -> Any:
+    """``fastdropout.dask``, imported at the first dask array (dask is then
+    importable, since the array exists)."""
+    return importlib.import_module("fastdropout.dask")
 
 
 def _check_window(window: object, shape: tuple[int, ...]) -> _window.Window | None:
@@ -227,6 +240,12 @@ def dropout(
                 y, bits = fast
                 return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
+    if _is_dask(x):
+        return _dask().dropout(
+            x, p, training=training, mode=mode, seed=seed, offset=offset,
+            broadcast_axes=broadcast_axes, out=out, return_mask=return_mask,
+            window=window,
+        )  # fmt: skip
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
@@ -267,6 +286,11 @@ def spatial_dropout(
                         bits, shape, _prod(shape), p, mode, s, offset, axes
                     )
                 return fast
+    if _is_dask(x):
+        return _dask().spatial_dropout(
+            x, p, data_format=data_format, training=training, mode=mode, seed=seed,
+            offset=offset, out=out, return_mask=return_mask, window=window,
+        )  # fmt: skip
     plan = _v.plan_forward(
         x,
         p,
@@ -335,6 +359,11 @@ def dropout_backward(
         grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
+    if _is_dask(grad_y):
+        return _dask().dropout_backward(  # type: ignore[no-any-return]
+            grad_y, mask, p, mode=mode, seed=seed, offset=offset,
+            broadcast_axes=broadcast_axes, out=out, window=window,
+        )  # fmt: skip
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
     win = _window.check_backward(window, plan.mask is not None, plan.g.shape)
     g = plan.g
