@@ -44,6 +44,12 @@ __all__ = [
     "window_mask_bits",
 ]
 
+
+def __dir__() -> list[str]:
+    """Only the public API (``__all__``) shows in ``dir(fastdropout.reference)``."""
+    return sorted(__all__)
+
+
 #: Elements per chunk; a multiple of 8 so that packed mask bytes of
 #: consecutive chunks concatenate into the mask of the whole array.
 CHUNK = 1 << 18
