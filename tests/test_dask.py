@@ -281,22 +281,31 @@ def test_worker_killed_mid_graph(client: Any) -> None:
 # ---- out of core: zarr on disk, streamed through the cluster --------------------------
 
 
+def _row_values(i: Any) -> Any:
+    return ((i * 7919) % 4099).astype(np.float32)
+
+
+def _col_values(j: Any) -> Any:
+    return (((j % 1021) - 510) / 8).astype(np.float32)
+
+
+def input_value(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Element (i, j) of the input: a row value plus a column value (small multiples
+    of 1/8, so the float32 sum is exact), cheap for the workers to write and for the
+    check to recompute."""
+    return _row_values(i) + _col_values(j)
+
+
 def write_input(path: Path, shape: tuple[int, int], chunks: tuple[int, int]) -> Any:
-    """A float32 zarr array whose element (i, j) is float32((i * 7919 + j) % 65521 -
-    32760) / 8 (so the check can recompute it), written by the workers."""
+    """A float32 zarr array of ``input_value``, written block by block by the workers."""
     zarr = pytest.importorskip("zarr")
     z = zarr.create_array(
         store=str(path), shape=shape, chunks=chunks, dtype="float32", compressors=None
     )
     rows = da.arange(shape[0], chunks=chunks[0], dtype=np.int64)[:, None]
     cols = da.arange(shape[1], chunks=chunks[1], dtype=np.int64)[None, :]
-    values = (((rows * 7919 + cols) % 65521 - 32760) / 8).astype(np.float32)
-    da.store(values, z, lock=False)
+    da.store(_row_values(rows) + _col_values(cols), z, lock=False)
     return z
-
-
-def input_value(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    return (((i * 7919 + j) % 65521 - 32760) / 8).astype(np.float32)
 
 
 def stream_dropout(src: Path, dst: Path, p: float, seed: int) -> None:
