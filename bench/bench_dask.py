@@ -116,7 +116,7 @@ def bench_dask(rounds: int, n: int, chunk: int) -> dict[str, Any]:
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port (8787 may be taken)
         silence_logs=logging.ERROR,
     )
     client = distributed.Client(cluster)

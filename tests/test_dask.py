@@ -46,7 +46,7 @@ def client() -> Iterator[Any]:
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port (8787 may be taken)
         silence_logs=logging.ERROR,
     )
     c = distributed.Client(cluster)
@@ -393,3 +393,28 @@ def test_out_of_core_32gib(client: Any, tmp_path: Path) -> None:
         print(f"32 GiB streamed in {seconds:.0f} s ({nbytes / seconds / 1e9:.2f} GB/s)")
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_readme_dask_example_runs(client: Any) -> None:
+    from test_window import readme_blocks
+
+    blocks = readme_blocks("### `fastdropout.dask`")
+    assert len(blocks) == 1
+    namespace: dict[str, Any] = {"np": np}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - README code
+    y, y2, grad, mask = (namespace[k] for k in ("y", "y2", "grad", "mask"))
+    assert all(isinstance(a, da.Array) for a in (y, y2, grad))
+    assert_same(
+        compute(client, y[990:1010, 1000:1050]),
+        compute(client, y2[990:1010, 1000:1050]),
+    )
+    g = compute(client, grad[:3, :1030])
+    assert_same(
+        g,
+        fd.dropout_backward(
+            np.ones((3, 1030), np.float32),
+            p=0.1,
+            seed=mask.seed,
+            window=(y.shape, (0, 0)),
+        ),
+    )

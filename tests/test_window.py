@@ -5,6 +5,7 @@ broadcast and spatial masks, forward and backward, any thread count and SIMD lev
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,3 +305,30 @@ def test_windows_tile_the_array(native: Any) -> None:
                 x[r0:r1, c0:c1], 0.25, seed=77, offset=5, window=(x.shape, (r0, c0))
             )
     assert_same(y, whole)
+
+
+def readme_blocks(heading: str) -> list[str]:
+    """The ```python blocks of the README section under ``heading``."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    blocks: list[str] = []
+    inside = fence = False
+    for line in readme.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            if not fence and inside and line.strip() == "```python":
+                blocks.append("")
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            if inside:
+                break
+            inside = line == heading
+        elif fence and inside and blocks:
+            blocks[-1] += line + "\n"
+    return blocks
+
+
+def test_readme_window_example_runs(native: Any) -> None:
+    (block,) = readme_blocks("### `window=`: a block of a larger array")
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - README code
+    assert namespace["bm"].window == ((1000, 512), (200, 128))
+    assert namespace["fd"] is native
