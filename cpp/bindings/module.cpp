@@ -13,6 +13,7 @@ void register_dropout(py::module_& m);
 void register_runtime(py::module_& m);
 void register_fast(py::module_& m);
 void register_window(py::module_& m);
+void register_fused(py::module_& m);
 }  // namespace fastdropout
 
 #define FASTDROPOUT_STR2(x) #x
@@ -30,4 +31,5 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     fastdropout::register_dropout(m);
     fastdropout::register_fast(m);
     fastdropout::register_window(m);
+    fastdropout::register_fused(m);
 }

@@ -5,7 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "fastdropout/kernel_table.hpp"
@@ -29,6 +28,19 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
 void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
 
+// The layout walk of run_apply with a caller's segment function: seg(ctx, run, begin,
+// end) for runs of elements [begin, end) whose decisions `run` gives, split over the
+// threads (fused kernels of SPEC sections 9 and 10 with broadcast masks).
+using SegmentFn = void (*)(void* ctx, const MaskRun& run, std::size_t begin, std::size_t end);
+void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                const std::uint8_t* bits, SegmentFn seg, void* ctx);
+
+// How many chunks (threads) the kernels use for n elements, and fn(ctx, t, begin, end)
+// over [0, n) split into nt chunks whose edges are multiples of 64 (t < nt).
+using ChunkFn = void (*)(void* ctx, std::size_t t, std::size_t begin, std::size_t end);
+std::size_t plan_chunks(std::size_t n);
+void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx);
+
 // memcpy of nbytes split over the same threads as the kernels: the benchmarks'
 // physical-limit baseline (same bytes moved, same thread count).
 void run_copy(const void* src, void* dst, std::size_t nbytes);
@@ -36,13 +48,5 @@ void run_copy(const void* src, void* dst, std::size_t nbytes);
 // Whether any axis of size != 1 is broadcast, i.e. whether the mask differs from
 // a dense one.
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
-
-// For other walkers over the same threads (window.cpp): the number of chunks the run_*
-// functions use for n elements, and body(t, begin, end) over [0, n) in nt such chunks
-// (t < nt; every chunk but the last a multiple of 64 elements long, so two chunks never
-// share a mask byte). body must not throw.
-std::size_t plan_chunks(std::size_t n);
-void for_each_chunk(std::size_t n, std::size_t nt,
-                    const std::function<void(std::size_t, std::size_t, std::size_t)>& body);
 
 }  // namespace fastdropout

@@ -119,12 +119,34 @@ void check_layout(const WindowLayout& w) {
     }
 }
 
+// body(t, begin, end) over parallel.hpp's chunks (a lambda through run_chunks' plain
+// function pointer and context).
+template <class Body>
+void for_each_chunk(std::size_t n, std::size_t nt, const Body& body) {
+    run_chunks(
+        n, nt,
+        [](void* ctx, std::size_t t, std::size_t b, std::size_t e) {
+            (*static_cast<const Body*>(ctx))(t, b, e);
+        },
+        const_cast<Body*>(&body));
+}
+
 std::size_t count_of(const WindowLayout& w) {
     std::size_t n = 1;
     for (std::size_t d : w.dims) {
         n *= d;
     }
     return n;
+}
+
+struct FusedApplyCtx {
+    const FusedArgs* a;
+    void (*fn)(const FusedArgs&, const MaskRun&, std::size_t, std::size_t);
+};
+
+void fused_segment(void* ctx, const MaskRun& run, std::size_t b, std::size_t e) {
+    const auto* c = static_cast<const FusedApplyCtx*>(ctx);
+    c->fn(*c->a, run, b, e);
 }
 
 }  // namespace
@@ -200,6 +222,14 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
             }
         });
     });
+}
+
+void run_window_fused(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
+                      const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                      const WindowLayout& w) {
+    run_window_gen_bits(table, a.stream, a.bits, w);
+    FusedApplyCtx ctx{&a, op == FusedOp::kAdd ? table.add_apply[dt] : table.alpha_apply[dt]};
+    run_masked(dims, broadcast, a.bits, &fused_segment, &ctx);
 }
 
 }  // namespace fastdropout

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fastdropout/kernel_table.hpp"
+#include "parallel_fused.hpp"
 
 namespace fastdropout {
 
@@ -37,5 +38,14 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
 // Mask bits only: bits receives product(w.dims) bits, the window's mask in C order.
 void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* bits,
                          const WindowLayout& w);
+
+// The fused kernels (docs/spec.md sections 9 and 10) on a block of shape dims (C
+// order, broadcast as given): a.bits (required) first receives the window's mask bits
+// (run_window_gen_bits over w, the window of the mask), then one pass applies them
+// with op's kernel. Two passes rather than one, so that the residual add's bias index
+// (element index modulo the bias size) stays the block's own.
+void run_window_fused(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
+                      const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                      const WindowLayout& w);
 
 }  // namespace fastdropout
