@@ -37,9 +37,12 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
 
 from . import _seed
 from . import _validate as _v
+from . import _validate_fused as _vf
+from ._alpha import alpha_dropout as _alpha_dropout_np
 from ._api import dropout as _dropout_np
 from ._api import dropout_backward as _dropout_backward_np
 from ._api import spatial_dropout as _spatial_dropout_np
+from ._fused import dropout_add as _dropout_add_np
 from ._validate import DEFAULT_MODE
 
 if TYPE_CHECKING:
@@ -47,7 +50,14 @@ if TYPE_CHECKING:
 
     FloatArray = npt.NDArray[np.floating[Any]]
 
-__all__ = ["LazyMask", "dropout", "dropout_backward", "spatial_dropout"]
+__all__ = [
+    "LazyMask",
+    "alpha_dropout",
+    "dropout",
+    "dropout_add",
+    "dropout_backward",
+    "spatial_dropout",
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def _check_dask_array(x: object, name: str) -> da.Array:
     if not isinstance(x, da.Array):
         raise TypeError(
             f"{name} must be a dask.array.Array, got {type(x).__name__}; use "
-            "fastdropout.dropout for NumPy arrays"
+            "fastdropout's NumPy functions for NumPy arrays"
         )
     _v.check_array(np.empty(0, x.dtype), name)  # the dtype check and its message
     for axis, sizes in enumerate(x.chunks):
@@ -87,6 +97,28 @@ def _check_dask_array(x: object, name: str) -> da.Array:
                 f"{name}.compute_chunk_sizes() first"
             )
     return x
+
+
+def _proxy(x: da.Array) -> FloatArray:
+    """A NumPy stand-in of ``x``'s shape and dtype holding no memory (a broadcast
+    scalar): the NumPy functions' own validation runs on it, so a lazy call gets
+    the same errors, in the same order, as the in-memory call."""
+    shape = tuple(int(n) for n in x.shape)
+    return np.broadcast_to(np.zeros((), x.dtype), shape)
+
+
+def _aligned(a: object, name: str, like: da.Array) -> da.Array:
+    """``a`` (a dask array or array-like) as a dask array chunked as ``like`` on the
+    trailing axes it shares with it (``residual``, ``bias``)."""
+    if not isinstance(a, da.Array):
+        a = da.asarray(a)  # type: ignore[no-untyped-call]
+    arr = _check_dask_array(a, name)
+    if arr.ndim > like.ndim:
+        return arr  # the shape check names the problem
+    out: da.Array = arr.rechunk(  # type: ignore[no-untyped-call]
+        like.chunks[like.ndim - arr.ndim :]
+    )
+    return out
 
 
 def _no_out(out: object) -> None:
@@ -106,7 +138,8 @@ def _no_window(window: object) -> None:
 
 
 def _window_of(block_info: dict[Any, Any] | None) -> tuple[Any, Any]:
-    """The block's ``(global_shape, start)`` from dask's ``block_info``."""
+    """The block's ``(global_shape, start)`` from dask's ``block_info`` (entry 0:
+    the first array argument, ``x``)."""
     if block_info is None:  # pragma: no cover - map_blocks always passes it
         raise RuntimeError("fastdropout.dask: the block's position is unknown")
     info = block_info[0]
@@ -119,6 +152,7 @@ def _window_of(block_info: dict[Any, Any] | None) -> tuple[Any, Any]:
 def _forward_block(
     block: FloatArray,
     p: float,
+    training: bool,
     mode: str,
     seed: int,
     offset: int,
@@ -128,6 +162,7 @@ def _forward_block(
     return _dropout_np(  # type: ignore[no-any-return]
         block,
         p,
+        training=training,
         mode=mode,
         seed=seed,
         offset=offset,
@@ -140,6 +175,7 @@ def _spatial_block(
     block: FloatArray,
     p: float,
     data_format: str,
+    training: bool,
     mode: str,
     seed: int,
     offset: int,
@@ -149,9 +185,56 @@ def _spatial_block(
         block,
         p,
         data_format=data_format,
+        training=training,
         mode=mode,
         seed=seed,
         offset=offset,
+        window=_window_of(block_info),
+    )
+
+
+def _alpha_block(
+    block: FloatArray,
+    p: float,
+    training: bool,
+    seed: int,
+    offset: int,
+    axes: tuple[int, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> FloatArray:
+    return _alpha_dropout_np(  # type: ignore[no-any-return]
+        block,
+        p,
+        training=training,
+        seed=seed,
+        offset=offset,
+        broadcast_axes=axes or None,
+        window=_window_of(block_info),
+    )
+
+
+def _add_block(
+    block: FloatArray,
+    residual: FloatArray,
+    *bias: FloatArray,
+    p: float,
+    training: bool,
+    mode: str,
+    seed: int,
+    offset: int,
+    axes: tuple[int, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> FloatArray:
+    return _dropout_add_np(  # type: ignore[no-any-return]
+        block,
+        residual,
+        p,
+        bias=bias[0] if bias else None,
+        training=training,
+        mode=mode,
+        seed=seed,
+        offset=offset,
+        broadcast_axes=axes or None,
         window=_window_of(block_info),
     )
 
@@ -176,43 +259,33 @@ def _backward_block(
     )
 
 
-def _evaluate_block(block: FloatArray, p: float, mode: str) -> FloatArray:
-    return _dropout_np(block, p, training=False, mode=mode)  # type: ignore[no-any-return]
-
-
-def _map(fn: Any, x: da.Array, *args: Any, name: str) -> da.Array:
+def _map(fn: Any, arrays: tuple[da.Array, ...], name: str, **kw: Any) -> da.Array:
+    x = arrays[0]
     meta = np.empty((0,) * x.ndim, x.dtype)
+    # deterministic keys: the same call on the same arrays gives the same keys (dask
+    # then shares the work); another seed or offset gives other keys
+    token = tokenize(*arrays, *sorted(kw.items()))
     y: da.Array = da.map_blocks(  # type: ignore[no-untyped-call]
-        fn, x, *args, dtype=x.dtype, meta=meta, name=name
+        fn, *arrays, dtype=x.dtype, meta=meta, name=f"fastdropout-{name}-{token}", **kw
     )
     return y
 
 
-def _name(what: str, x: da.Array, *args: Any) -> str:
-    # deterministic: the same call on the same array gives the same keys (dask
-    # then shares the work); a different seed or offset gives different keys
-    return f"fastdropout-{what}-{tokenize(x, *args)}"
-
-
-# ---- public functions -----------------------------------------------------------------
-
-
-def _finish(
+def _result(
     y: da.Array,
     want_mask: bool,
     training: bool,
     mask_shape: tuple[int, ...],
-    p: float,
-    mode: str,
-    seed: int,
-    offset: int,
-    axes: tuple[int, ...],
+    *rest: Any,
 ) -> Any:
     if not want_mask:
         return y
     if not training:
         return y, None
-    return y, LazyMask(mask_shape, p, mode, seed, offset, axes)
+    return y, LazyMask(mask_shape, *rest)
+
+
+# ---- public functions -----------------------------------------------------------------
 
 
 def dropout(
@@ -238,30 +311,23 @@ def dropout(
     """
     _no_out(out)
     _no_window(window)
-    pf = _v.check_p(p)
-    train = _v.check_flag(training, "training")
-    m = _v.check_mode(mode)
-    _seed.check_seed(seed)
-    off = _v.check_offset(offset)
     arr = _check_dask_array(x, "x")
-    axes = _v.normalize_axes(broadcast_axes, arr.ndim)
-    want_mask = _v.check_flag(return_mask, "return_mask")
-    if not train:
-        y = _map(_evaluate_block, arr, pf, m, name=_name("eval", arr, pf, m))
-        return _finish(y, want_mask, False, (), pf, m, 0, off, axes)
-    s = _seed.resolve_seed(seed)  # once, on the client: the tasks are pure
-    y = _map(
-        _forward_block,
-        arr,
-        pf,
-        m,
-        s,
-        off,
-        axes,
-        name=_name("dropout", arr, pf, m, s, off, axes),
+    plan = _v.plan_forward(
+        _proxy(arr), p, training, mode, seed, offset, broadcast_axes, None, return_mask
     )
-    mshape = _v.mask_shape_of(tuple(int(n) for n in arr.shape), axes)
-    return _finish(y, want_mask, True, mshape, pf, m, s, off, axes)
+    s = _seed.resolve_seed(plan.seed) if plan.training else 0  # once, on the client
+    kw: dict[str, Any] = {
+        "p": plan.p,
+        "training": plan.training,
+        "mode": plan.mode,
+        "seed": s,
+    }
+    kw.update(offset=plan.offset, axes=plan.axes)
+    y = _map(_forward_block, (arr,), "dropout", **kw)
+    return _result(
+        y, plan.return_mask, plan.training, plan.mask_shape,
+        plan.p, plan.mode, s, plan.offset, plan.axes,
+    )  # fmt: skip
 
 
 def spatial_dropout(
@@ -281,31 +347,99 @@ def spatial_dropout(
     5-D); blocks may split N, C and the spatial axes. As :func:`dropout`."""
     _no_out(out)
     _no_window(window)
-    pf = _v.check_p(p)
-    train = _v.check_flag(training, "training")
-    m = _v.check_mode(mode)
-    fmt = _v.check_data_format(data_format)
-    _seed.check_seed(seed)
-    off = _v.check_offset(offset)
     arr = _check_dask_array(x, "x")
-    axes = _v.spatial_axes(arr.ndim, fmt)
-    want_mask = _v.check_flag(return_mask, "return_mask")
-    if not train:
-        y = _map(_evaluate_block, arr, pf, m, name=_name("eval", arr, pf, m))
-        return _finish(y, want_mask, False, (), pf, m, 0, off, axes)
-    s = _seed.resolve_seed(seed)
-    y = _map(
-        _spatial_block,
-        arr,
-        pf,
-        fmt,
-        m,
-        s,
-        off,
-        name=_name("spatial", arr, pf, fmt, m, s, off),
+    plan = _v.plan_forward(
+        _proxy(arr), p, training, mode, seed, offset, None, None, return_mask,
+        spatial=True, data_format=data_format,
+    )  # fmt: skip
+    s = _seed.resolve_seed(plan.seed) if plan.training else 0
+    kw: dict[str, Any] = {
+        "p": plan.p,
+        "data_format": data_format,
+        "training": plan.training,
+    }
+    kw.update(mode=plan.mode, seed=s, offset=plan.offset)
+    y = _map(_spatial_block, (arr,), "spatial-dropout", **kw)
+    return _result(
+        y, plan.return_mask, plan.training, plan.mask_shape,
+        plan.p, plan.mode, s, plan.offset, plan.axes,
+    )  # fmt: skip
+
+
+def alpha_dropout(
+    x: da.Array,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: None = None,
+    return_mask: bool = False,
+    window: None = None,
+) -> Any:
+    """Lazy :func:`fastdropout.alpha_dropout` of the dask array ``x``; the
+    ``LazyMask`` records ``mode="alpha"``. As :func:`dropout`."""
+    _no_out(out)
+    _no_window(window)
+    arr = _check_dask_array(x, "x")
+    plan = _vf.plan_alpha(
+        _proxy(arr), p, training, seed, offset, broadcast_axes, None, return_mask
     )
-    mshape = _v.mask_shape_of(tuple(int(n) for n in arr.shape), axes)
-    return _finish(y, want_mask, True, mshape, pf, m, s, off, axes)
+    s = _seed.resolve_seed(plan.seed) if plan.training else 0
+    kw: dict[str, Any] = {"p": plan.p, "training": plan.training, "seed": s}
+    kw.update(offset=plan.offset, axes=plan.axes)
+    y = _map(_alpha_block, (arr,), "alpha-dropout", **kw)
+    return _result(
+        y, plan.return_mask, plan.training, plan.mask_shape,
+        plan.p, "alpha", s, plan.offset, plan.axes,
+    )  # fmt: skip
+
+
+def dropout_add(
+    x: da.Array,
+    residual: Any,
+    p: float = 0.5,
+    *,
+    bias: Any = None,
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: None = None,
+    return_mask: bool = False,
+    window: None = None,
+) -> Any:
+    """Lazy :func:`fastdropout.dropout_add` of the dask array ``x``: ``residual``
+    (x's shape) and ``bias`` (x's trailing axes) may be dask or NumPy arrays; they
+    are rechunked to ``x``'s chunks, so each task gets its blocks. As
+    :func:`dropout`. (``dropout_add_backward`` has no lazy form: its ``grad_bias``
+    is a sequential float64 sum over all rows; use :func:`dropout_backward` for
+    ``grad_x``.)"""
+    _no_out(out)
+    _no_window(window)
+    arr = _check_dask_array(x, "x")
+    res = _aligned(residual, "residual", arr)
+    b = None if bias is None else _aligned(bias, "bias", arr)
+    plan = _vf.plan_add(
+        _proxy(arr), _proxy(res), p, None if b is None else _proxy(b), training, mode,
+        seed, offset, broadcast_axes, None, return_mask,
+    )  # fmt: skip
+    s = _seed.resolve_seed(plan.seed) if plan.training else 0
+    kw: dict[str, Any] = {
+        "p": plan.p,
+        "training": plan.training,
+        "mode": plan.mode,
+        "seed": s,
+    }
+    kw.update(offset=plan.offset, axes=plan.axes)
+    arrays = (arr, res) if b is None else (arr, res, b)
+    y = _map(_add_block, arrays, "dropout-add", **kw)
+    return _result(
+        y, plan.return_mask, plan.training, plan.mask_shape,
+        plan.p, plan.mode, s, plan.offset, plan.axes,
+    )  # fmt: skip
 
 
 def dropout_backward(
@@ -325,7 +459,8 @@ def dropout_backward(
 
     Pass the :class:`LazyMask` of the forward call, or ``p`` with the integer
     ``seed`` and the ``offset`` (and ``broadcast_axes``; for spatial dropout the
-    spatial axes) it used. A :class:`fastdropout.Mask` is a TypeError here.
+    spatial axes; ``mode="alpha"`` for alpha dropout) it used. A
+    :class:`fastdropout.Mask` is a TypeError here.
     """
     _no_out(out)
     _no_window(window)
@@ -355,29 +490,16 @@ def dropout_backward(
                 f"the mask has shape {mask.shape}, which does not fit grad_y of shape "
                 f"{g.shape}"
             )
-        pf, m, s, off = mask.p, mask.mode, mask.seed, mask.offset
-        axes = mask.broadcast_axes
-    else:
-        if p is None or seed is None:
-            missing = " and ".join(
-                n for n, v in (("p", p), ("seed", seed)) if v is None
-            )
-            raise ValueError(
-                "dropout_backward needs either the mask of the forward call or the "
-                f"p, seed and offset it used to regenerate it; {missing} missing"
-            )
-        pf = _v.check_p(p)
-        m = _v.check_mode(mode)
-        s = _seed.resolve_seed_for_backward(seed)
-        off = _v.check_offset(offset)
-        axes = _v.normalize_axes(broadcast_axes, g.ndim)
-    return _map(
-        _backward_block,
-        g,
-        pf,
-        m,
-        s,
-        off,
-        axes,
-        name=_name("backward", g, pf, m, s, off, axes),
+        p, mode, seed, offset = mask.p, mask.mode, mask.seed, mask.offset
+        broadcast_axes = mask.broadcast_axes or None
+    plan = _v.plan_backward(
+        _proxy(g), None, p, mode, seed, offset, broadcast_axes, None
     )
+    kw: dict[str, Any] = {
+        "p": plan.p,
+        "mode": plan.mode,
+        "seed": plan.seed,
+        "offset": plan.offset,
+    }
+    y = _map(_backward_block, (g,), "dropout-backward", **kw, axes=plan.axes)
+    return y
