@@ -332,3 +332,85 @@ def test_readme_window_example_runs(native: Any) -> None:
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - README code
     assert namespace["bm"].window == ((1000, 512), (200, 128))
     assert namespace["fd"] is native
+
+
+def finite(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Finite float32 values: the native dropout_add's dense and MaskRun kernels
+    give different signs to a NaN made from two NaNs (x + bias, then + residual),
+    a matter of those kernels rather than of windows."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@SETTINGS
+@given(
+    case=blocks(max_ndim=3),
+    p=st.sampled_from([0.0, 0.3, 0.9]),
+    seed=st.integers(0, TWO_64 - 1),
+    offset=st.one_of(st.integers(0, 100), st.integers(TWO_64 - 100, TWO_64 - 1)),
+    with_bias=st.booleans(),
+    mode=st.sampled_from(["inverted", "classic"]),
+)
+def test_dropout_add_and_alpha_blocks(
+    impl: Any, case: Any, p: float, seed: int, offset: int, with_bias: bool, mode: str
+) -> None:
+    """dropout_add (with the block's part of the bias) and alpha_dropout of a block
+    equal the whole-array call there; the masks are the block's window."""
+    gshape, start, bshape, axes = case
+    x = finite(gshape, 1)
+    r = finite(gshape, 2)
+    nb = min(len(gshape), 1 if with_bias else 0)
+    bias = finite(gshape[len(gshape) - nb :], 3) if nb else None
+    kw: dict[str, Any] = {
+        "seed": seed,
+        "offset": offset,
+        "broadcast_axes": axes or None,
+    }
+    win = (gshape, start)
+    xb = np.array(block_of(x, start, bshape))
+    rb = np.array(block_of(r, start, bshape))
+    bb = None
+    if bias is not None:
+        bb = np.array(bias[start[-1] : start[-1] + bshape[-1]])
+    whole, wm = impl.dropout_add(x, r, p, bias=bias, mode=mode, return_mask=True, **kw)
+    y, m = impl.dropout_add(
+        xb, rb, p, bias=bb, mode=mode, window=win, return_mask=True, **kw
+    )
+    assert_same(y, np.array(block_of(whole, start, bshape)), "dropout_add")
+    np.testing.assert_array_equal(m.to_bool(), mask_window(wm, start, bshape))
+    assert m.window == win
+    whole, wm = impl.alpha_dropout(x, p, return_mask=True, **kw)
+    y, m = impl.alpha_dropout(xb, p, window=win, return_mask=True, **kw)
+    assert_same(y, np.array(block_of(whole, start, bshape)), "alpha_dropout")
+    np.testing.assert_array_equal(m.to_bool(), mask_window(wm, start, bshape))
+    assert m.mode == "alpha"
+    g = make_input(gshape, np.float32, seed=4)
+    gb = np.array(block_of(g, start, bshape))
+    expect = np.array(block_of(impl.dropout_backward(g, wm), start, bshape))
+    assert_same(impl.dropout_backward(gb, m), expect, "alpha backward, block mask")
+    regen = impl.dropout_backward(gb, p=p, mode="alpha", window=win, **kw)
+    assert_same(regen, expect, "alpha backward regenerated")
+
+
+def test_fused_big_blocks_threads(native: Any, nthreads: int) -> None:
+    del nthreads
+    gshape, start, bshape = (600, 1000), (50, 123), (400, 701)
+    x, r, bias = finite(gshape, 1), finite(gshape, 2), finite((1000,), 3)
+    win = (gshape, start)
+    xb, rb = np.array(block_of(x, start, bshape)), np.array(block_of(r, start, bshape))
+    whole = native.dropout_add(x, r, 0.4, bias=bias, seed=8)
+    got = native.dropout_add(xb, rb, 0.4, bias=bias[123:824], seed=8, window=win)
+    assert_same(got, np.array(block_of(whole, start, bshape)))
+    assert_same(
+        native.alpha_dropout(xb, 0.4, seed=8, window=win),
+        np.array(block_of(native.alpha_dropout(x, 0.4, seed=8), start, bshape)),
+    )
+
+
+def test_bfloat16_blocks(impl: Any) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = make_input((30, 70), np.float32, seed=6).astype(ml_dtypes.bfloat16)
+    whole = impl.dropout(x, 0.3, seed=2, offset=9)
+    y = impl.dropout(
+        np.array(x[5:20, 3:60]), 0.3, seed=2, offset=9, window=(x.shape, (5, 3))
+    )
+    np.testing.assert_array_equal(y.view(np.uint16), whole[5:20, 3:60].view(np.uint16))
