@@ -418,3 +418,51 @@ def test_readme_dask_example_runs(client: Any) -> None:
             window=(y.shape, (0, 0)),
         ),
     )
+
+
+@SETTINGS
+@given(case=dense_cases(), seed=st.integers(0, TWO_64 - 1), with_bias=st.booleans())
+def test_alpha_and_add_any_chunking(
+    client: Any, case: Any, seed: int, with_bias: bool
+) -> None:
+    shape, chunks, axes = case
+    rng = np.random.default_rng(seed % 1000)
+    x = rng.standard_normal(shape).astype(np.float32)
+    r = rng.standard_normal(shape).astype(np.float32)
+    bias = rng.standard_normal(shape[-1:]).astype(np.float32) if with_bias else None
+    xd = da.from_array(x, chunks=chunks)
+    kw: dict[str, Any] = {"seed": seed, "offset": 3, "broadcast_axes": axes}
+    y, lazy = fdd.alpha_dropout(xd, 0.3, return_mask=True, **kw)
+    expect, mask = fd.alpha_dropout(x, 0.3, return_mask=True, **kw)
+    assert_same(compute(client, y), expect, "alpha_dropout")
+    assert lazy.mode == "alpha"
+    gd = da.from_array(r, chunks=chunks[::-1] if len(chunks) == 1 else chunks)
+    assert_same(
+        compute(client, fdd.dropout_backward(gd, lazy)),
+        fd.dropout_backward(r, mask),
+        "alpha backward",
+    )
+    # residual as a NumPy array and as a dask array chunked differently
+    rd = da.from_array(r, chunks=tuple(max(1, n // 2) for n in shape))
+    want = fd.dropout_add(x, r, 0.3, bias=bias, **kw)
+    for residual in (r, rd):
+        got = fdd.dropout_add(xd, residual, 0.3, bias=bias, **kw)
+        assert_same(compute(client, got), want, "dropout_add")
+    ev = fd.dropout_add(xd, rd, 0.3, bias=bias, training=False, mode="classic")
+    assert isinstance(ev, da.Array)
+    assert_same(
+        compute(client, ev),
+        fd.dropout_add(x, r, 0.3, bias=bias, training=False, mode="classic"),
+    )
+
+
+def test_alpha_and_add_errors() -> None:
+    x = da.ones((6, 8), chunks=3, dtype=np.float32)
+    with pytest.raises(ValueError, match="p"):
+        fdd.alpha_dropout(x, 1.0)
+    with pytest.raises(ValueError, match="residual has shape"):
+        fdd.dropout_add(x, np.ones((6, 7), np.float32), 0.5)
+    with pytest.raises(ValueError, match="bias has shape"):
+        fdd.dropout_add(x, x, 0.5, bias=np.ones(7, np.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        fdd.dropout_add(x, np.ones((6, 8), np.float64), 0.5)

@@ -15,7 +15,7 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import dropout_backward
+from ._api import _dask, _is_dask, dropout_backward
 from ._rowsum import round_sums
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -94,6 +94,12 @@ def dropout_add(
     the block's part of the bias; the window's mask bits are generated first,
     then applied in one pass).
     """
+    if _is_dask(x):  # lazy, block by block (docs/spec.md section 11)
+        return _dask().dropout_add(
+            x, residual, p, bias=bias, training=training, mode=mode, seed=seed,
+            offset=offset, broadcast_axes=broadcast_axes, out=out,
+            return_mask=return_mask, window=window,
+        )  # fmt: skip
     plan = _vf.plan_add(
         x, residual, p, bias, training, mode, seed, offset, broadcast_axes, out,
         return_mask,

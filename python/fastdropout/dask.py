@@ -113,7 +113,7 @@ def _aligned(a: object, name: str, like: da.Array) -> da.Array:
     if not isinstance(a, da.Array):
         a = da.asarray(a)  # type: ignore[no-untyped-call]
     arr = _check_dask_array(a, name)
-    if arr.ndim > like.ndim:
+    if arr.ndim > like.ndim or arr.shape != like.shape[like.ndim - arr.ndim :]:
         return arr  # the shape check names the problem
     out: da.Array = arr.rechunk(  # type: ignore[no-untyped-call]
         like.chunks[like.ndim - arr.ndim :]
