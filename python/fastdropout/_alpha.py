@@ -11,8 +11,8 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import _dask, _is_dask
 from ._fused import _finish, _readable, _same_memory, _target
+from ._interop import keeps_array_type
 from ._seed import resolve_seed
 from .mask import Mask
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["alpha_dropout"]
 
 
+@keeps_array_type("x")
 def alpha_dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -50,12 +51,6 @@ def alpha_dropout(
     ``+0.0`` where dropped. ``window`` as in :func:`fastdropout.dropout`
     (docs/spec.md section 11).
     """
-    if _is_dask(x):  # lazy, block by block (docs/spec.md section 11)
-        return _dask().alpha_dropout(
-            x, p, training=training, seed=seed, offset=offset,
-            broadcast_axes=broadcast_axes, out=out, return_mask=return_mask,
-            window=window,
-        )  # fmt: skip
     plan = _vf.plan_alpha(
         x, p, training, seed, offset, broadcast_axes, out, return_mask
     )

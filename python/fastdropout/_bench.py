@@ -104,21 +104,38 @@ class WrongResult(Exception):
 # ---------------------------------------------------------------------------
 
 
+def _max_size() -> int:
+    """The largest size the benchmark takes: its arrays (the float64 input draw, x,
+    y, out: about 32 bytes per element) must fit in this machine's memory."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 1 << 32
+    return max(1 << 16, memory // 32)
+
+
 def _parse_size(text: str, minimum: int = 1) -> int:
     t = text.strip().replace(" ", "")
     try:
         if "**" in t or "^" in t:
             base, exp = t.split("**" if "**" in t else "^")
-            value = int(int(base) ** int(exp))  # 2**-1 -> 0, refused below
+            # (exponents past 64 are far too large anyway: not computed)
+            value = int(int(base) ** min(int(exp), 65))  # 2**-1 -> 0, refused below
         elif "<<" in t:
             base, exp = t.split("<<")
-            value = int(base) << int(exp)
+            value = int(base) << min(int(exp), 65)
         else:
             value = int(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+    largest = _max_size()
+    if value > largest:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too large for this machine: the benchmark needs about 32 "
+            f"bytes per element, so it takes at most {largest} elements here"
+        )
     return value
 
 

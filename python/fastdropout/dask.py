@@ -35,20 +35,23 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
         name="dask",
     ) from _exc
 
-from . import _seed
+from . import _alpha, _api, _fused, _seed
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._alpha import alpha_dropout as _alpha_dropout_np
-from ._api import dropout as _dropout_np
-from ._api import dropout_backward as _dropout_backward_np
-from ._api import spatial_dropout as _spatial_dropout_np
-from ._fused import dropout_add as _dropout_add_np
 from ._validate import DEFAULT_MODE
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     FloatArray = npt.NDArray[np.floating[Any]]
+
+# The NumPy functions each task calls (untyped here: the arguments were validated
+# on the client, in their checked forms).
+_dropout_np: Any = _api.dropout
+_spatial_dropout_np: Any = _api.spatial_dropout
+_dropout_backward_np: Any = _api.dropout_backward
+_alpha_dropout_np: Any = _alpha.alpha_dropout
+_dropout_add_np: Any = _fused.dropout_add
 
 __all__ = [
     "LazyMask",
@@ -248,7 +251,7 @@ def _backward_block(
     axes: tuple[int, ...],
     block_info: dict[Any, Any] | None = None,
 ) -> FloatArray:
-    return _dropout_backward_np(
+    return _dropout_backward_np(  # type: ignore[no-any-return]
         block,
         p=p,
         mode=mode,
