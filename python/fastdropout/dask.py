@@ -88,8 +88,8 @@ class LazyMask:
 def _check_dask_array(x: object, name: str) -> da.Array:
     if not isinstance(x, da.Array):
         raise TypeError(
-            f"{name} must be a dask.array.Array, got {type(x).__name__}; use "
-            "fastdropout's NumPy functions for NumPy arrays"
+            f"fastdropout.dask: {name} must be a dask.array.Array, got "
+            f"{type(x).__name__}; use fastdropout's NumPy functions for NumPy arrays"
         )
     _v.check_array(np.empty(0, x.dtype), name)  # the dtype check and its message
     for axis, sizes in enumerate(x.chunks):
