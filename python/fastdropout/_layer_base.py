@@ -211,9 +211,12 @@ class Layer:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before any forward()"
             )
-        shape = tuple(getattr(grad_y, "shape", ()))
-        if not hasattr(grad_y, "shape"):
+        # Arrays of any kind (tensors included) have a shape; lists are checked
+        # and converted as the functions do.
+        shape = getattr(grad_y, "shape", None)
+        if shape is None:
             shape = _v.check_array(grad_y, "grad_y").shape
+        shape = tuple(shape)
         if shape != self._input_shape:
             raise ValueError(
                 f"grad_y has shape {shape}, but the last forward input had "
@@ -540,6 +543,10 @@ class AlphaDropoutBase(DropoutBase):
         if mode != "alpha":
             raise ValueError(f"mode of an AlphaDropout layer must be 'alpha', got {mode!r}")
         return "alpha"
+
+    def _extra_repr(self) -> str:
+        # always shown: with broadcast_axes this is feature alpha dropout
+        return f", broadcast_axes={self._axes}"
 
     def _run(self, x: object, training: bool) -> tuple[Any, Mask | None]:
         return type(self)._alpha_fn(  # type: ignore[no-any-return]
