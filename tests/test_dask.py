@@ -369,6 +369,7 @@ BIG_CHUNKS = (256, 65536)  # 64 MiB blocks
 
 
 @pytest.mark.slow
+@pytest.mark.outofcore
 def test_out_of_core_32gib(client: Any, tmp_path: Path) -> None:
     """Dropout of a 32 GiB float32 zarr array (more than this machine's memory)
     streamed in place through the 2-worker cluster; spot-checked at sampled
