@@ -4,7 +4,7 @@ front-end. The backward pass is ``dropout_backward`` with the alpha mask (or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -19,23 +19,83 @@ from .mask import Mask
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    FloatArray = npt.NDArray[Any]
+    from ._typing import (
+        ArrayT,
+        Axes,
+        FloatArray,
+        Offset,
+        Probability,
+        Seed,
+        WindowArg,
+    )
 
 __all__ = ["alpha_dropout"]
 
 
+@overload
+def alpha_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
+) -> ArrayT: ...
+@overload
+def alpha_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+    window: WindowArg | None = ...,
+) -> tuple[ArrayT, Mask | None]: ...
+@overload
+def alpha_dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
+) -> FloatArray: ...
+@overload
+def alpha_dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[True],
+    window: WindowArg | None = ...,
+) -> tuple[FloatArray, Mask | None]: ...
 @keeps_array_type("x")
 def alpha_dropout(
     x: npt.ArrayLike,
-    p: float = 0.5,
+    p: Probability = 0.5,
     *,
     training: bool = True,
-    seed: int | np.random.Generator | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
+    seed: Seed = None,
+    offset: Offset = 0,
+    broadcast_axes: Axes = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
-    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    window: WindowArg | None = None,
 ) -> Any:
     """Alpha dropout (Klambauer et al. 2017), as PyTorch's ``F.alpha_dropout``
     and Keras's ``AlphaDropout`` compute it.

@@ -29,8 +29,6 @@ from ._validate import DEFAULT_MODE
 from .mask import Mask
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     import numpy.typing as npt
 
     from ._typing import (
@@ -42,10 +40,8 @@ if TYPE_CHECKING:
         Offset,
         Probability,
         Seed,
+        WindowArg,
     )
-
-    # window=(global_shape, start) (docs/spec.md section 11)
-    WindowArg = tuple[Sequence[int], Sequence[int]]
 
 __all__ = [
     "dropout",

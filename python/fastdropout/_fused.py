@@ -8,7 +8,7 @@ first; ``out=residual`` and ``out=x`` run in place.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
 
 import numpy as np
 
@@ -25,7 +25,16 @@ from .mask import Mask
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    FloatArray = npt.NDArray[Any]
+    from ._typing import (
+        ArrayT,
+        Axes,
+        FloatArray,
+        Mode,
+        Offset,
+        Probability,
+        Seed,
+        WindowArg,
+    )
 
 __all__ = ["dropout_add", "dropout_add_backward"]
 
@@ -63,21 +72,85 @@ def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
     return out
 
 
+@overload
+def dropout_add(
+    x: ArrayT,
+    residual: ArrayT,
+    p: Probability = ...,
+    *,
+    bias: npt.ArrayLike | None = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
+) -> ArrayT: ...
+@overload
+def dropout_add(
+    x: ArrayT,
+    residual: ArrayT,
+    p: Probability = ...,
+    *,
+    bias: npt.ArrayLike | None = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+    window: WindowArg | None = ...,
+) -> tuple[ArrayT, Mask | None]: ...
+@overload
+def dropout_add(
+    x: npt.ArrayLike,
+    residual: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    bias: npt.ArrayLike | None = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
+) -> FloatArray: ...
+@overload
+def dropout_add(
+    x: npt.ArrayLike,
+    residual: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    bias: npt.ArrayLike | None = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[True],
+    window: WindowArg | None = ...,
+) -> tuple[FloatArray, Mask | None]: ...
 @keeps_array_type("x", "residual", "bias")
 def dropout_add(
     x: npt.ArrayLike,
     residual: npt.ArrayLike,
-    p: float = 0.5,
+    p: Probability = 0.5,
     *,
     bias: npt.ArrayLike | None = None,
     training: bool = True,
-    mode: str = "inverted",
-    seed: int | np.random.Generator | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
+    mode: Mode = "inverted",
+    seed: Seed = None,
+    offset: Offset = 0,
+    broadcast_axes: Axes = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
-    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    window: WindowArg | None = None,
 ) -> Any:
     """Dropout of ``x + bias`` added to ``residual``, in one pass over memory.
 
@@ -161,13 +234,13 @@ def dropout_add(
 def dropout_add_backward(
     grad_y: npt.ArrayLike,
     mask: Mask | None = None,
-    p: float | None = None,
+    p: Probability | None = None,
     *,
     bias: bool | tuple[int, ...] = False,
     mode: str = DEFAULT_MODE,
-    seed: int | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
+    seed: SupportsIndex | None = None,
+    offset: Offset = 0,
+    broadcast_axes: Axes = None,
     out: FloatArray | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of :func:`dropout_add`: ``(grad_x, grad_residual, grad_bias)``.

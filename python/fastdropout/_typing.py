@@ -27,6 +27,7 @@ __all__ = [
     "Offset",
     "Probability",
     "Seed",
+    "WindowArg",
 ]
 
 Mode = Literal["inverted", "classic"]
@@ -37,3 +38,5 @@ Probability = SupportsFloat
 Axes = Union[SupportsIndex, Sequence[SupportsIndex], None]
 FloatArray = npt.NDArray[np.floating[Any]]
 ArrayT = TypeVar("ArrayT", bound="np.ndarray[Any, np.dtype[np.floating[Any]]]")
+# window=(global_shape, start) (docs/spec.md section 11)
+WindowArg = tuple[Sequence[SupportsIndex], Sequence[SupportsIndex]]

@@ -62,6 +62,15 @@ conv = fd.SpatialDropout(0.1, data_format="channels_first", mode="inverted")
 assert_type(conv(x4), F32)
 assert_type(conv.eval(), fd.SpatialDropout)
 
+# fused dropout + residual add, alpha dropout: the same argument types
+res = fd.dropout_add(h, h, np.float32(0.1), bias=h[0], seed=np.uint64(3), broadcast_axes=[0])
+assert_type(res, F32)
+res2, m2 = fd.dropout_add(h, h, 0.1, seed=3, return_mask=True)
+assert_type(res2, F32)
+gx, gres, gb = fd.dropout_add_backward(np.ones_like(h), m2, bias=True)
+sel = fd.alpha_dropout(h, np.float32(0.05), seed=np.uint64(9), window=((64, 256), (0, 0)))
+assert_type(sel, F32)
+
 fd.set_num_threads(np.int64(1))
 fd.set_num_threads(None)
 n: int = fd.get_num_threads()
