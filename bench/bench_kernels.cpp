@@ -156,7 +156,7 @@ void fill_values(std::uint8_t* p, const DtypeInfo& d, std::size_t n) {
     }
 }
 
-// The scale dtype(1 / (1 - p)) as a double holding the dtype-rounded value (SPEC 3).
+// The scale dtype(1 / (1 - p)) as a double holding the dtype-rounded value (docs/spec.md section 3).
 double rounded_scale(double p, Dtype dt) {
     const double s = 1.0 / (1.0 - p);
     if (dt == fastdropout::kF64) {

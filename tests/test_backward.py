@@ -1,4 +1,4 @@
-"""The backward pass (SPEC section 3, last item; section 6)."""
+"""The backward pass (docs/spec.md section 3, last item; section 6)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_backward_is_the_forward_applied_to_the_gradient(
     g = make_input((7, 33), dtype, seed=2)
     kw: dict[str, Any] = {"seed": 5, "offset": TWO_64 - 11, "mode": mode}
     if dtype is np.float16 and mode == "inverted" and p < 1 and 1 / (1 - p) >= 65520:
-        # float16's scale overflows: an error in both passes (SPEC section 8)
+        # float16's scale overflows: an error in both passes (docs/spec.md section 8)
         with pytest.raises(ValueError, match=r"float16.*overflows to inf"):
             impl.dropout(x, p, **kw)
         with pytest.raises(ValueError, match=r"float16.*overflows to inf"):

@@ -1,4 +1,4 @@
-"""Run-time instruction-set dispatch and FASTDROPOUT_SIMD (SPEC section 6).
+"""Run-time instruction-set dispatch and FASTDROPOUT_SIMD (docs/spec.md section 6).
 
 Like NumPy's CPU-dispatch tests, each forced level runs in a fresh
 interpreter, since the variable is read once, at import.

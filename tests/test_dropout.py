@@ -1,4 +1,4 @@
-"""The native core against the reference, bit for bit (SPEC sections 2-6).
+"""The native core against the reference, bit for bit (docs/spec.md sections 2-6).
 
 Outputs are compared as bit patterns (``.view(np.uintN)``), so ``-0.0`` vs
 ``+0.0`` and NaN payloads count; masks are compared byte for byte. The matrix
@@ -86,7 +86,7 @@ def test_p(native: Any, simd: str, dtype: Any, p: float, mode: str) -> None:
     del simd
     x = make_input((1031,), dtype, seed=2)
     if dtype is np.float16 and mode == "inverted" and p < 1 and 1 / (1 - p) >= 65520:
-        # float16's scale overflows: an error naming the largest p (SPEC section 8)
+        # float16's scale overflows: an error naming the largest p (docs/spec.md section 8)
         for impl in (native, reference):
             with pytest.raises(ValueError, match=r"float16.*overflows to inf"):
                 impl.dropout(x, p, seed=7, offset=11, mode=mode)

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and nothing is written (SPEC section 7).
+"""Bad input gets a clear error and nothing is written (docs/spec.md section 7).
 
 Each case runs against the native package and the reference: same exception
 type, a message naming the culprit, ``out`` and the input untouched, and (with
@@ -401,7 +401,7 @@ CASES += [
     ),
 ]
 
-# SPEC 4: broadcast axes repeated or out of range -> ValueError; spatial ranks
+# docs/spec.md section 4: broadcast axes repeated or out of range -> ValueError; spatial ranks
 CASES += [
     (
         "axes-repeated",

@@ -73,7 +73,7 @@ def test_threshold_and_scale_match_reference(core_module: Any, dtype: Any) -> No
     x = np.ones(256, dtype)
     for p in _probabilities(rng):
         if dtype is np.float16 and p < 1 and 1 / (1 - p) >= 65520:
-            # float16 scale overflow (SPEC section 8): an error on the general path
+            # float16 scale overflow (docs/spec.md section 8): an error on the general path
             with pytest.raises(ValueError, match="overflows to inf"):
                 reference.dropout(x, p, seed=9)
             assert dense(core_module, x, p, "inverted", 9, 0, return_mask=True) is None

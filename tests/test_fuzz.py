@@ -1,4 +1,4 @@
-"""Fuzzing every public function against ``fastdropout.reference`` (SPEC 6, 7).
+"""Fuzzing every public function against ``fastdropout.reference`` (docs/spec.md section 6, 7).
 
 Hypothesis throws random combinations of dtypes (including ones that must be
 refused), shapes with zeros, strided/negative-stride/huge-stride/transposed/
@@ -13,7 +13,7 @@ arrays: once through the native package and once through the reference. Then:
   the same memory effects (the buffers behind ``x`` and ``out``), the same
   Generator state, and the result equals the reference computed on a plain
   contiguous copy of ``x`` (so overlapping ``out`` is handled right);
-- or both raise the same exception, a ``ValueError`` or ``TypeError`` (SPEC 7)
+- or both raise the same exception, a ``ValueError`` or ``TypeError`` (docs/spec.md section 7)
   with the same message, and no buffer was written;
 - and nothing crashes (run this file under ``tools/run_sanitizers.sh`` too).
 
@@ -720,7 +720,7 @@ def assert_same_result(a: Any, e: Any) -> None:
 
 
 def compare(nat: Outcome, ref: Outcome) -> None:
-    """The native outcome equals the reference's (SPEC 6 and 7)."""
+    """The native outcome equals the reference's (docs/spec.md section 6 and 7)."""
     note(f"native: {nat.exc!r}; reference: {ref.exc!r}")
     event("raised " + type(nat.exc).__name__ if nat.exc is not None else "returned")
     if ref.exc is not None or nat.exc is not None:

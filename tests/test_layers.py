@@ -1,4 +1,4 @@
-"""Stateful layers (SPEC section 6)."""
+"""Stateful layers (docs/spec.md section 6)."""
 
 from __future__ import annotations
 

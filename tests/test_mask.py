@@ -1,4 +1,4 @@
-"""The Mask object (SPEC section 5)."""
+"""The Mask object (docs/spec.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Philox4x32-10 against Random123's known answers (SPEC section 2), in the
+"""Philox4x32-10 against Random123's known answers (docs/spec.md section 2), in the
 reference, the C++ scalar Philox and every SIMD kernel."""
 
 from __future__ import annotations

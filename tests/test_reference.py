@@ -1,8 +1,8 @@
-"""The reference against the SPEC's words, independently of the native core.
+"""The reference against the contract's words, independently of the native core.
 
 The native core is held to the reference bit for bit (test_dropout.py), so the
-reference itself is checked here against a second, scalar reading of SPEC
-sections 2-4 written with Python ints.
+reference itself is checked here against a second, scalar reading of
+docs/spec.md sections 2-4 written with Python ints.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fastdropout.mask import Mask
 
 
 def keep_py(seed: int, offset: int, i: int, p: float) -> bool:
-    """SPEC section 2, literally, with Python ints."""
+    """docs/spec.md section 2, literally, with Python ints."""
     j = (offset + i) % TWO_64
     b, w = j // 4, j % 4
     r = philox_py((b & 0xFFFFFFFF, b >> 32, 0, 0), (seed & 0xFFFFFFFF, seed >> 32))[w]
@@ -30,7 +30,7 @@ SEEDS = [0, 1, 0xFFFFFFFF, 1 << 32, 0x0123456789ABCDEF, TWO_64 - 1]
 OFFSETS = [0, 1, 2, 3, 5, (1 << 34) - 3, (1 << 32) - 3, TWO_64 - 1, TWO_64 - 70]
 
 
-# -- SPEC 2: the stream --------------------------------------------------------
+# -- docs/spec.md section 2: the stream --------------------------------------------------------
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=hex)
@@ -121,7 +121,7 @@ def test_chunking_does_not_change_results(
         assert mg == me
 
 
-# -- SPEC 3: values ------------------------------------------------------------
+# -- docs/spec.md section 3: values ------------------------------------------------------------
 
 
 def test_scale_rounded_once_to_dtype() -> None:
@@ -188,7 +188,7 @@ def test_evaluation_consumes_no_seed() -> None:
     assert rng.bit_generator.state == state
 
 
-# -- SPEC 6: seeds, layouts, out ---------------------------------------------------
+# -- docs/spec.md section 6: seeds, layouts, out ---------------------------------------------------
 
 
 def test_generator_seed_is_one_64_bit_draw() -> None:
@@ -256,7 +256,7 @@ def test_out_in_place_and_overlap() -> None:
         assert_same(out, expected)
 
 
-# -- SPEC 4: broadcast axes ----------------------------------------------------------
+# -- docs/spec.md section 4: broadcast axes ----------------------------------------------------------
 
 
 def test_broadcast_axes_share_decisions() -> None:

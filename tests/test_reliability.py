@@ -1,5 +1,5 @@
 """Reliability: overlapping memory, Python threads, huge arrays, stream wrap-around,
-memory leaks, fork safety and absurd sizes (SPEC sections 2, 6 and 7: "No input,
+memory leaks, fork safety and absurd sizes (docs/spec.md sections 2, 6 and 7: "No input,
 however large or odd, may crash the interpreter").
 
 Huge-array tests need several GB of free memory (checked in /proc/meminfo) and are
@@ -469,7 +469,7 @@ def _other_thread_ran_during_call(
 
 @pytest.mark.parametrize("case", GIL_CALLS)
 def test_gil_released_while_kernels_run(case: str) -> None:
-    """Another Python thread runs while the kernel runs (SPEC 6). No clock: with
+    """Another Python thread runs while the kernel runs (docs/spec.md section 6). No clock: with
     forced GIL switching off, the other thread can only run inside the call if
     the call releases the GIL; otherwise it runs once this thread blocks in join.
     Whether the OS wakes the other thread before a short kernel ends is up to the
@@ -662,7 +662,7 @@ def test_huge_spatial_past_2_31(shape: tuple[int, ...], call: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# Stream positions wrapping past 2**64 (SPEC section 2)
+# Stream positions wrapping past 2**64 (docs/spec.md section 2)
 # --------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Spatial (channel) dropout and broadcast axes (SPEC section 4)."""
+"""Spatial (channel) dropout and broadcast axes (docs/spec.md section 4)."""
 
 from __future__ import annotations
 

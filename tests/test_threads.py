@@ -1,5 +1,5 @@
 """Threads: results do not depend on the number of kernel threads, and
-concurrent calls from Python threads are safe (SPEC sections 2 and 6)."""
+concurrent calls from Python threads are safe (docs/spec.md sections 2 and 6)."""
 
 from __future__ import annotations
 

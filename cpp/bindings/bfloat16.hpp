@@ -1,4 +1,4 @@
-// Recognising ml_dtypes.bfloat16 arrays (SPEC section 8) without importing ml_dtypes:
+// Recognising ml_dtypes.bfloat16 arrays (docs/spec.md section 8) without importing ml_dtypes:
 // its NumPy dtype is looked up in sys.modules on first need and compared by dtype
 // equality (ml_dtypes reuses type characters and gets its type number at run time, so
 // neither identifies it). Call with the GIL held.

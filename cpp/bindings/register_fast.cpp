@@ -78,7 +78,7 @@ bool plain_u64(PyObject* v, std::uint64_t& out) {
     return true;
 }
 
-// SPEC section 2: round_half_even(p * 2**32); p * 2**32 is exact, so is the split.
+// docs/spec.md section 2: round_half_even(p * 2**32); p * 2**32 is exact, so is the split.
 std::uint64_t threshold_of(double p) {
     const double v = p * 4294967296.0;
     const double whole = std::floor(v);
@@ -109,7 +109,7 @@ double half_rounded(double s) {
 }
 
 // s (>= 1, at most 2**53) rounded once to bfloat16 (8 significant bits), round half
-// to even, straight from float64 (SPEC section 8: not through float32).
+// to even, straight from float64 (docs/spec.md section 8: not through float32).
 double bfloat16_rounded(double s) {
     if (std::isinf(s)) {
         return s;
@@ -126,7 +126,7 @@ double bfloat16_rounded(double s) {
     return whole * ulp;
 }
 
-// SPEC section 3: dtype(1 / (1 - p)) computed in float64, rounded once; p == 1
+// docs/spec.md section 3: dtype(1 / (1 - p)) computed in float64, rounded once; p == 1
 // drops everything, the scale is then never used.
 double inverted_scale(double p, Dtype dt) {
     const double s = p == 1.0 ? HUGE_VAL : 1.0 / (1.0 - p);
@@ -138,7 +138,7 @@ double inverted_scale(double p, Dtype dt) {
     }
 }
 
-// SPEC section 8: a p < 1 whose scale overflows the dtype (float16 only) is an error
+// docs/spec.md section 8: a p < 1 whose scale overflows the dtype (float16 only) is an error
 // that the general path raises; the fast paths decline it.
 bool scale_overflows(double p, double scale) { return p < 1.0 && std::isinf(scale); }
 
@@ -393,7 +393,7 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         dims[k] = static_cast<std::size_t>(c.xa->dimensions[k]);
     }
     const std::size_t channel_axis = channels_last ? nd - 1 : 1;
-    broadcast[0] = false;  // one decision per (n, c): SPEC section 4
+    broadcast[0] = false;  // one decision per (n, c): docs/spec.md section 4
     broadcast[channel_axis] = false;
     const std::size_t n_mask = dims[0] * dims[channel_axis];
     PyObject* bits = new_bits(*g_api, n_mask);  // the mask is made first, even if not returned
@@ -484,7 +484,7 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
         return none();
     }
     // An infinite scale (float16 overflow, or a hand-made mask with p == 1 and kept
-    // bits) is refused by the general path (SPEC section 8).
+    // bits) is refused by the general path (docs/spec.md section 8).
     if (scaled && std::isinf(inverted_scale(p, dt))) {
         return none();
     }

@@ -1,5 +1,5 @@
 // add_forward, add_eval, alpha_forward, backward_sum, scale_all, _stream_add: the
-// private entry points of dropout_add / dropout_add_backward (SPEC section 9), alpha
+// private entry points of dropout_add / dropout_add_backward (docs/spec.md section 9), alpha
 // dropout (section 10) and bfloat16 classic evaluation (section 8). Each re-checks its
 // arrays cheaply (the Python layer validated them), releases the GIL only after every
 // check, and calls parallel_fused.hpp with the active kernel table.

@@ -39,7 +39,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
 
 // The layout walk of run_apply with a caller's segment function: seg(ctx, run, begin,
 // end) for runs of elements [begin, end) whose decisions `run` gives, split over the
-// threads (fused kernels of SPEC sections 9 and 10 with broadcast masks).
+// threads (fused kernels of docs/spec.md sections 9 and 10 with broadcast masks).
 using SegmentFn = void (*)(void* ctx, const MaskRun& run, std::size_t begin, std::size_t end);
 void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
                 const std::uint8_t* bits, SegmentFn seg, void* ctx);

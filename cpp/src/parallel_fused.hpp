@@ -1,4 +1,4 @@
-// Threads and mask layouts for the fused kernels of SPEC sections 9 (dropout + residual
+// Threads and mask layouts for the fused kernels of docs/spec.md sections 9 (dropout + residual
 // add, grad_bias) and 10 (alpha dropout), on top of parallel.hpp's chunking and layout
 // walk. No intrinsics here; baseline flags.
 #pragma once

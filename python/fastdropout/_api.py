@@ -113,7 +113,7 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
         x = x.copy()  # partial overlap: see _source
     if mode == "inverted":
         _copyto(y, x)
-    elif _bfloat16.is_bfloat16(x.dtype):  # the kernels' rounding (SPEC section 8)
+    elif _bfloat16.is_bfloat16(x.dtype):  # the kernels' rounding (docs/spec.md section 8)
         factor = float(_v.classic_factor(p, x.dtype))
         if x.flags.c_contiguous and x.flags.aligned and y.flags.aligned:
             _core.scale_all(x, y, factor)  # x is y or disjoint from it (above)

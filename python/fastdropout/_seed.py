@@ -1,4 +1,4 @@
-"""Turning the ``seed`` argument into a 64-bit integer (SPEC sections 2 and 6).
+"""Turning the ``seed`` argument into a 64-bit integer (docs/spec.md sections 2 and 6).
 
 - an ``int`` (Python or NumPy) in ``[0, 2**64)`` is used as is;
 - a ``numpy.random.Generator`` gives exactly one 64-bit draw;

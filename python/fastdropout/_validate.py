@@ -2,7 +2,7 @@
 
 Both ``fastdropout`` (``_api.py``) and ``fastdropout.reference`` call these
 functions, so bad input gets the same exception type and the same message from
-either implementation (SPEC section 7). Everything is checked before anything
+either implementation (docs/spec.md section 7). Everything is checked before anything
 is written: an error leaves ``out`` untouched.
 """
 
@@ -124,7 +124,7 @@ def _real_scalar(p: object, name: str) -> float:
 
 
 def threshold(p: float) -> int:
-    """SPEC section 2: ``round_half_even(p * 2**32)``, exact for a float64 ``p``.
+    """docs/spec.md section 2: ``round_half_even(p * 2**32)``, exact for a float64 ``p``.
 
     ``p * 2.0**32`` only changes the exponent, so it is exact; Python's
     ``round`` on a float rounds half to even and returns an exact int.
@@ -133,13 +133,13 @@ def threshold(p: float) -> int:
 
 
 def inverted_scale(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
-    """SPEC section 3: ``dtype(1 / (1 - p))``, computed in float64 and rounded
+    """docs/spec.md section 3: ``dtype(1 / (1 - p))``, computed in float64 and rounded
     once to ``dtype``; ``inf`` for ``p == 1`` (and where float16 overflows)."""
     return _scales.inverted_scale(p, dtype)  # type: ignore[return-value]
 
 
 def classic_factor(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
-    """SPEC section 3: classic evaluation multiplies by ``dtype(1 - p)``."""
+    """docs/spec.md section 3: classic evaluation multiplies by ``dtype(1 - p)``."""
     return _scales.classic_factor(p, dtype)  # type: ignore[return-value]
 
 
@@ -160,7 +160,7 @@ def check_data_format(data_format: object) -> str:
 
 def check_offset(offset: object, name: str = "offset") -> int:
     """An integer in [0, 2**64): TypeError if not an integer, ValueError if out
-    of range (SPEC section 2). ``bool`` is not an integer here."""
+    of range (docs/spec.md section 2). ``bool`` is not an integer here."""
     if type(offset) is int:
         value = offset
     else:
@@ -216,7 +216,7 @@ def normalize_axes(
     """An int or a sequence of ints → sorted tuple of non-negative axes.
 
     Negative axes count from the end; repeated or out-of-range axes are a
-    ValueError (SPEC section 4)."""
+    ValueError (docs/spec.md section 4)."""
     if axes is None:
         return ()
     if isinstance(axes, (numbers.Integral, np.integer)) and not isinstance(
@@ -253,7 +253,7 @@ def normalize_axes(
 
 
 def spatial_axes(ndim: int, data_format: str) -> tuple[int, ...]:
-    """SPEC section 4: the axes of the feature maps, for a 3-, 4- or 5-D input."""
+    """docs/spec.md section 4: the axes of the feature maps, for a 3-, 4- or 5-D input."""
     if ndim not in SPATIAL_RANKS:
         raise ValueError(
             "spatial_dropout takes 3-D, 4-D or 5-D input (rank 3, 4 or 5: "
@@ -269,7 +269,7 @@ def check_out(
     out: object, shape: tuple[int, ...], dtype: np.dtype[Any], name: str = "out"
 ) -> FloatArray:
     """``out`` must be a writeable, C-contiguous ndarray of the result's shape
-    and dtype (SPEC section 6)."""
+    and dtype (docs/spec.md section 6)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape:
@@ -289,7 +289,7 @@ def check_out(
 
 
 def mask_shape_of(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
-    """SPEC section 4: ``shape`` with the broadcast axes set to 1."""
+    """docs/spec.md section 4: ``shape`` with the broadcast axes set to 1."""
     if not axes:
         return shape
     return tuple(1 if a in axes else n for a, n in enumerate(shape))
@@ -357,7 +357,7 @@ def plan_forward(
     o = None if out is None else check_out(out, arr.shape, arr.dtype)
     want_mask = check_flag(return_mask, "return_mask")
     if train and m == "inverted":
-        _scales.check_inverted_scale(pf, arr.dtype)  # SPEC section 8
+        _scales.check_inverted_scale(pf, arr.dtype)  # docs/spec.md section 8
     if axes:
         mshape = mask_shape_of(arr.shape, axes)
         n_mask = _prod(mshape)
@@ -395,7 +395,7 @@ def plan_backward(
     broadcast_axes: object,
     out: object,
 ) -> BackwardPlan:
-    """Validate ``dropout_backward`` (SPEC sections 3, 6 and 7)."""
+    """Validate ``dropout_backward`` (docs/spec.md sections 3, 6 and 7)."""
     from .mask import Mask
 
     pf = None if p is None else check_p(p)
@@ -462,7 +462,7 @@ def plan_backward(
 def _check_backward_scale(
     p: float, mode: str, dtype: np.dtype[Any], mask: Mask | None
 ) -> None:
-    """SPEC sections 8 and 10: no backward pass with an infinite scale. With
+    """docs/spec.md sections 8 and 10: no backward pass with an infinite scale. With
     ``p == 1`` every element of a real mask is dropped and the scale is unused,
     but a hand-made mask with kept bits would multiply them by inf."""
     if mode == "alpha":

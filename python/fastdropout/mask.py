@@ -1,4 +1,4 @@
-"""The read-only dropout mask returned by ``return_mask=True`` (SPEC section 5)."""
+"""The read-only dropout mask returned by ``return_mask=True`` (docs/spec.md section 5)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Mask:
     - ``size``: the number of mask elements (``prod(shape)``).
     - ``p``, ``mode``: the drop probability and mode of the forward call
       (``"inverted"``, ``"classic"``, or ``"alpha"`` for alpha dropout).
-    - ``seed``, ``offset``: the stream position it was drawn from (SPEC section 2).
+    - ``seed``, ``offset``: the stream position it was drawn from (docs/spec.md section 2).
     - ``broadcast_axes``: the axes of the input along which decisions are shared.
     - ``window``: ``None``, or the ``(global_shape, start)`` of a block call
       (docs/spec.md section 11): the mask is then the block's window of the

@@ -1,9 +1,9 @@
-"""The executable SPEC: fastdropout in pure NumPy.
+"""The executable specification: fastdropout in pure NumPy.
 
 Written to be read, not to be fast. It exports the same public functions and
 layers as ``fastdropout``, validates arguments with the same code
 (``_validate.py``), and its results are the contract the native core is held
-to bit for bit (``tests/test_dropout.py``). Section numbers refer to SPEC.md.
+to bit for bit (``tests/test_dropout.py``). Section numbers refer to docs/spec.md.
 
 Memory stays bounded: the random stream and the values are processed in chunks
 of ``CHUNK`` elements, so temporaries never exceed a few MiB beyond the output
@@ -63,7 +63,7 @@ def __dir__() -> list[str]:
 CHUNK = 1 << 18
 
 # --------------------------------------------------------------------------
-# SPEC section 2: Philox4x32-10 (Salmon et al., SC11; Random123's philox.h)
+# docs/spec.md section 2: Philox4x32-10 (Salmon et al., SC11; Random123's philox.h)
 # --------------------------------------------------------------------------
 
 _M0 = np.uint64(0xD2511F53)  # multiplier applied to counter word 0
@@ -101,14 +101,14 @@ def philox(counter: Any, key: Any) -> U32Array:
 
 
 def _key(seed: int) -> tuple[int, int]:
-    # SPEC 2: key = (seed & 0xFFFFFFFF, seed >> 32)
+    # docs/spec.md section 2: key = (seed & 0xFFFFFFFF, seed >> 32)
     return seed & 0xFFFFFFFF, seed >> 32
 
 
 def _random_words(seed: int, first: int, count: int) -> U32Array:
     """The words ``r`` at stream positions ``first, first + 1, ...`` (mod 2**64).
 
-    SPEC 2: position ``j`` is word ``j % 4`` of block ``j // 4``, whose counter
+    docs/spec.md section 2: position ``j`` is word ``j % 4`` of block ``j // 4``, whose counter
     is ``(b & 0xFFFFFFFF, b >> 32, 0, 0)``. Positions wrap modulo 2**64, which
     is a multiple of 4, so blocks wrap modulo 2**62.
     """
@@ -122,11 +122,11 @@ def _random_words(seed: int, first: int, count: int) -> U32Array:
 
 
 def mask_bits(seed: int, offset: int, n: int, p: float) -> npt.NDArray[np.uint8]:
-    """Packed decisions (1 = kept, SPEC 5) of mask elements ``0 .. n-1``.
+    """Packed decisions (1 = kept, docs/spec.md section 5) of mask elements ``0 .. n-1``.
 
     Element ``i`` is at stream position ``offset + i`` (mod 2**64) and is kept
     iff its word ``r >= round_half_even(p * 2**32)``, compared as 64-bit
-    integers (SPEC 2).
+    integers (docs/spec.md section 2).
     """
     seed = _v.check_offset(seed, "seed")
     offset = _v.check_offset(offset)
@@ -145,7 +145,7 @@ def keep(
 ) -> npt.NDArray[np.bool_]:
     """Decisions for arbitrary mask indices (True = kept), e.g. to sample-check
     a huge array: the decision of element ``index`` of a mask drawn at
-    ``(seed, offset)`` with drop probability ``p`` (SPEC 2)."""
+    ``(seed, offset)`` with drop probability ``p`` (docs/spec.md section 2)."""
     seed = _v.check_offset(seed, "seed")
     offset = _v.check_offset(offset)
     t = np.uint64(_v.threshold(_v.check_p(p)))
@@ -189,7 +189,7 @@ def window_mask_bits(
 
 
 # --------------------------------------------------------------------------
-# SPEC sections 3 and 4: applying a mask to values
+# docs/spec.md sections 3 and 4: applying a mask to values
 # --------------------------------------------------------------------------
 
 
@@ -198,7 +198,7 @@ def _mask_index(
 ) -> npt.NDArray[np.int64]:
     """Mask element of each C-order flat index ``i`` of an array of ``shape``.
 
-    SPEC 4: the mask shape is ``shape`` with the broadcast axes set to 1, so
+    docs/spec.md section 4: the mask shape is ``shape`` with the broadcast axes set to 1, so
     an element's mask coordinates are its own with those axes set to 0.
     """
     m = np.zeros_like(i)
@@ -213,7 +213,7 @@ def _mask_index(
 
 
 def _mul(a: FloatArray, s: Any) -> FloatArray:
-    """``a * s`` in ``a``'s dtype. SPEC 8: for bfloat16, widened to float32 (exact),
+    """``a * s`` in ``a``'s dtype. docs/spec.md section 8: for bfloat16, widened to float32 (exact),
     multiplied there and rounded once by the project's rounding (NaN stays a
     quiet NaN); NumPy's own product for the other dtypes."""
     if _bfloat16.is_bfloat16(a.dtype):
@@ -258,7 +258,7 @@ def _apply_mask(
 ) -> None:
     """In place on C-contiguous ``y``: ``keep ? (scaled ? y * scale : y) : +0.0``.
 
-    SPEC 3: a select, not a multiply by zero, so dropped NaN/Inf give +0.0;
+    docs/spec.md section 3: a select, not a multiply by zero, so dropped NaN/Inf give +0.0;
     ``y * scale`` is the product in ``y``'s dtype (NumPy's float16 product for
     float16), overflowing to Inf where it must.
     """
@@ -273,7 +273,7 @@ def _apply_mask(
 
 
 def _copy_input(y: FloatArray, x: FloatArray) -> None:
-    """``y[...] = x``. SPEC 6: the result is that of ``np.ascontiguousarray(x)``
+    """``y[...] = x``. docs/spec.md section 6: the result is that of ``np.ascontiguousarray(x)``
     even when ``out`` overlaps ``x``. np.copyto does not always cope with a
     partial overlap (1-D arrays of different strides), so read through a copy
     unless ``y`` is ``x`` itself."""
@@ -287,7 +287,7 @@ def _copy_input(y: FloatArray, x: FloatArray) -> None:
 
 
 def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
-    """SPEC 3, evaluation: inverted gives ``x``; classic gives ``x * dtype(1 - p)``."""
+    """docs/spec.md section 3, evaluation: inverted gives ``x``; classic gives ``x * dtype(1 - p)``."""
     if mode == "inverted":
         _copy_input(y, x)
     else:
@@ -297,7 +297,7 @@ def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
 
 
 # --------------------------------------------------------------------------
-# SPEC section 6: the public functions
+# docs/spec.md section 6: the public functions
 # --------------------------------------------------------------------------
 
 
@@ -370,7 +370,7 @@ def spatial_dropout(
     return_mask: bool = False,
     window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
-    """Reference of :func:`fastdropout.spatial_dropout` (SPEC 4)."""
+    """Reference of :func:`fastdropout.spatial_dropout` (docs/spec.md section 4)."""
     plan = _v.plan_forward(
         x,
         p,
@@ -400,7 +400,7 @@ def dropout_backward(
     out: FloatArray | None = None,
     window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> FloatArray:
-    """Reference of :func:`fastdropout.dropout_backward` (SPEC 3, last item)."""
+    """Reference of :func:`fastdropout.dropout_backward` (docs/spec.md section 3.2)."""
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
     win = _window.check_backward(window, plan.mask is not None, plan.g.shape)
     g = plan.g
@@ -433,7 +433,7 @@ class SpatialDropout(_layers.SpatialDropoutBase):
 
 
 # --------------------------------------------------------------------------
-# SPEC section 9: fused dropout + residual add
+# docs/spec.md section 9: fused dropout + residual add
 # --------------------------------------------------------------------------
 
 
@@ -538,7 +538,7 @@ def dropout_add_backward(
 
 
 # --------------------------------------------------------------------------
-# SPEC section 10: alpha dropout
+# docs/spec.md section 10: alpha dropout
 # --------------------------------------------------------------------------
 
 

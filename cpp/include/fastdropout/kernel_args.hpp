@@ -15,7 +15,7 @@ constexpr std::size_t dtype_size(Dtype dt) {
     return (dt == kF16 || dt == kBF16) ? 2 : (dt == kF32 ? 4 : 8);
 }
 
-// Where the keep/drop decisions come from (SPEC section 2): element i of the mask is
+// Where the keep/drop decisions come from (docs/spec.md section 2): element i of the mask is
 // kept iff philox word at stream position offset + i is >= threshold.
 struct StreamArgs {
     std::uint32_t k0, k1;    // key = (seed & 0xFFFFFFFF, seed >> 32)
@@ -58,7 +58,7 @@ struct MaskRun {
     RunKind kind;
 };
 
-// Fused dropout + residual add (SPEC section 9) and alpha dropout (section 10).
+// Fused dropout + residual add (docs/spec.md section 9) and alpha dropout (section 10).
 //   add:   y[i] = residual[i] + (keep(i) ? ((x[i] + bias[i % bias_n]) * scale) : +0.0)
 //          (no "+ bias" when bias is null, no "* scale" when !scaled), every operation
 //          rounded in the element type as NumPy rounds it.

@@ -1,5 +1,5 @@
 // Philox4x32-10 (Salmon et al., SC11), scalar and constexpr, following Random123's
-// philox.h. SPEC section 2. Everything sits in an anonymous namespace so that a
+// philox.h. docs/spec.md section 2. Everything sits in an anonymous namespace so that a
 // kernel TU compiled with AVX-512 flags and the baseline TUs never share one copy
 // of these functions (see STYLE.md, "ODR safety").
 #pragma once

@@ -29,7 +29,7 @@ namespace FASTDROPOUT_ISA {
 namespace {
 
 // Block numbers of a 2**64-position stream live in [0, 2**62): position j uses block
-// j >> 2 (SPEC section 2), so the block counter wraps at 2**62.
+// j >> 2 (docs/spec.md section 2), so the block counter wraps at 2**62.
 constexpr std::uint64_t kStreamBlockMask = (std::uint64_t{1} << 62) - 1;
 constexpr std::uint64_t kAllBlocksMask = ~std::uint64_t{0};
 
@@ -194,7 +194,7 @@ class BitStream {
     FASTDROPOUT_INLINE BitStream(const StreamArgs& s, std::uint64_t index)
         : rk_(make_round_keys(s.k0, s.k1)) {
         broadcast_keys(rk_, kv_);
-        const std::uint64_t pos = s.offset + index;  // wraps mod 2**64, as the SPEC says
+        const std::uint64_t pos = s.offset + index;  // wraps mod 2**64, as docs/spec.md section 2 says
         shift_ = static_cast<unsigned>(pos & 3u);
         block_ = pos >> 2;
         if (s.threshold == 0) {
@@ -290,7 +290,7 @@ FASTDROPOUT_INLINE std::uint64_t low_bits(std::size_t count) {
     return count >= 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << count) - 1);
 }
 
-// Mask bytes are little-endian bit order (SPEC section 5): written byte by byte so
+// Mask bytes are little-endian bit order (docs/spec.md section 5): written byte by byte so
 // the layout does not depend on the host's endianness (one store on x86/Arm).
 FASTDROPOUT_INLINE void store_bits(std::uint8_t* p, std::uint64_t b, std::size_t nbytes) {
     for (std::size_t k = 0; k < nbytes; ++k) {
@@ -357,7 +357,7 @@ struct OpsF16 {  // float16 travels as its bit pattern
     }
 };
 
-struct OpsBF16 {  // bfloat16 travels as its bit pattern (SPEC section 8)
+struct OpsBF16 {  // bfloat16 travels as its bit pattern (docs/spec.md section 8)
     using T = std::uint16_t;
     using S = float;  // a bfloat16 scale is exactly a float
     static FASTDROPOUT_INLINE S scale_of(double s) { return static_cast<float>(s); }
@@ -431,7 +431,7 @@ FASTDROPOUT_INLINE void prefetch_ahead(const T* x, T* y, std::size_t i, std::siz
     }
 }
 
-// SPEC sections 2-3, fused: one pass reads x, writes y and (optionally) the mask bits.
+// docs/spec.md sections 2-3, fused: one pass reads x, writes y and (optionally) the mask bits.
 template <class Ops>
 void forward_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
     using T = typename Ops::T;

@@ -1,4 +1,4 @@
-// The fused kernels of SPEC sections 9 (dropout + residual add, with bias, and the
+// The fused kernels of docs/spec.md sections 9 (dropout + residual add, with bias, and the
 // grad_bias sum of its backward pass) and 10 (alpha dropout), written once over the
 // vocabulary of vec_<isa>.hpp and included by dropout_generic.hpp, inside the same
 // per-ISA anonymous namespace (so BitStream, load_bits, apply_group, ... are in scope).

@@ -89,7 +89,7 @@ inline std::uint16_t float_to_half_bits(float f) {
 }
 
 // bfloat16 (the top half of a binary32) <-> binary32: widening is exact; narrowing
-// rounds to nearest, ties to even, in integer arithmetic (SPEC section 8), keeps
+// rounds to nearest, ties to even, in integer arithmetic (docs/spec.md section 8), keeps
 // subnormals, overflows to infinity, and turns a NaN into a quiet NaN with the same
 // sign and top payload bits. Not VCVTNEPS2BF16, which flushes subnormals to zero.
 inline float bf16_bits_to_float(std::uint16_t h) {

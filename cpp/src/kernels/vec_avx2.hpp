@@ -121,7 +121,7 @@ FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
-// float16 <-> float32 for 64 elements (fused kernels of SPEC sections 9-10); F16C
+// float16 <-> float32 for 64 elements (fused kernels of docs/spec.md sections 9-10); F16C
 // narrows with round-to-nearest-even, as NumPy does.
 FASTDROPOUT_INLINE void widen64_f16(const std::uint16_t* h, float* f) {
     for (int j = 0; j < 8; ++j) {
@@ -137,7 +137,7 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
-// bfloat16 (SPEC section 8): widen (a shift), multiply in float32 (exact for two
+// bfloat16 (docs/spec.md section 8): widen (a shift), multiply in float32 (exact for two
 // bfloat16 values; AND-ed with the lane mask, so dropped lanes are +0.0), then round
 // to nearest even in integer arithmetic; a NaN becomes the quiet NaN with its sign
 // and top payload bits.

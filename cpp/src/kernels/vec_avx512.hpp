@@ -112,7 +112,7 @@ FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
-// float16 <-> float32 for 64 elements (fused kernels of SPEC sections 9-10).
+// float16 <-> float32 for 64 elements (fused kernels of docs/spec.md sections 9-10).
 FASTDROPOUT_INLINE void widen64_f16(const std::uint16_t* h, float* f) {
     for (int j = 0; j < 4; ++j) {
         _mm512_storeu_ps(f + 16 * j, _mm512_cvtph_ps(_mm256_loadu_si256(
@@ -127,7 +127,7 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
-// bfloat16 (SPEC section 8): widen (a shift), multiply in float32 (exact for two
+// bfloat16 (docs/spec.md section 8): widen (a shift), multiply in float32 (exact for two
 // bfloat16 values; zero-masked, so dropped lanes are +0.0), then round to nearest
 // even in integer arithmetic -- not VCVTNEPS2BF16, which flushes subnormals -- and a
 // NaN becomes the quiet NaN with its sign and top payload bits.

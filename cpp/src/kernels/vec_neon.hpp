@@ -110,7 +110,7 @@ FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
-// float16 <-> float32 for 64 elements (fused kernels of SPEC sections 9-10).
+// float16 <-> float32 for 64 elements (fused kernels of docs/spec.md sections 9-10).
 FASTDROPOUT_INLINE void widen64_f16(const std::uint16_t* h, float* f) {
     for (int j = 0; j < 16; ++j) {
         vst1q_f32(f + 4 * j, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h + 4 * j))));
@@ -122,7 +122,7 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
-// bfloat16 (SPEC section 8): widen (exact), multiply in float32 (exact for two
+// bfloat16 (docs/spec.md section 8): widen (exact), multiply in float32 (exact for two
 // bfloat16 values), round once to bfloat16 with integer round-half-even; dropped
 // lanes are +0.0 before the rounding, which keeps them +0.0.
 FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,

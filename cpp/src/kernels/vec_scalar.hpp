@@ -86,7 +86,7 @@ FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
-// float16 <-> float32 for 64 elements (fused kernels of SPEC sections 9-10).
+// float16 <-> float32 for 64 elements (fused kernels of docs/spec.md sections 9-10).
 FASTDROPOUT_INLINE void widen64_f16(const std::uint16_t* h, float* f) {
     for (int k = 0; k < 64; ++k) {
         f[k] = half_bits_to_float(h[k]);
@@ -98,7 +98,7 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
-// bfloat16 (SPEC section 8): widen (exact), multiply in float32 (exact for two
+// bfloat16 (docs/spec.md section 8): widen (exact), multiply in float32 (exact for two
 // bfloat16 values), round once to bfloat16 with integer round-half-even; dropped
 // lanes are +0.0 before the rounding, which keeps them +0.0.
 FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
