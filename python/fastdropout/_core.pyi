@@ -30,6 +30,12 @@ def _stream_copy(src: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]) -> 
     """memcpy of src into dst (C-contiguous, same byte count) split over the kernels'
     threads and chunks: the benchmarks' physical-limit baseline."""
 
+def _gen_bits(
+    bits: npt.NDArray[np.uint8], n: int, seed: int, offset: int, threshold: int
+) -> None:
+    """Mask bits only for n elements (Philox words at offset + i >= threshold),
+    threaded like the kernels: the benchmarks' generator bound."""
+
 def philox(
     c0: int, c1: int, c2: int, c3: int, k0: int, k1: int
 ) -> tuple[int, int, int, int]:
