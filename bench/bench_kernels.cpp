@@ -25,7 +25,8 @@
 //   Read the *_median rows.
 // - Cross-check before timing: for every (dtype, n), every ISA's forward (values
 //   and mask bits), forward without mask, gen_bits, apply and both spatial layouts
-//   must give the scalar kernel's bytes, at every requested thread count. The
+//   must give the scalar kernel's bytes, at every requested thread count, with
+//   normal and with streaming stores. The
 //   scalar kernel itself is held to the NumPy reference by the Python tests. A
 //   mismatch is printed and nothing is timed (exit status 1).
 // - Short calls are timed in batches (2**16 elements per timed batch at least), so
@@ -79,6 +80,9 @@ const char* const kUsage =
     "  --p P            drop probability (default 0.5)\n"
     "  --min-time S     seconds of kernel time per repetition (default 0.2)\n"
     "  --max-bytes B    cap on one array's bytes for the default sizes (default 2**30)\n"
+    "  --stores LIST    default (the library's choice by size), normal, stream: how y\n"
+    "                   is written; several register each kernel once per choice,\n"
+    "                   named .../stores:<choice> (default: default)\n"
     "Google Benchmark flags (--benchmark_filter, --benchmark_repetitions,\n"
     "--benchmark_out=FILE --benchmark_out_format=json, ...) pass through; see\n"
     "--benchmark_help or the library's documentation. Defaults added here:\n"
@@ -254,6 +258,7 @@ struct Options {
     double p = 0.5;
     double min_time = 0.2;
     std::size_t max_bytes = std::size_t{1} << 30;
+    std::vector<std::string> stores{"default"};
 };
 
 // The last-level cache's size in bytes as Google Benchmark reads it (0 if unknown).
@@ -314,6 +319,13 @@ Options parse(int argc, char** argv) {
                 o.p = std::stod(value(i));
             } else if (a == "--min-time") {
                 o.min_time = std::stod(value(i));
+            } else if (a == "--stores") {
+                o.stores = split(value(i));
+                for (const std::string& st : o.stores) {
+                    if (st != "default" && st != "normal" && st != "stream") {
+                        usage_error("unknown --stores choice '" + st + "'");
+                    }
+                }
             } else if (a == "--max-bytes") {
                 o.max_bytes = parse_size(value(i));
             } else {
@@ -480,7 +492,9 @@ int cross_check(Data& b, const Options& o) {
     }
     int failures = 0;
     for (int t : o.threads) {
-        fastdropout::set_num_threads(t);
+      fastdropout::set_num_threads(t);
+      for (const std::size_t threshold : {~std::size_t{0} - 1, std::size_t{0}}) {
+        fastdropout::set_stream_threshold(threshold);  // normal, then streaming stores
         for (const std::string& isa : o.isas) {
             fastdropout::set_isa(isa);
             for (const std::string& k : kernels) {
@@ -508,13 +522,16 @@ int cross_check(Data& b, const Options& o) {
                 if (!ok) {
                     std::fprintf(stderr,
                                  "bench_kernels: MISMATCH with the scalar kernel: %s %s %s "
-                                 "n=%zu threads=%d\n",
-                                 k.c_str(), b.d.name, isa.c_str(), b.n, t);
+                                 "n=%zu threads=%d stores=%s\n",
+                                 k.c_str(), b.d.name, isa.c_str(), b.n, t,
+                                 threshold == 0 ? "stream" : "normal");
                     ++failures;
                 }
             }
         }
+      }
     }
+    fastdropout::set_stream_threshold(fastdropout::kDefaultStreamThreshold);
     std::memcpy(b.bits.get(), bits_ref.get(), mb);  // apply is timed on the real mask
     return failures;
 }
@@ -527,6 +544,7 @@ struct Case {
     std::string isa;  // empty for the copy
     int threads;
     std::size_t batch;  // calls per timed iteration
+    std::string stores;  // "default", "normal" or "stream"
 };
 
 double seconds_of(Data& b, const std::string& kernel, std::size_t batch) {
@@ -542,6 +560,10 @@ bool generates(const std::string& kernel) { return kernel == "forward_mask" || k
 void run_case(benchmark::State& state, const Case& c) {
     Data& b = *c.data;
     fastdropout::set_num_threads(c.threads);
+    // normal: no output reaches the threshold; stream: every output does.
+    fastdropout::set_stream_threshold(c.stores == "normal"   ? ~std::size_t{0} - 1
+                                      : c.stores == "stream" ? 0
+                                                             : fastdropout::kDefaultStreamThreshold);
     fastdropout::set_isa(c.isa.empty() ? fastdropout::available_isas().front() : c.isa);
     const bool gen = generates(c.kernel);
     const bool is_copy = c.kernel == "copy";
@@ -573,6 +595,7 @@ void run_case(benchmark::State& state, const Case& c) {
         }
         state.counters["x_bound"] = kernel_s / bound;
     }
+    fastdropout::set_stream_threshold(fastdropout::kDefaultStreamThreshold);
 }
 
 }  // namespace
@@ -620,16 +643,22 @@ int main(int argc, char** argv) {
                         }
                         const std::vector<std::string> isas =
                             k == "copy" ? std::vector<std::string>{""} : o.isas;
+                        const std::vector<std::string> stores =
+                            k == "copy" || k == "gen_bits" ? std::vector<std::string>{"default"}
+                                                           : o.stores;
                         for (const std::string& isa : isas) {
+                          for (const std::string& st : stores) {
                             const std::string name =
                                 k + "/" + d.name + "/" + (isa.empty() ? "native" : isa) +
-                                "/n:" + std::to_string(n) + "/threads:" + std::to_string(t);
-                            const Case c{&b, k, isa, t, batch};
+                                "/n:" + std::to_string(n) + "/threads:" + std::to_string(t) +
+                                (st != "default" ? "/stores:" + st : "");
+                            const Case c{&b, k, isa, t, batch, st};
                             benchmark::RegisterBenchmark(
                                 name.c_str(), [c](benchmark::State& st) { run_case(st, c); })
                                 ->UseManualTime()
                                 ->MinTime(o.min_time / static_cast<double>(batch))
                                 ->Unit(benchmark::kMicrosecond);
+                          }
                         }
                     }
                 }

@@ -61,6 +61,15 @@ void register_runtime(py::module_& m) {
         py::gil_scoped_release release;
         run_copy(s, d, n);
     }, "Multi-threaded memcpy with the kernels' chunking (benchmark baseline).");
+    m.def("_stream_threshold", &stream_threshold,
+          "Outputs of at least this many bytes are written with streaming stores.");
+    m.def("_set_stream_threshold", [](const py::object& nbytes) {
+        set_stream_threshold(nbytes.is_none() ? kDefaultStreamThreshold
+                                              : static_cast<std::size_t>(
+                                                    to_u64(nbytes, "nbytes")));
+    }, "Set the streaming-store threshold in bytes (tests); None restores the default.");
+    m.def("_last_level_cache", &last_level_cache_bytes,
+          "The last-level cache's size in bytes as the OS reports it (0: unknown).");
     m.def("_gen_bits", [](const py::array& bits, py::ssize_t n, const py::object& seed,
                           const py::object& offset, const py::object& threshold) {
         require_c_contiguous(bits, "bits");

@@ -8,8 +8,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <thread>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #if defined(FASTDROPOUT_OPENMP)
 #include <omp.h>
@@ -226,7 +234,70 @@ void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
     });
 }
 
+// ---- streaming stores ---------------------------------------------------------------
+// The last-level cache's size in bytes, 0 if the OS does not say.
+std::size_t query_llc_bytes() {
+    long best = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    best = std::max(sysconf(_SC_LEVEL3_CACHE_SIZE), sysconf(_SC_LEVEL2_CACHE_SIZE));
+#endif
+#if defined(__linux__)
+    // sysconf may say 0 (musl, some VMs): ask sysfs, whose sizes read "266240K".
+    for (int index = 0; best <= 0 && index < 8; ++index) {
+        char path[80];
+        std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+        if (std::FILE* f = std::fopen(path, "r")) {
+            long kib = 0;
+            if (std::fscanf(f, "%ldK", &kib) == 1) {
+                best = std::max(best, kib * 1024);
+            }
+            std::fclose(f);
+        }
+    }
+#endif
+#if defined(__APPLE__)
+    for (const char* name : {"hw.l3cachesize", "hw.l2cachesize"}) {
+        std::int64_t v = 0;
+        std::size_t len = sizeof v;
+        if (best <= 0 && sysctlbyname(name, &v, &len, nullptr, 0) == 0) {
+            best = static_cast<long>(v);
+        }
+    }
+#endif
+    return best > 0 ? static_cast<std::size_t>(best) : 0;
+}
+
+// Outputs of at least this many bytes are written with streaming stores: a quarter
+// of the last-level cache (input and output then fill half of it, so the output
+// would not be in the cache when it is next read; below that it may, and normal
+// stores leave it there). 32 MiB when the cache size is unknown.
+std::size_t default_stream_threshold() {
+    const std::size_t llc = query_llc_bytes();
+    return llc != 0 ? llc / 4 : (std::size_t{32} << 20);
+}
+
+std::atomic<std::size_t>& stream_threshold_setting() {
+    static std::atomic<std::size_t> t{default_stream_threshold()};
+    return t;
+}
+
+bool stream_output(std::size_t out_bytes) {
+    return out_bytes >= stream_threshold_setting().load(std::memory_order_relaxed);
+}
+
 }  // namespace
+
+std::size_t last_level_cache_bytes() {
+    static const std::size_t llc = query_llc_bytes();
+    return llc;
+}
+
+std::size_t stream_threshold() { return stream_threshold_setting().load(); }
+
+void set_stream_threshold(std::size_t bytes) {
+    stream_threshold_setting().store(bytes == kDefaultStreamThreshold ? default_stream_threshold()
+                                                                      : bytes);
+}
 
 void set_num_threads(int n) { thread_setting().store(std::max(1, n)); }
 
@@ -251,7 +322,9 @@ bool has_openmp() {
 
 void run_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a) {
     const auto fn = table.forward[dt];
-    parallel_chunks(a.n, [&](std::size_t b, std::size_t e) { fn(a, b, e); });
+    ForwardArgs args = a;
+    args.stream_stores = stream_output(a.n * dtype_size(dt));
+    parallel_chunks(a.n, [&](std::size_t b, std::size_t e) { fn(args, b, e); });
 }
 
 void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* bits,
@@ -280,7 +353,7 @@ bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>
     return false;
 }
 
-void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
+void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
     std::size_t n = 1;
     for (std::size_t d : dims) {
@@ -291,6 +364,8 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
     }
     const auto apply = table.apply[dt];
     const std::size_t esize = dtype_size(dt);
+    ApplyArgs a = a_in;
+    a.stream_stores = stream_output(n * esize);
     std::vector<MergedDim> m = merge_dims(dims, broadcast);
 
     // Dense: mask element i is bit i.

@@ -28,6 +28,16 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
 void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
 
+// Streaming stores for large outputs: the forward and apply kernels write outputs of
+// at least stream_threshold() bytes with non-temporal stores (by default a quarter of
+// the last-level cache, last_level_cache_bytes(), 0 if unknown).
+// set_stream_threshold(kDefaultStreamThreshold) restores the default (tests set 0 to
+// stream every output).
+constexpr std::size_t kDefaultStreamThreshold = ~std::size_t{0};
+std::size_t last_level_cache_bytes();
+std::size_t stream_threshold();
+void set_stream_threshold(std::size_t bytes);
+
 // memcpy of nbytes split over the same threads as the kernels: the benchmarks'
 // physical-limit baseline (same bytes moved, same thread count).
 void run_copy(const void* src, void* dst, std::size_t nbytes);
