@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util import HAVE_CORE, NO_CORE_REASON, assert_same, core, fastdropout, make_input, reference
+from _util import (
+    HAVE_CORE,
+    NO_CORE_REASON,
+    assert_same,
+    core,
+    fastdropout,
+    make_input,
+    reference,
+)
 
 pytestmark = pytest.mark.skipif(not HAVE_CORE, reason=NO_CORE_REASON)
 

@@ -36,6 +36,9 @@ constexpr std::size_t kMinPerThread = std::size_t{1} << 16;
 // (channels_last spatial dropout) so the kernels see long runs.
 constexpr std::size_t kPatternMaxPeriod = 1024;
 constexpr std::size_t kPatternBits = 4096;
+// Broadcast runs shorter than this (channels_first feature maps of fewer elements)
+// are spread into dense bits rather than applied one kernel call per run.
+constexpr std::size_t kExpandMaxRun = 64;
 
 // A team is never larger than this many threads per processor: the kernels are
 // memory-bound, and GNU libgomp terminates the process (rather than failing the
@@ -172,6 +175,9 @@ std::vector<MergedDim> merge_dims(const std::vector<std::size_t>& dims,
 // Mask index of the first element of `item`, where items enumerate the C-order
 // product of outer[0..k).
 std::uint64_t item_mask_index(const std::vector<MergedDim>& outer, std::size_t item) {
+    if (outer.size() == 1) {  // the common case, (N*C) items: no division
+        return static_cast<std::uint64_t>(item) * outer[0].mask_stride;
+    }
     std::uint64_t m = 0;
     for (std::size_t k = outer.size(); k-- > 0;) {
         m += static_cast<std::uint64_t>(item % outer[k].size) * outer[k].mask_stride;
@@ -200,17 +206,53 @@ std::uint64_t read_bits64(const std::uint8_t* p, std::size_t pos) {
 // multiple of period). The period is first laid out bit by bit, once and then 64
 // bits past its end, in `ext`; every 64-bit word of the pattern is then one
 // unaligned read from ext at the word's phase within the period.
+// Sets bits [pos, pos + count) of d.
+void set_bits(std::uint8_t* d, std::size_t pos, std::size_t count) {
+    while (count > 0) {
+        const std::size_t c = std::min<std::size_t>(count, 56);  // fits shifted by <= 7
+        const std::uint64_t ones = ((std::uint64_t{1} << c) - 1) << (pos & 7u);
+        for (std::size_t k = 0; k * 8 < (pos & 7u) + c; ++k) {  // <= 8 bytes
+            d[(pos >> 3) + k] = static_cast<std::uint8_t>(d[(pos >> 3) + k] | (ones >> (8 * k)));
+        }
+        pos += c;
+        count -= c;
+    }
+}
+
+// Bits [pos, pos + count) of `bits` (count <= 56) as an integer; reads only the
+// bytes that hold them.
+std::uint64_t read_bits_upto56(const std::uint8_t* bits, std::uint64_t pos, std::size_t count) {
+    const std::uint8_t* p = bits + (pos >> 3);
+    const auto sh = static_cast<unsigned>(pos & 7u);
+    const std::size_t nbytes = (sh + count + 7) / 8;  // <= 8
+    std::uint64_t v = 0;
+    for (std::size_t k = 0; k < nbytes; ++k) {
+        v |= static_cast<std::uint64_t>(p[k]) << (8 * k);
+    }
+    return (v >> sh) & ((std::uint64_t{1} << count) - 1);
+}
+
 void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t period,
                    std::size_t pattern_bits, std::uint8_t* ext, std::uint8_t* pat) {
     const std::size_t ext_bits = period + 64;
     std::memset(ext, 0, ext_bits / 8 + 16);
-    for (std::size_t q = 0; q < ext_bits; ++q) {
-        if (bit_at(bits, m0 + q % period)) {
-            ext[q >> 3] = static_cast<std::uint8_t>(ext[q >> 3] | (1u << (q & 7u)));
+    // Up to 56 bits at a time (a bit at a time, with a division for the phase, cost
+    // more than the rest of a small channels_last call).
+    for (std::size_t q = 0, r = 0; q < ext_bits;) {
+        const std::size_t count = std::min({std::size_t{56}, period - r, ext_bits - q});
+        const std::uint64_t v = read_bits_upto56(bits, m0 + r, count) << (q & 7u);
+        for (std::size_t k = 0; k * 8 < (q & 7u) + count; ++k) {  // <= 8 bytes
+            ext[(q >> 3) + k] = static_cast<std::uint8_t>(ext[(q >> 3) + k] | (v >> (8 * k)));
+        }
+        q += count;
+        r += count;
+        if (r == period) {
+            r = 0;
         }
     }
-    for (std::size_t w = 0; w * 64 < pattern_bits; ++w) {
-        const std::uint64_t v = read_bits64(ext, (w * 64) % period);
+    for (std::size_t w = 0, r = 0; w * 64 < pattern_bits; ++w) {
+        const std::uint64_t v = read_bits64(ext, r);
+        r = (r + 64) % period;  // (w * 64) % period
         for (std::size_t k = 0; k < 8; ++k) {
             pat[8 * w + k] = static_cast<std::uint8_t>(v >> (8 * k));
         }
@@ -382,6 +424,42 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
     }
 
     const MergedDim inner = m.back();
+    if (inner.broadcast && inner.size < kExpandMaxRun) {
+        // Short runs (small channels_first feature maps): a kernel call per run cost
+        // more than its elements, so the runs' decisions are spread into dense bits,
+        // kPatternBits elements at a time, and applied in one call per block.
+        m.pop_back();
+        const std::vector<MergedDim> outer = m;
+        const std::size_t unit = inner.size;
+        parallel_chunks(n, [&](std::size_t b, std::size_t e) {
+            alignas(8) std::uint8_t dense[kPatternBits / 8 + 8];
+            std::size_t item = b / unit;
+            std::size_t w = b % unit;
+            for (std::size_t i = b; i < e;) {
+                const std::size_t len = std::min(e - i, kPatternBits);
+                std::memset(dense, 0, sizeof dense);
+                for (std::size_t j = 0; j < len;) {
+                    const std::size_t run = std::min(unit - w, len - j);
+                    if (bit_at(a.bits, item_mask_index(outer, item))) {
+                        set_bits(dense, j, run);
+                    }
+                    j += run;
+                    w += run;
+                    if (w == unit) {
+                        w = 0;
+                        ++item;
+                    }
+                }
+                ApplyArgs args = a;
+                args.bits = dense;
+                args.all_kept = false;
+                args.bit0 = std::uint64_t{0} - i;  // element i is bit 0, mod 2**64
+                apply(args, i, i + len);
+                i += len;
+            }
+        });
+        return;
+    }
     if (inner.broadcast) {
         // One decision per run of inner.size elements (channels_first feature maps):
         // a zero fill or a scaled copy, streaming.
@@ -431,14 +509,20 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         (std::min(kPatternBits, unit) + period - 1) / period * period;
     // One pattern buffer per chunk, allocated here so nothing inside the parallel
     // region can throw.
+    // Small calls use a buffer on the stack (an allocation costs as much as them).
     const std::size_t nt = plan_threads(n);
-    std::vector<std::vector<std::uint8_t>> patterns(
-        nt, std::vector<std::uint8_t>(pattern_bits / 8 + 8, 0));
-    std::vector<std::vector<std::uint8_t>> exts(
-        nt, std::vector<std::uint8_t>((period + 64) / 8 + 16, 0));
+    const std::size_t pat_bytes = (pattern_bits / 8 + 8 + 7) / 8 * 8;
+    const std::size_t ext_bytes = ((period + 64) / 8 + 16 + 7) / 8 * 8;
+    alignas(8) std::uint8_t local[1024];
+    std::vector<std::uint8_t> heap;
+    std::uint8_t* scratch = local;
+    if (nt * (pat_bytes + ext_bytes) > sizeof local) {
+        heap.resize(nt * (pat_bytes + ext_bytes));
+        scratch = heap.data();
+    }
     parallel_chunks(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
-        std::uint8_t* pat = patterns[t].data();
-        std::uint8_t* ext = exts[t].data();
+        std::uint8_t* pat = scratch + t * (pat_bytes + ext_bytes);
+        std::uint8_t* ext = pat + pat_bytes;
         std::size_t built_for = ~std::size_t{0};
         std::size_t item = b / unit;
         std::size_t w = b % unit;
