@@ -93,9 +93,10 @@ def philox_py(counter: tuple[int, ...], key: tuple[int, ...]) -> tuple[int, ...]
 
 
 def bits_of(a: Any) -> np.ndarray:
-    """The array's bit patterns (so -0.0 != +0.0 and NaN payloads count)."""
+    """The array's bit patterns (so -0.0 != +0.0 and NaN payloads count); any
+    float dtype, ml_dtypes.bfloat16 included (by its item size)."""
     a = np.asarray(a)
-    return np.ascontiguousarray(a).view(UINT_OF[a.dtype])
+    return np.ascontiguousarray(a).view(np.dtype(f"u{a.dtype.itemsize}"))
 
 
 def assert_same(actual: Any, expected: Any, what: str = "result") -> None:

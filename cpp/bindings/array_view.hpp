@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bfloat16.hpp"
 #include "fastdropout/kernel_args.hpp"
 
 namespace fastdropout {
@@ -24,9 +25,12 @@ inline bool native_byte_order(char bo) {
 
 inline bool native_byte_order(const py::dtype& dt) { return native_byte_order(dt.byteorder()); }
 
-// The element type of a float16/32/64 array, or TypeError.
+// The element type of a float16/32/64 or bfloat16 array, or TypeError.
 inline Dtype dtype_of(const py::array& a, const char* name) {
     const py::dtype dt = a.dtype();
+    if (is_bfloat16(dt.ptr())) {
+        return kBF16;
+    }
     if (dt.kind() == 'f' && native_byte_order(dt)) {
         switch (dt.itemsize()) {
             case 2: return kF16;
@@ -36,7 +40,7 @@ inline Dtype dtype_of(const py::array& a, const char* name) {
         }
     }
     throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(dt)) +
-                         " is not supported (float16, float32 or float64, native byte order)");
+                         " is not supported (float16, float32, float64 or bfloat16, native byte order)");
 }
 
 inline void require_c_contiguous(const py::array& a, const char* name) {

@@ -12,6 +12,7 @@ namespace fastdropout {
 void register_dropout(py::module_& m);
 void register_runtime(py::module_& m);
 void register_fast(py::module_& m);
+void register_fused(py::module_& m);
 }  // namespace fastdropout
 
 #define FASTDROPOUT_STR2(x) #x
@@ -28,4 +29,5 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     fastdropout::register_runtime(m);
     fastdropout::register_dropout(m);
     fastdropout::register_fast(m);
+    fastdropout::register_fused(m);
 }

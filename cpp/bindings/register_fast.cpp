@@ -5,7 +5,9 @@
 // elements).
 //
 // "Plain" means: x (or g) an exact numpy.ndarray of float16/32/64 in native byte
-// order, C-contiguous and aligned; p an exact float in [0, 1]; mode "inverted" or
+// order or of ml_dtypes.bfloat16 (recognised by dtype equality), C-contiguous and
+// aligned; p an exact float in [0, 1] (with a scale that does not overflow the
+// dtype); mode "inverted" or
 // "classic"; seed and offset exact ints in [0, 2**64); out None or an exact ndarray
 // of x's dtype and shape, C-contiguous, aligned, writeable, and either x itself or
 // disjoint from it; flags True or False. For anything else these functions return
@@ -53,8 +55,13 @@ bool plain_dtype(PyObject* descr, Dtype& dt) {
         case kNpyHalf: dt = kF16; return true;
         case kNpyFloat: dt = kF32; return true;
         case kNpyDouble: dt = kF64; return true;
-        default: return false;
+        default: break;
     }
+    if (is_bfloat16(descr)) {  // by dtype equality: its type number is not fixed
+        dt = kBF16;
+        return true;
+    }
+    return false;
 }
 
 // An exact Python int in [0, 2**64), or false (with no exception left set).
@@ -101,16 +108,39 @@ double half_rounded(double s) {
     return whole * ulp;
 }
 
+// s (>= 1, at most 2**53) rounded once to bfloat16 (8 significant bits), round half
+// to even, straight from float64 (SPEC section 8: not through float32).
+double bfloat16_rounded(double s) {
+    if (std::isinf(s)) {
+        return s;
+    }
+    int e = 0;
+    (void)std::frexp(s, &e);
+    const double ulp = std::ldexp(1.0, e - 1 - 7);  // 7 fraction bits
+    const double q = s / ulp;                       // exact, in [128, 256)
+    double whole = std::floor(q);
+    const double frac = q - whole;
+    if (frac > 0.5 || (frac == 0.5 && std::fmod(whole, 2.0) != 0.0)) {
+        whole += 1.0;
+    }
+    return whole * ulp;
+}
+
 // SPEC section 3: dtype(1 / (1 - p)) computed in float64, rounded once; p == 1
 // drops everything, the scale is then never used.
 double inverted_scale(double p, Dtype dt) {
     const double s = p == 1.0 ? HUGE_VAL : 1.0 / (1.0 - p);
     switch (dt) {
         case kF16: return half_rounded(s);
+        case kBF16: return bfloat16_rounded(s);
         case kF32: return static_cast<double>(static_cast<float>(s));
         default: return s;
     }
 }
+
+// SPEC section 8: a p < 1 whose scale overflows the dtype (float16 only) is an error
+// that the general path raises; the fast paths decline it.
+bool scale_overflows(double p, double scale) { return p < 1.0 && std::isinf(scale); }
 
 PyObject* new_array(const npy_api& api, PyObject* descr, int nd, const Py_intptr_t* dims) {
     Py_INCREF(descr);  // PyArray_NewFromDescr steals a reference to the descriptor
@@ -313,6 +343,11 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         Py_DECREF(y);
         return nullptr;
     }
+    if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
+        Py_DECREF(y);
+        Py_XDECREF(bits);
+        return none();
+    }
     ForwardArgs a{};
     a.stream = stream_of(c);
     a.x = c.xa->data;
@@ -341,6 +376,9 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     bool channels_last = false;
     if (!plain_forward(args, c) || !plain_flag(args[7], channels_last) || c.xa->nd < 3 ||
         c.xa->nd > 5) {
+        return none();
+    }
+    if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
         return none();
     }
     PyObject* y = nullptr;
@@ -443,6 +481,11 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
     if (py::detail::array_descriptor_proxy(ba->descr)->type_num != npy_api::NPY_UBYTE_ ||
         (ba->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) == 0 || ba->nd != 1 ||
         static_cast<std::size_t>(ba->dimensions[0]) != (n_mask + 7) / 8) {
+        return none();
+    }
+    // An infinite scale (float16 overflow, or a hand-made mask with p == 1 and kept
+    // bits) is refused by the general path (SPEC section 8).
+    if (scaled && std::isinf(inverted_scale(p, dt))) {
         return none();
     }
     PyObject* y = nullptr;

@@ -395,8 +395,15 @@ bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>
     return false;
 }
 
-void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
-               const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+namespace {
+
+// The layout walk of a (possibly broadcast) mask over C-contiguous data of shape
+// `dims`: seg(t, run, begin, end) for runs of elements whose decisions are given by
+// `run` (t: the chunk/thread number). Threads split the elements as parallel_chunks
+// does.
+template <class Seg>
+void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+               const std::uint8_t* bits, const Seg& seg) {
     std::size_t n = 1;
     for (std::size_t d : dims) {
         n *= d;
@@ -404,10 +411,6 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
     if (n == 0) {
         return;
     }
-    const auto apply = table.apply[dt];
-    const std::size_t esize = dtype_size(dt);
-    ApplyArgs a = a_in;
-    a.stream_stores = stream_output(n * esize);
     std::vector<MergedDim> m = merge_dims(dims, broadcast);
 
     // Dense: mask element i is bit i.
@@ -416,10 +419,8 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         any_broadcast = any_broadcast || d.broadcast;
     }
     if (!any_broadcast) {
-        ApplyArgs args = a;
-        args.bit0 = 0;
-        args.all_kept = false;
-        parallel_chunks(n, [&](std::size_t b, std::size_t e) { apply(args, b, e); });
+        const MaskRun run{bits, 0, RunKind::kBits};
+        parallel_chunks(n, [&](std::size_t b, std::size_t e) { seg(run, b, e); });
         return;
     }
 
@@ -427,7 +428,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
     if (inner.broadcast && inner.size < kExpandMaxRun) {
         // Short runs (small channels_first feature maps): a kernel call per run cost
         // more than its elements, so the runs' decisions are spread into dense bits,
-        // kPatternBits elements at a time, and applied in one call per block.
+        // kPatternBits elements at a time, one segment per block.
         m.pop_back();
         const std::vector<MergedDim> outer = m;
         const std::size_t unit = inner.size;
@@ -440,7 +441,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
                 std::memset(dense, 0, sizeof dense);
                 for (std::size_t j = 0; j < len;) {
                     const std::size_t run = std::min(unit - w, len - j);
-                    if (bit_at(a.bits, item_mask_index(outer, item))) {
+                    if (bit_at(bits, item_mask_index(outer, item))) {
                         set_bits(dense, j, run);
                     }
                     j += run;
@@ -450,31 +451,22 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
                         ++item;
                     }
                 }
-                ApplyArgs args = a;
-                args.bits = dense;
-                args.all_kept = false;
-                args.bit0 = std::uint64_t{0} - i;  // element i is bit 0, mod 2**64
-                apply(args, i, i + len);
+                // element i is bit 0 of dense: bit0 = -i, mod 2**64 on purpose
+                const MaskRun run{dense, std::uint64_t{0} - i, RunKind::kBits};
+                seg(run, i, i + len);
                 i += len;
             }
         });
         return;
     }
     if (inner.broadcast) {
-        // One decision per run of inner.size elements (channels_first feature maps):
-        // a zero fill or a scaled copy, streaming.
+        // One decision per run of inner.size elements (channels_first feature maps).
         m.pop_back();
         const std::vector<MergedDim> outer = m;
-        ApplyArgs keep = a;
-        keep.all_kept = true;
-        keep.bit0 = 0;
-        auto* y = static_cast<unsigned char*>(a.y);
         walk_items(n, inner.size, [&](std::size_t item, std::size_t, std::size_t i, std::size_t len) {
-            if (bit_at(a.bits, item_mask_index(outer, item))) {
-                apply(keep, i, i + len);
-            } else {
-                std::memset(y + i * esize, 0, len * esize);
-            }
+            const bool kept = bit_at(bits, item_mask_index(outer, item));
+            const MaskRun run{nullptr, 0, kept ? RunKind::kAllKept : RunKind::kAllDropped};
+            seg(run, i, i + len);
         });
         return;
     }
@@ -485,11 +477,10 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         m.pop_back();
         const std::vector<MergedDim> outer = m;
         walk_items(n, inner.size, [&](std::size_t item, std::size_t w, std::size_t i, std::size_t len) {
-            ApplyArgs args = a;
-            args.all_kept = false;
             // the kernel reads bit (bit0 + element index); element i is item bit w.
-            args.bit0 = item_mask_index(outer, item) + w - i;  // mod 2**64 on purpose
-            apply(args, i, i + len);
+            const MaskRun run{bits, item_mask_index(outer, item) + w - i,  // mod 2**64 on purpose
+                              RunKind::kBits};
+            seg(run, i, i + len);
         });
         return;
     }
@@ -528,17 +519,14 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         std::size_t w = b % unit;
         for (std::size_t i = b; i < e;) {
             if (built_for != item) {
-                build_pattern(a.bits, item_mask_index(outer, item), period, pattern_bits,
+                build_pattern(bits, item_mask_index(outer, item), period, pattern_bits,
                               ext, pat);
                 built_for = item;
             }
             const std::size_t phase = w % pattern_bits;
             const std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
-            ApplyArgs args = a;
-            args.bits = pat;
-            args.all_kept = false;
-            args.bit0 = phase - i;  // mod 2**64 on purpose
-            apply(args, i, i + len);
+            const MaskRun run{pat, phase - i, RunKind::kBits};  // mod 2**64 on purpose
+            seg(run, i, i + len);
             i += len;
             w += len;
             if (w == unit) {
@@ -547,6 +535,45 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
             }
         }
     });
+}
+
+}  // namespace
+
+void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
+               const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+    const auto apply = table.apply[dt];
+    const std::size_t esize = dtype_size(dt);
+    std::size_t n = 1;
+    for (std::size_t d : dims) {
+        n *= d;
+    }
+    ApplyArgs a = a_in;
+    a.stream_stores = stream_output(n * esize);
+    auto* y = static_cast<unsigned char*>(a.y);
+    walk_mask(dims, broadcast, a.bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
+        if (run.kind == RunKind::kAllDropped) {
+            std::memset(y + b * esize, 0, (e - b) * esize);  // a zero fill, streaming
+            return;
+        }
+        ApplyArgs args = a;
+        args.all_kept = run.kind == RunKind::kAllKept;
+        args.bits = run.bits;
+        args.bit0 = run.bit0;
+        apply(args, b, e);
+    });
+}
+
+void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                const std::uint8_t* bits, SegmentFn seg, void* ctx) {
+    walk_mask(dims, broadcast, bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
+        seg(ctx, run, b, e);
+    });
+}
+
+std::size_t plan_chunks(std::size_t n) { return plan_threads(n); }
+
+void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx) {
+    parallel_chunks(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) { fn(ctx, t, b, e); });
 }
 
 }  // namespace fastdropout

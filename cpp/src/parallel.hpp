@@ -38,6 +38,19 @@ std::size_t last_level_cache_bytes();
 std::size_t stream_threshold();
 void set_stream_threshold(std::size_t bytes);
 
+// The layout walk of run_apply with a caller's segment function: seg(ctx, run, begin,
+// end) for runs of elements [begin, end) whose decisions `run` gives, split over the
+// threads (fused kernels of SPEC sections 9 and 10 with broadcast masks).
+using SegmentFn = void (*)(void* ctx, const MaskRun& run, std::size_t begin, std::size_t end);
+void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                const std::uint8_t* bits, SegmentFn seg, void* ctx);
+
+// How many chunks (threads) the kernels use for n elements, and fn(ctx, t, begin, end)
+// over [0, n) split into nt chunks whose edges are multiples of 64 (t < nt).
+using ChunkFn = void (*)(void* ctx, std::size_t t, std::size_t begin, std::size_t end);
+std::size_t plan_chunks(std::size_t n);
+void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx);
+
 // memcpy of nbytes split over the same threads as the kernels: the benchmarks'
 // physical-limit baseline (same bytes moved, same thread count).
 void run_copy(const void* src, void* dst, std::size_t nbytes);

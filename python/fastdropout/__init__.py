@@ -23,6 +23,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
     raise
 
 from . import reference
+from ._alpha import alpha_dropout
 from ._api import (
     dropout,
     dropout_backward,
@@ -31,17 +32,23 @@ from ._api import (
     simd_level,
     spatial_dropout,
 )
-from .layers import Dropout, SpatialDropout
+from ._fused import dropout_add, dropout_add_backward
+from .layers import AlphaDropout, Dropout, DropoutAdd, SpatialDropout
 from .mask import Mask
 
 __version__: str = _core.__version__
 
 __all__ = [
+    "AlphaDropout",
     "Dropout",
+    "DropoutAdd",
     "Mask",
     "SpatialDropout",
     "__version__",
+    "alpha_dropout",
     "dropout",
+    "dropout_add",
+    "dropout_add_backward",
     "dropout_backward",
     "get_num_threads",
     "reference",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core
+from . import _bfloat16, _core, _scales
 from . import _validate as _v
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -107,6 +107,14 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
         x = x.copy()  # partial overlap: see _source
     if mode == "inverted":
         _copyto(y, x)
+    elif _bfloat16.is_bfloat16(x.dtype):  # the kernels' rounding (SPEC section 8)
+        factor = float(_v.classic_factor(p, x.dtype))
+        if x.flags.c_contiguous and x.flags.aligned and y.flags.aligned:
+            _core.scale_all(x, y, factor)  # x is y or disjoint from it (above)
+        else:
+            tmp = np.array(x, order="C", copy=True)
+            _core.scale_all(tmp, tmp, factor)
+            _copyto(y, tmp)
     else:
         with np.errstate(all="ignore"):  # Inf * 0 for p == 1 is NaN, quietly
             np.multiply(x, _v.classic_factor(p, x.dtype), out=y)
@@ -272,14 +280,15 @@ def dropout_backward(
     where kept, ``+0.0`` where dropped.
 
     Pass either the ``mask`` of the forward call (``p`` and ``mode`` then come
-    from it; its shape must equal ``grad_y``'s, with 1 on broadcast axes), or
+    from it; an alpha dropout mask gives ``grad_y * A`` where kept; its shape must equal ``grad_y``'s, with 1 on broadcast axes), or
     ``p`` with the integer ``seed`` and the ``offset`` (and
     ``broadcast_axes``) of the forward call to regenerate the mask without
-    storing it. The result has ``grad_y``'s dtype; ``out`` as in
-    :func:`dropout`.
+    storing it (``mode="alpha"`` regenerates an alpha dropout mask). The
+    result has ``grad_y``'s dtype; ``out`` as in :func:`dropout`.
     """
     if (
         type(mask) is Mask
+        and mask.mode != "alpha"
         and p is None
         and mode is DEFAULT_MODE
         and seed is None
@@ -304,8 +313,7 @@ def dropout_backward(
     g = plan.g
     out_ = plan.out
     y = _target(g, out_)
-    scaled = plan.mode == "inverted"
-    scale = float(_inverted_scale(plan.p, g.dtype)) if scaled else 1.0
+    scale, scaled = _scales.backward_scale(plan.p, plan.mode, g.dtype)
     if plan.mask is not None:
         _core.backward_mask(
             _source(g, y, out_), y, plan.mask.bits, scale, scaled, plan.axes

@@ -141,3 +141,76 @@ def backward_mask(
 ) -> None:
     """y = bit ? (scaled ? g*scale : g) : +0.0, bits indexed in the mask shape
     (g.shape with broadcast_axes set to 1). y may be g."""
+
+# ---- fused kernels (cpp/bindings/register_fused.cpp): docs/spec.md sections 8-10 ----
+
+def add_forward(
+    x: npt.NDArray[Any],
+    residual: npt.NDArray[Any],
+    bias: npt.NDArray[Any] | None,
+    y: npt.NDArray[Any],
+    seed: int,
+    offset: int,
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """dropout_add training pass: y = residual + (keep ? ((x + bias) * scale) : +0.0)
+    (no bias term when bias is None, no scale when not scaled), each operation rounded
+    in the dtype. x, residual, bias (size dividing x.size: element i uses
+    bias[i % bias.size]) and y share one dtype; y may be x or residual. bits as in
+    forward(); required with broadcast axes."""
+
+def add_eval(
+    x: npt.NDArray[Any],
+    residual: npt.NDArray[Any],
+    bias: npt.NDArray[Any] | None,
+    y: npt.NDArray[Any],
+    scale: float,
+    scaled: bool,
+) -> None:
+    """dropout_add with every element kept (evaluation)."""
+
+def alpha_forward(
+    x: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    seed: int,
+    offset: int,
+    threshold: int,
+    coef_a: float,
+    coef_b: float,
+    coef_d: float,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """Alpha dropout training pass: y = keep ? (x * A) + B : D (two roundings)."""
+
+def backward_sum(
+    g: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    bits: npt.NDArray[np.uint8] | None,
+    scale: float,
+    scaled: bool,
+    acc: npt.NDArray[np.float64],
+    ncols: int,
+) -> None:
+    """y = bit ? (scaled ? g*scale : g) : +0.0 with dense mask bits (None: all kept),
+    and acc[c] += y[row, c] as float64, row after row in C order, for rows of ncols
+    elements (the same sums for any thread count)."""
+
+def gen_bits(
+    seed: int, offset: int, threshold: int, bits: npt.NDArray[np.uint8], n: int
+) -> None:
+    """The first n mask bits of the stream (seed, offset) into bits."""
+
+def scale_all(x: npt.NDArray[Any], y: npt.NDArray[Any], scale: float) -> None:
+    """y = x * scale for every element, rounded by the kernels (bfloat16 classic
+    evaluation)."""
+
+def _stream_add(
+    a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], out: npt.NDArray[np.float32]
+) -> None:
+    """out = a + b (float32, C-contiguous) split over the kernels' threads and chunks:
+    the read-two-write-one baseline of the benchmarks."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
+from . import _bfloat16, _scales
 from ._seed import check_seed, resolve_seed_for_backward
 
 if TYPE_CHECKING:
@@ -51,12 +52,13 @@ TWO_32 = 1 << 32
 TWO_64 = 1 << 64
 
 MODES: tuple[str, ...] = ("inverted", "classic")
+#: Modes a mask (and a regenerated backward pass) can have: alpha dropout's too.
+MASK_MODES: tuple[str, ...] = (*MODES, "alpha")
 DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
 SPATIAL_RANKS: tuple[int, ...] = (3, 4, 5)
 
 _FLOAT_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
-_FLOAT16_OVERFLOW = 65520.0  # half-way between float16's max (65504) and 2**16
-_TAKES = "float16, float32 or float64 (native byte order)"
+_TAKES = "float16, float32, float64 (native byte order) or ml_dtypes.bfloat16"
 
 
 class _DefaultMode(str):
@@ -104,23 +106,18 @@ def threshold(p: float) -> int:
 def inverted_scale(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
     """SPEC section 3: ``dtype(1 / (1 - p))``, computed in float64 and rounded
     once to ``dtype``; ``inf`` for ``p == 1`` (and where float16 overflows)."""
-    s = math.inf if p == 1.0 else 1.0 / (1.0 - p)
-    if s >= _FLOAT16_OVERFLOW and dtype.itemsize == 2:
-        # float16 rounds [65520, inf) to inf; say so without the cast's warning
-        # (float32/float64 cannot overflow: s <= 2**53 for p < 1).
-        s = math.inf
-    return dtype.type(s)  # type: ignore[no-any-return]
+    return _scales.inverted_scale(p, dtype)  # type: ignore[return-value]
 
 
 def classic_factor(p: float, dtype: np.dtype[Any]) -> np.floating[Any]:
     """SPEC section 3: classic evaluation multiplies by ``dtype(1 - p)``."""
-    return dtype.type(1.0 - p)  # type: ignore[no-any-return]
+    return _scales.classic_factor(p, dtype)  # type: ignore[return-value]
 
 
-def check_mode(mode: object) -> str:
-    if (type(mode) is str or isinstance(mode, str)) and mode in MODES:
+def check_mode(mode: object, names: tuple[str, ...] = MODES) -> str:
+    if (type(mode) is str or isinstance(mode, str)) and mode in names:
         return str(mode)
-    raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    raise ValueError(f"mode must be one of {', '.join(map(repr, names))}, got {mode!r}")
 
 
 def check_data_format(data_format: object) -> str:
@@ -178,7 +175,7 @@ def check_array(x: object, name: str = "x") -> FloatArray:
             ) from None
     assert isinstance(x, np.ndarray)
     dt = x.dtype
-    if dt not in _FLOAT_DTYPES:
+    if dt not in _FLOAT_DTYPES and not _bfloat16.is_bfloat16(dt):
         what = f"{dt.str} (non-native byte order)" if not dt.isnative else str(dt)
         raise TypeError(f"{name} has dtype {what}; fastdropout takes {_TAKES} arrays")
     return x
@@ -330,6 +327,8 @@ def plan_forward(
         axes = normalize_axes(broadcast_axes, arr.ndim)
     o = None if out is None else check_out(out, arr.shape, arr.dtype)
     want_mask = check_flag(return_mask, "return_mask")
+    if train and m == "inverted":
+        _scales.check_inverted_scale(pf, arr.dtype)  # SPEC section 8
     if axes:
         mshape = mask_shape_of(arr.shape, axes)
         n_mask = _prod(mshape)
@@ -371,7 +370,7 @@ def plan_backward(
     from .mask import Mask
 
     pf = None if p is None else check_p(p)
-    m = check_mode(mode)
+    m = check_mode(mode, MASK_MODES)
     off = check_offset(offset)
     g = check_array(grad_y, "grad_y")
     if mask is not None:
@@ -408,6 +407,7 @@ def plan_backward(
             a for a, (ms, gs) in enumerate(zip(mshape, g.shape)) if ms == 1 != gs
         )
         o = None if out is None else check_out(out, g.shape, g.dtype)
+        _check_backward_scale(mask.p, mask.mode, g.dtype, mask)
         return BackwardPlan(
             g, mask.p, mask.mode, mask, 0, 0, axes, mshape, mask.size, o
         )
@@ -420,6 +420,7 @@ def plan_backward(
     s = resolve_seed_for_backward(seed)
     axes = normalize_axes(broadcast_axes, g.ndim)
     o = None if out is None else check_out(out, g.shape, g.dtype)
+    _check_backward_scale(pf, m, g.dtype, None)
     if axes:
         mshape = mask_shape_of(g.shape, axes)
         n_mask = _prod(mshape)
@@ -427,3 +428,20 @@ def plan_backward(
         mshape = g.shape
         n_mask = g.size
     return BackwardPlan(g, pf, m, None, s, off, axes, mshape, n_mask, o)
+
+
+def _check_backward_scale(
+    p: float, mode: str, dtype: np.dtype[Any], mask: Mask | None
+) -> None:
+    """SPEC sections 8 and 10: no backward pass with an infinite scale. With
+    ``p == 1`` every element of a real mask is dropped and the scale is unused,
+    but a hand-made mask with kept bits would multiply them by inf."""
+    if mode == "alpha":
+        _scales.check_alpha_p(p, dtype)
+    elif mode == "inverted":
+        _scales.check_inverted_scale(p, dtype)
+        if p == 1.0 and mask is not None and bool(mask.bits.any()):
+            raise ValueError(
+                "the mask has p=1.0 but kept elements: their scale 1 / (1 - p) "
+                "would be infinite (a mask drawn with p=1 keeps nothing)"
+            )

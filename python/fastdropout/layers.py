@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from . import _scales
 from . import _validate as _v
+from ._rowsum import round_sums, row_sums
 from ._seed import resolve_seed
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
     FloatArray = npt.NDArray[np.floating[Any]]
 
-__all__ = ["Dropout", "SpatialDropout"]
+__all__ = ["AlphaDropout", "Dropout", "DropoutAdd", "SpatialDropout"]
 
 _TWO_64 = 1 << 64
 
@@ -196,3 +198,161 @@ class SpatialDropout(Dropout):
 
     def _extra_repr(self) -> str:
         return f", data_format={self._data_format!r}"
+
+
+def _native_dropout_add(*args: Any, **kwargs: Any) -> Any:
+    from ._fused import dropout_add
+
+    return dropout_add(*args, **kwargs)
+
+
+def _native_dropout_add_backward(*args: Any, **kwargs: Any) -> Any:
+    from ._fused import dropout_add_backward
+
+    return dropout_add_backward(*args, **kwargs)
+
+
+def _native_alpha(*args: Any, **kwargs: Any) -> Any:
+    from ._alpha import alpha_dropout
+
+    return alpha_dropout(*args, **kwargs)
+
+
+class DropoutAdd(Dropout):
+    """Fused dropout + residual add layer (docs/spec.md section 9):
+    ``forward(x, residual, bias=None, training=True)`` gives
+    ``residual + dropout(x + bias)`` in one pass; ``backward(grad_y)`` gives
+    ``(grad_x, grad_residual, grad_bias)`` (``grad_residual`` is ``grad_y``
+    itself; ``grad_bias`` is None when the last forward had no bias).
+
+    ``DropoutAdd(p=0.5, *, mode="inverted", seed=None)``; the stream position
+    advances as :class:`Dropout`'s does.
+    """
+
+    _add_fn: ClassVar[Callable[..., Any]] = staticmethod(_native_dropout_add)
+    _add_backward_fn: ClassVar[Callable[..., Any]] = staticmethod(
+        _native_dropout_add_backward
+    )
+
+    def __init__(self, p: float = 0.5, *, mode: str = "inverted", seed: object = None):
+        super().__init__(p, mode=mode, seed=seed)
+        self._bias_shape: tuple[int, ...] | None = None
+
+    def forward(  # type: ignore[override]
+        self,
+        x: npt.ArrayLike,
+        residual: npt.ArrayLike,
+        bias: npt.ArrayLike | None = None,
+        training: bool = True,
+    ) -> FloatArray:
+        """``y``; in training, advances ``offset`` by the mask size."""
+        train = _v.check_flag(training, "training")
+        y, mask = type(self)._add_fn(
+            x,
+            residual,
+            self._p,
+            bias=bias,
+            training=train,
+            mode=self._mode,
+            seed=self._seed,
+            offset=self._offset,
+            return_mask=True,
+        )
+        self._mask = mask
+        self._input_shape = y.shape
+        self._last_training = train
+        self._bias_shape = None if bias is None else _v.check_array(bias, "bias").shape
+        if mask is not None:
+            self._offset = (self._offset + mask.size) % _TWO_64
+        return y  # type: ignore[no-any-return]
+
+    def __call__(  # type: ignore[override]
+        self,
+        x: npt.ArrayLike,
+        residual: npt.ArrayLike,
+        bias: npt.ArrayLike | None = None,
+        training: bool = True,
+    ) -> FloatArray:
+        return self.forward(x, residual, bias, training)
+
+    def backward(self, grad_y: npt.ArrayLike) -> tuple[Any, Any, Any]:  # type: ignore[override]
+        """``(grad_x, grad_residual, grad_bias)`` with the mask of the last forward."""
+        if self._last_training is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before any forward()"
+            )
+        g = _v.check_array(grad_y, "grad_y")
+        if g.shape != self._input_shape:
+            raise ValueError(
+                f"grad_y has shape {g.shape}, but the last forward input had "
+                f"shape {self._input_shape}"
+            )
+        bias: Any = False if self._bias_shape is None else self._bias_shape
+        if self._mask is not None:
+            return type(self)._add_backward_fn(  # type: ignore[no-any-return]
+                grad_y, self._mask, bias=bias
+            )
+        # Evaluation is linear: the same map applies to the gradient.
+        gx = type(self)._dropout_fn(g, self._p, training=False, mode=self._mode)
+        if self._bias_shape is None:
+            return gx, grad_y, None
+        ncols = 1
+        for n in self._bias_shape:
+            ncols *= n
+        gb = round_sums(row_sums(gx, ncols), gx.dtype).reshape(self._bias_shape)
+        return gx, grad_y, gb
+
+
+class AlphaDropout(Dropout):
+    """Alpha dropout layer for self-normalising (SELU) networks (docs/spec.md
+    section 10). ``AlphaDropout(p=0.5, *, seed=None, broadcast_axes=None)``:
+    with ``broadcast_axes`` (e.g. ``(2, 3)`` for ``(N, C, H, W)``) it is feature
+    alpha dropout, one decision per feature map. ``p`` must be in [0, 1).
+    Evaluation returns ``x`` unchanged; ``backward`` gives ``grad_y * A`` where
+    kept and ``+0.0`` where dropped.
+    """
+
+    _alpha_fn: ClassVar[Callable[..., Any]] = staticmethod(_native_alpha)
+
+    def __init__(
+        self, p: float = 0.5, *, seed: object = None, broadcast_axes: object = None
+    ):
+        super().__init__(p, mode="inverted", seed=seed)
+        _scales.check_alpha_p(self._p, None)
+        self._mode = "alpha"
+        if broadcast_axes is not None and not isinstance(broadcast_axes, int):
+            broadcast_axes = tuple(broadcast_axes)  # type: ignore[call-overload]
+        self._broadcast_axes = broadcast_axes
+
+    @property
+    def broadcast_axes(self) -> object:
+        return self._broadcast_axes
+
+    def _call(self, x: object, training: bool) -> tuple[FloatArray, Mask | None]:
+        return type(self)._alpha_fn(  # type: ignore[no-any-return]
+            x,
+            self._p,
+            training=training,
+            seed=self._seed,
+            offset=self._offset,
+            broadcast_axes=self._broadcast_axes,
+            return_mask=True,
+        )
+
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
+        """``grad_x`` for ``grad_y`` with the mask of the last forward call (a copy
+        of ``grad_y`` after an evaluation forward, which is the identity)."""
+        if self._last_training is False:
+            g = _v.check_array(grad_y, "grad_y")
+            if g.shape != self._input_shape:
+                raise ValueError(
+                    f"grad_y has shape {g.shape}, but the last forward input had "
+                    f"shape {self._input_shape}"
+                )
+            return type(self)._dropout_fn(  # type: ignore[no-any-return]
+                g, self._p, training=False, mode="inverted"
+            )
+        return super().backward(grad_y)
+
+    def _extra_repr(self) -> str:
+        return f", broadcast_axes={self._broadcast_axes!r}"

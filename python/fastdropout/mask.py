@@ -22,7 +22,8 @@ class Mask:
       (NumPy's ``bitorder="little"``); unused high bits of the last byte are 0.
     - ``shape``: the mask shape (the input's shape with broadcast axes set to 1).
     - ``size``: the number of mask elements (``prod(shape)``).
-    - ``p``, ``mode``: the drop probability and mode of the forward call.
+    - ``p``, ``mode``: the drop probability and mode of the forward call
+      (``"inverted"``, ``"classic"``, or ``"alpha"`` for alpha dropout).
     - ``seed``, ``offset``: the stream position it was drawn from (SPEC section 2).
     - ``broadcast_axes``: the axes of the input along which decisions are shared.
 
@@ -79,7 +80,7 @@ class Mask:
             shp,
             size,
             v.check_p(p),
-            v.check_mode(mode),
+            v.check_mode(mode, v.MASK_MODES),
             v.check_offset(seed, "seed"),
             v.check_offset(offset),
             axes,

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
+from . import _bfloat16, _scales
 from . import _validate as _v
+from . import _validate_fused as _vf
 from . import layers as _layers
+from ._rowsum import round_sums, row_sums
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
 from .mask import Mask
@@ -31,16 +34,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK",
+    "AlphaDropout",
     "Dropout",
+    "DropoutAdd",
     "Mask",
     "SpatialDropout",
+    "alpha_dropout",
     "dropout",
+    "dropout_add",
+    "dropout_add_backward",
     "dropout_backward",
     "keep",
     "mask_bits",
     "philox",
     "spatial_dropout",
 ]
+
+
+def __dir__() -> list[str]:
+    """Only the public API (``__all__``) shows in ``dir(fastdropout.reference)``."""
+    return sorted(__all__)
+
 
 #: Elements per chunk; a multiple of 8 so that packed mask bytes of
 #: consecutive chunks concatenate into the mask of the whole array.
@@ -171,6 +185,43 @@ def _mask_index(
     return m
 
 
+def _mul(a: FloatArray, s: Any) -> FloatArray:
+    """``a * s`` in ``a``'s dtype. SPEC 8: for bfloat16, widened to float32 (exact),
+    multiplied there and rounded once by the project's rounding (NaN stays a
+    quiet NaN); NumPy's own product for the other dtypes."""
+    if _bfloat16.is_bfloat16(a.dtype):
+        return _bfloat16.from_float32(
+            _bfloat16.to_float32(a) * _bfloat16.to_float32(np.asarray(s, a.dtype))
+        )
+    return a * s  # type: ignore[no-any-return]
+
+
+def _add(a: FloatArray, b: Any) -> FloatArray:
+    """``a + b`` in ``a``'s dtype, rounded as :func:`_mul` rounds."""
+    if _bfloat16.is_bfloat16(a.dtype):
+        return _bfloat16.from_float32(
+            _bfloat16.to_float32(a) + _bfloat16.to_float32(np.asarray(b, a.dtype))
+        )
+    return a + b  # type: ignore[no-any-return]
+
+
+def _kept(
+    bits: npt.NDArray[np.uint8],
+    start: int,
+    stop: int,
+    shape: tuple[int, ...],
+    axes: tuple[int, ...],
+) -> npt.NDArray[np.bool_]:
+    """Decisions of the C-order flat elements ``start .. stop - 1`` of an array of
+    ``shape`` (``start`` a multiple of 8 for a dense mask)."""
+    if axes:
+        m = _mask_index(np.arange(start, stop, dtype=np.int64), shape, axes)
+        return ((bits[m >> 3] >> (m & 7)) & 1).astype(bool)
+    return np.unpackbits(
+        bits[start // 8 : (stop + 7) // 8], count=stop - start, bitorder="little"
+    ).astype(bool)
+
+
 def _apply_mask(
     y: FloatArray,
     bits: npt.NDArray[np.uint8],
@@ -185,21 +236,13 @@ def _apply_mask(
     float16), overflowing to Inf where it must.
     """
     flat = y.reshape(-1)  # a view: y is C-contiguous
-    zero = y.dtype.type(0.0)  # +0.0
+    zero = np.zeros((), y.dtype)  # +0.0
     for start in range(0, flat.size, CHUNK):
         stop = min(start + CHUNK, flat.size)
-        if axes:
-            m = _mask_index(np.arange(start, stop, dtype=np.int64), y.shape, axes)
-            kept = ((bits[m >> 3] >> (m & 7)) & 1).astype(bool)
-        else:  # dense: element i is mask element i; start is a multiple of 8
-            kept = np.unpackbits(
-                bits[start // 8 : (stop + 7) // 8],
-                count=stop - start,
-                bitorder="little",
-            ).astype(bool)
+        kept = _kept(bits, start, stop, y.shape, axes)
         v = flat[start:stop]
         with np.errstate(all="ignore"):  # Inf * s, float16 overflow: no warnings
-            flat[start:stop] = np.where(kept, v * scale if scaled else v, zero)
+            flat[start:stop] = np.where(kept, _mul(v, scale) if scaled else v, zero)
 
 
 def _copy_input(y: FloatArray, x: FloatArray) -> None:
@@ -222,7 +265,7 @@ def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
         _copy_input(y, x)
     else:
         with np.errstate(all="ignore"):  # Inf * 0 for p == 1 is NaN, quietly
-            np.multiply(x, _v.classic_factor(p, x.dtype), out=y)
+            y[...] = _mul(np.asarray(x), _v.classic_factor(p, x.dtype))
     return y
 
 
@@ -326,9 +369,8 @@ def dropout_backward(
     else:  # regenerate the forward's mask from (seed, offset)
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, g)
-    _apply_mask(
-        y, bits, plan.axes, _v.inverted_scale(plan.p, g.dtype), plan.mode == "inverted"
-    )
+    scale, scaled = _scales.backward_scale(plan.p, plan.mode, g.dtype)
+    _apply_mask(y, bits, plan.axes, _scales.round_scalar(scale, g.dtype), scaled)
     return y
 
 
@@ -343,3 +385,153 @@ class SpatialDropout(_layers.SpatialDropout):
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(spatial_dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
+
+
+# --------------------------------------------------------------------------
+# SPEC section 9: fused dropout + residual add
+# --------------------------------------------------------------------------
+
+
+def dropout_add(
+    x: npt.ArrayLike,
+    residual: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    bias: npt.ArrayLike | None = None,
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Reference of :func:`fastdropout.dropout_add`: ``residual +
+    select(keep, (x + bias) * s, +0.0)``, one NumPy operation at a time, each
+    rounded in the dtype."""
+    plan = _vf.plan_add(
+        x, residual, p, bias, training, mode, seed, offset, broadcast_axes, out,
+        return_mask,
+    )
+    xa, ra, ba = plan.x, plan.residual, plan.bias
+    dt = xa.dtype
+    # Copies first: out may be x or residual.
+    xf = np.array(xa, order="C", copy=True).reshape(-1)
+    rf = np.array(ra, order="C", copy=True).reshape(-1)
+    bf = None if ba is None else np.array(ba, order="C", copy=True).reshape(-1)
+    y = plan.out if plan.out is not None else np.empty(xa.shape, dt)
+    yf = y.reshape(-1)
+    bits = None
+    seed_used = 0
+    if plan.training:
+        seed_used = resolve_seed(plan.seed)
+        bits = mask_bits(seed_used, plan.offset, plan.n_mask, plan.p)
+    scale = _scales.inverted_scale(plan.p, dt)
+    factor = _scales.classic_factor(plan.p, dt)
+    zero = np.zeros((), dt)
+    with np.errstate(all="ignore"):
+        for start in range(0, xf.size, CHUNK):
+            stop = min(start + CHUNK, xf.size)
+            t = xf[start:stop]
+            if bf is not None:
+                t = _add(t, bf[np.arange(start, stop) % bf.size])
+            if bits is not None:
+                kept = _kept(bits, start, stop, xa.shape, plan.axes)
+                if plan.mode == "inverted":
+                    t = _mul(t, scale)
+                t = np.where(kept, t, zero)
+            elif plan.mode == "classic":
+                t = _mul(t, factor)
+            yf[start:stop] = _add(rf[start:stop], t)
+    if not plan.return_mask:
+        return y
+    if bits is None:
+        return y, None
+    return y, Mask._new(
+        bits, plan.mask_shape, plan.n_mask, plan.p, plan.mode, seed_used,
+        plan.offset, plan.axes,
+    )
+
+
+def dropout_add_backward(
+    grad_y: npt.ArrayLike,
+    mask: Mask | None = None,
+    p: float | None = None,
+    *,
+    bias: bool | tuple[int, ...] = False,
+    mode: str = DEFAULT_MODE,
+    seed: int | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+) -> tuple[Any, Any, Any]:
+    """Reference of :func:`fastdropout.dropout_add_backward`."""
+    plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    bshape = _vf.bias_shape_for_backward(bias, plan.g.shape)
+    gx = dropout_backward(
+        grad_y, mask, p, mode=mode, seed=seed, offset=offset,
+        broadcast_axes=broadcast_axes, out=out,
+    )
+    if bshape is None:
+        return gx, grad_y, None
+    ncols = 1
+    for s in bshape:
+        ncols *= s
+    return gx, grad_y, round_sums(row_sums(gx, ncols), gx.dtype).reshape(bshape)
+
+
+# --------------------------------------------------------------------------
+# SPEC section 10: alpha dropout
+# --------------------------------------------------------------------------
+
+
+def alpha_dropout(
+    x: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Reference of :func:`fastdropout.alpha_dropout`: kept ``(x * A) + B``
+    (two roundings), dropped ``D``."""
+    plan = _vf.plan_alpha(x, p, training, seed, offset, broadcast_axes, out, return_mask)
+    xa = plan.x
+    y = plan.out if plan.out is not None else np.empty(xa.shape, xa.dtype)
+    _copy_input(y, xa)
+    if not plan.training:
+        return (y, None) if plan.return_mask else y
+    s = resolve_seed(plan.seed)
+    bits = mask_bits(s, plan.offset, plan.n_mask, plan.p)
+    coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)
+    dropped = np.asarray(coef_d, xa.dtype)
+    flat = y.reshape(-1)
+    with np.errstate(all="ignore"):
+        for start in range(0, flat.size, CHUNK):
+            stop = min(start + CHUNK, flat.size)
+            kept = _kept(bits, start, stop, y.shape, plan.axes)
+            t = _add(_mul(flat[start:stop], coef_a), coef_b)
+            flat[start:stop] = np.where(kept, t, dropped)
+    if not plan.return_mask:
+        return y
+    return y, Mask._new(
+        bits, plan.mask_shape, plan.n_mask, plan.p, "alpha", s, plan.offset, plan.axes
+    )
+
+
+class DropoutAdd(_layers.DropoutAdd):
+    __doc__ = _layers.DropoutAdd.__doc__
+    _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
+    _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
+    _add_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_add)
+    _add_backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_add_backward)
+
+
+class AlphaDropout(_layers.AlphaDropout):
+    __doc__ = _layers.AlphaDropout.__doc__
+    _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
+    _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
+    _alpha_fn: ClassVar[Callable[..., Any]] = staticmethod(alpha_dropout)

@@ -7,11 +7,13 @@
 
 namespace fastdropout {
 
-// Element types, as indices into KernelTable's per-dtype arrays. float16 travels as
-// its uint16_t bit pattern.
-enum Dtype : int { kF16 = 0, kF32 = 1, kF64 = 2, kNumDtypes = 3 };
+// Element types, as indices into KernelTable's per-dtype arrays. float16 and
+// bfloat16 travel as their uint16_t bit patterns.
+enum Dtype : int { kF16 = 0, kF32 = 1, kF64 = 2, kBF16 = 3, kNumDtypes = 4 };
 
-constexpr std::size_t dtype_size(Dtype dt) { return dt == kF16 ? 2 : (dt == kF32 ? 4 : 8); }
+constexpr std::size_t dtype_size(Dtype dt) {
+    return (dt == kF16 || dt == kBF16) ? 2 : (dt == kF32 ? 4 : 8);
+}
 
 // Where the keep/drop decisions come from (SPEC section 2): element i of the mask is
 // kept iff philox word at stream position offset + i is >= threshold.
@@ -46,6 +48,36 @@ struct ApplyArgs {
     bool scaled;
     bool all_kept;
     bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
+};
+
+// Where the decisions of a run of elements come from when they are not generated:
+// element i (global index) is decided by bit (bit0 + i) of bits (mod 2**64), or every
+// element is kept / dropped.
+enum class RunKind : int { kBits = 0, kAllKept = 1, kAllDropped = 2 };
+struct MaskRun {
+    const std::uint8_t* bits;
+    std::uint64_t bit0;
+    RunKind kind;
+};
+
+// Fused dropout + residual add (SPEC section 9) and alpha dropout (section 10).
+//   add:   y[i] = residual[i] + (keep(i) ? ((x[i] + bias[i % bias_n]) * scale) : +0.0)
+//          (no "+ bias" when bias is null, no "* scale" when !scaled), every operation
+//          rounded in the element type as NumPy rounds it.
+//   alpha: y[i] = keep(i) ? (x[i] * scale) + shift : dropped, two roundings.
+// y may equal x or residual. bits, if not null, receives the generated mask bits.
+struct FusedArgs {
+    StreamArgs stream;
+    const void* x;
+    const void* residual;
+    const void* bias;
+    std::size_t bias_n;
+    void* y;
+    std::uint8_t* bits;
+    double scale;    // already rounded to the element type
+    double shift;    // alpha: B
+    double dropped;  // alpha: D
+    bool scaled;
 };
 
 }  // namespace fastdropout

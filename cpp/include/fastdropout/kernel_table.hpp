@@ -20,6 +20,22 @@ struct KernelTable {
                      std::size_t end);
     // Apply stored bits (or all-kept) to elements [begin, end); any begin.
     void (*apply[kNumDtypes])(const ApplyArgs&, std::size_t begin, std::size_t end);
+    // SPEC section 9, dense: mask generated for elements [begin, end) (begin a
+    // multiple of 64) and applied with the residual add.
+    void (*add_forward[kNumDtypes])(const FusedArgs&, std::size_t begin, std::size_t end);
+    // The same with decisions from a MaskRun (broadcast masks, evaluation); any begin.
+    void (*add_apply[kNumDtypes])(const FusedArgs&, const MaskRun&, std::size_t begin,
+                                  std::size_t end);
+    // SPEC section 10, dense and from a MaskRun.
+    void (*alpha_forward[kNumDtypes])(const FusedArgs&, std::size_t begin, std::size_t end);
+    void (*alpha_apply[kNumDtypes])(const FusedArgs&, const MaskRun&, std::size_t begin,
+                                    std::size_t end);
+    // Stored bits applied as apply[] does (a.bit0, a.all_kept honoured), and each
+    // result, as float64, added to acc[col] in element order, where element `begin`
+    // is in column col0 and the column advances by one per element, wrapping at ncols
+    // (grad_bias of SPEC section 9).
+    void (*apply_sum[kNumDtypes])(const ApplyArgs&, std::size_t begin, std::size_t end,
+                                  double* acc, std::size_t col0, std::size_t ncols);
     // Raw Philox4x32-10 words for n blocks with counters
     // ((first + i) mod 2**64 as two words, c2, c3): out[4*i + w]. For tests and KATs.
     void (*philox_blocks)(std::uint32_t k0, std::uint32_t k1, std::uint64_t first,

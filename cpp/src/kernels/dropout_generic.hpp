@@ -357,6 +357,31 @@ struct OpsF16 {  // float16 travels as its bit pattern
     }
 };
 
+struct OpsBF16 {  // bfloat16 travels as its bit pattern (SPEC section 8)
+    using T = std::uint16_t;
+    using S = float;  // a bfloat16 scale is exactly a float
+    static FASTDROPOUT_INLINE S scale_of(double s) { return static_cast<float>(s); }
+    static FASTDROPOUT_INLINE T mul1(T x, S s) {
+        return float_to_bf16_bits(bf16_bits_to_float(x) * s);
+    }
+    // Widen (exact), multiply in float32 (exact for two bfloat16 values), round once
+    // to bfloat16 with integer round-half-even; dropped lanes are +0.0 before the
+    // rounding, which keeps them +0.0.
+    static FASTDROPOUT_INLINE void scale64(std::uint64_t b, const T* x, T* y, S s) {
+        float f[64];
+        for (int k = 0; k < 64; ++k) {
+            f[k] = bf16_bits_to_float(x[k]);
+        }
+        scale64_f32(b, f, f, s);
+        for (int k = 0; k < 64; ++k) {
+            y[k] = bf16_round_bits(float_bits(f[k]));
+        }
+    }
+    static FASTDROPOUT_INLINE void select64(std::uint64_t b, const T* x, T* y) {
+        select64_f16(b, x, y);  // a select of 16-bit patterns, whatever they encode
+    }
+};
+
 // Fewer than 64 elements: one at a time. Dropped elements get all-zero bits (+0.0).
 template <class Ops>
 FASTDROPOUT_INLINE void apply_tail(std::uint64_t b, const typename Ops::T* x, typename Ops::T* y,
@@ -637,11 +662,34 @@ void philox_blocks_kernel(std::uint32_t k0, std::uint32_t k1, std::uint64_t firs
     }
 }
 
+}  // namespace
+}  // namespace FASTDROPOUT_ISA
+}  // namespace fastdropout
+
+#include "fused_generic.hpp"
+
+namespace fastdropout {
+namespace FASTDROPOUT_ISA {
+namespace {
+
+// Per-dtype arrays in Dtype order: float16, float32, float64, bfloat16.
 const KernelTable kTable = {
     FASTDROPOUT_ISA_NAME,
-    {&forward_kernel<OpsF16>, &forward_kernel<OpsF32>, &forward_kernel<OpsF64>},
+    {&forward_kernel<OpsF16>, &forward_kernel<OpsF32>, &forward_kernel<OpsF64>,
+     &forward_kernel<OpsBF16>},
     &gen_bits_kernel,
-    {&apply_kernel<OpsF16>, &apply_kernel<OpsF32>, &apply_kernel<OpsF64>},
+    {&apply_kernel<OpsF16>, &apply_kernel<OpsF32>, &apply_kernel<OpsF64>,
+     &apply_kernel<OpsBF16>},
+    {&add_forward_kernel<EF16>, &add_forward_kernel<EF32>, &add_forward_kernel<EF64>,
+     &add_forward_kernel<EBF16>},
+    {&add_apply_kernel<EF16>, &add_apply_kernel<EF32>, &add_apply_kernel<EF64>,
+     &add_apply_kernel<EBF16>},
+    {&alpha_forward_kernel<EF16>, &alpha_forward_kernel<EF32>, &alpha_forward_kernel<EF64>,
+     &alpha_forward_kernel<EBF16>},
+    {&alpha_apply_kernel<EF16>, &alpha_apply_kernel<EF32>, &alpha_apply_kernel<EF64>,
+     &alpha_apply_kernel<EBF16>},
+    {&apply_sum_kernel<EF16>, &apply_sum_kernel<EF32>, &apply_sum_kernel<EF64>,
+     &apply_sum_kernel<EBF16>},
     &philox_blocks_kernel,
 };
 

@@ -88,5 +88,21 @@ inline std::uint16_t float_to_half_bits(float f) {
     return static_cast<std::uint16_t>(sign | h);
 }
 
+// bfloat16 (the top half of a binary32) <-> binary32: widening is exact; narrowing
+// rounds to nearest, ties to even, in integer arithmetic (SPEC section 8), keeps
+// subnormals, overflows to infinity, and turns a NaN into a quiet NaN with the same
+// sign and top payload bits. Not VCVTNEPS2BF16, which flushes subnormals to zero.
+inline float bf16_bits_to_float(std::uint16_t h) {
+    return bits_float(static_cast<std::uint32_t>(h) << 16);
+}
+
+inline std::uint16_t bf16_round_bits(std::uint32_t u) {
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t quiet = (u >> 16) | 0x0040u;
+    return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
+inline std::uint16_t float_to_bf16_bits(float f) { return bf16_round_bits(float_bits(f)); }
+
 }  // namespace
 }  // namespace fastdropout

@@ -86,6 +86,18 @@ FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
+// float16 <-> float32 for 64 elements (fused kernels of SPEC sections 9-10).
+FASTDROPOUT_INLINE void widen64_f16(const std::uint16_t* h, float* f) {
+    for (int k = 0; k < 64; ++k) {
+        f[k] = half_bits_to_float(h[k]);
+    }
+}
+FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
+    for (int k = 0; k < 64; ++k) {
+        h[k] = float_to_half_bits(f[k]);
+    }
+}
+
 }  // namespace
 }  // namespace scalar
 }  // namespace fastdropout

@@ -1,0 +1,342 @@
+// The fused kernels of SPEC sections 9 (dropout + residual add, with bias, and the
+// grad_bias sum of its backward pass) and 10 (alpha dropout), written once over the
+// vocabulary of vec_<isa>.hpp and included by dropout_generic.hpp, inside the same
+// per-ISA anonymous namespace (so BitStream, load_bits, apply_group, ... are in scope).
+//
+// Every group of 64 elements is computed in arrays of the "compute type" C (float for
+// float16, bfloat16 and float32; double for float64) that stay in L1: one loop per
+// operation, which the compiler vectorises with the TU's flags, and the ISA's 64-wide
+// select/scale primitives for the mask. For the 16-bit types each operation's float32
+// result is rounded back to the element type before the next one (round64), which is
+// exactly how NumPy (and ml_dtypes) evaluate a composition of float16/bfloat16
+// operations: widen, operate in float32, narrow, one operation at a time.
+// -ffp-contract=off keeps (x * A) + B two roundings, never a fused multiply-add.
+
+#ifndef FASTDROPOUT_ISA
+#error "include fused_generic.hpp through dropout_generic.hpp"
+#endif
+
+namespace fastdropout {
+namespace FASTDROPOUT_ISA {
+namespace {
+
+// ---- the 64-wide select/scale primitives, by compute type --------------------------
+FASTDROPOUT_INLINE void scale64c(std::uint64_t b, const float* x, float* y, float s) {
+    scale64_f32(b, x, y, s);
+}
+FASTDROPOUT_INLINE void scale64c(std::uint64_t b, const double* x, double* y, double s) {
+    scale64_f64(b, x, y, s);
+}
+FASTDROPOUT_INLINE void select64c(std::uint64_t b, const float* x, float* y) {
+    select64_f32(b, x, y);
+}
+FASTDROPOUT_INLINE void select64c(std::uint64_t b, const double* x, double* y) {
+    select64_f64(b, x, y);
+}
+
+// t[k] = bit k of b ? t[k] : d, on the bit patterns (d is exact in the element type).
+template <class C, class U>
+FASTDROPOUT_INLINE void blend64(std::uint64_t b, C* t, C d) {
+    U du;
+    std::memcpy(&du, &d, sizeof du);
+    for (int k = 0; k < 64; ++k) {
+        U v;
+        std::memcpy(&v, t + k, sizeof v);
+        const U m = static_cast<U>(static_cast<U>(0) - static_cast<U>((b >> k) & 1u));
+        v = static_cast<U>((v & m) | (du & static_cast<U>(~m)));
+        std::memcpy(t + k, &v, sizeof v);
+    }
+}
+
+// ---- element types ------------------------------------------------------------------
+//   in(p, buf):  64 elements as C values (p itself when T is C)
+//   round(t):    each of 64 C values rounded to the element type, in place
+//   out(t, y):   64 C values (already representable, or rounded here) stored as T
+//   wide(v):     one element as a double
+struct EF32 {
+    using T = float;
+    using C = float;
+    using UC = std::uint32_t;
+    using Ops = OpsF32;
+    static FASTDROPOUT_INLINE const C* in(const T* p, C*) { return p; }
+    static FASTDROPOUT_INLINE void round(C*) {}
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { std::memcpy(y, t, 64 * sizeof(T)); }
+    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(v); }
+};
+struct EF64 {
+    using T = double;
+    using C = double;
+    using UC = std::uint64_t;
+    using Ops = OpsF64;
+    static FASTDROPOUT_INLINE const C* in(const T* p, C*) { return p; }
+    static FASTDROPOUT_INLINE void round(C*) {}
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { std::memcpy(y, t, 64 * sizeof(T)); }
+    static FASTDROPOUT_INLINE double wide(T v) { return v; }
+};
+struct EF16 {
+    using T = std::uint16_t;
+    using C = float;
+    using UC = std::uint32_t;
+    using Ops = OpsF16;
+    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
+        widen64_f16(p, buf);
+        return buf;
+    }
+    static FASTDROPOUT_INLINE void round(C* t) {
+        T h[64];
+        narrow64_f16(t, h);
+        widen64_f16(h, t);
+    }
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { narrow64_f16(t, y); }
+    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(half_bits_to_float(v)); }
+};
+struct EBF16 {
+    using T = std::uint16_t;
+    using C = float;
+    using UC = std::uint32_t;
+    using Ops = OpsBF16;
+    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
+        for (int k = 0; k < 64; ++k) {
+            buf[k] = bf16_bits_to_float(p[k]);
+        }
+        return buf;
+    }
+    static FASTDROPOUT_INLINE void round(C* t) {
+        for (int k = 0; k < 64; ++k) {
+            t[k] = bf16_bits_to_float(bf16_round_bits(float_bits(t[k])));
+        }
+    }
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) {
+        for (int k = 0; k < 64; ++k) {
+            y[k] = bf16_round_bits(float_bits(t[k]));
+        }
+    }
+    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(bf16_bits_to_float(v)); }
+};
+
+// The bias of elements i .. i + 63 as C values: a view into bias when those 64 columns
+// do not wrap, else gathered (with wrap-around) into tb first.
+template <class E>
+FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t i,
+                                                typename E::T* tb, typename E::C* cb) {
+    using T = typename E::T;
+    const T* bias = static_cast<const T*>(a.bias);
+    std::size_t col = i % a.bias_n;
+    if (col + 64 <= a.bias_n) {
+        return E::in(bias + col, cb);
+    }
+    for (int k = 0; k < 64; ++k) {
+        tb[k] = bias[col];
+        if (++col == a.bias_n) {
+            col = 0;
+        }
+    }
+    return E::in(tb, cb);
+}
+
+// y = residual + select(keep, (x + bias) * s, +0.0), for 64 elements starting at i.
+template <class E>
+FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size_t i,
+                                  const typename E::T* x, const typename E::T* r,
+                                  typename E::T* y) {
+    using T = typename E::T;
+    using C = typename E::C;
+    C xs[64];
+    C t[64];
+    const C* src = E::in(x, xs);
+    if (a.bias != nullptr) {
+        T tb[64];
+        C cb[64];
+        const C* bc = bias_at<E>(a, i, tb, cb);
+        for (int k = 0; k < 64; ++k) {
+            t[k] = src[k] + bc[k];
+        }
+        E::round(t);
+        src = t;
+    }
+    if (a.scaled) {
+        scale64c(b, src, t, static_cast<C>(a.scale));
+        E::round(t);
+    } else {
+        select64c(b, src, t);
+    }
+    C rs[64];
+    const C* rc = E::in(r, rs);
+    for (int k = 0; k < 64; ++k) {
+        t[k] = rc[k] + t[k];  // residual + (+0.0) where dropped, as NumPy adds
+    }
+    E::out(t, y);
+}
+
+// y = keep ? (x * A) + B : D, for 64 elements (two roundings, no FMA).
+template <class E>
+FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a, std::size_t,
+                                    const typename E::T* x, const typename E::T*,
+                                    typename E::T* y) {
+    using C = typename E::C;
+    C xs[64];
+    C t[64];
+    const C* xc = E::in(x, xs);
+    const C coef_a = static_cast<C>(a.scale);
+    const C coef_b = static_cast<C>(a.shift);
+    for (int k = 0; k < 64; ++k) {
+        t[k] = xc[k] * coef_a;
+    }
+    E::round(t);
+    for (int k = 0; k < 64; ++k) {
+        t[k] = t[k] + coef_b;
+    }
+    E::round(t);
+    blend64<C, typename E::UC>(b, t, static_cast<C>(a.dropped));
+    E::out(t, y);
+}
+
+// Elements [begin, end) in groups of 64, word(i, count) giving each group's decisions;
+// a last group of fewer than 64 goes through zero-padded copies.
+template <class E, bool kAdd, class Word>
+FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::size_t end,
+                                   Word& word, bool prefetch) {
+    using T = typename E::T;
+    const T* x = static_cast<const T*>(a.x);
+    const T* r = static_cast<const T*>(a.residual);
+    T* y = static_cast<T*>(a.y);
+    std::size_t i = begin;
+    for (; i + 64 <= end; i += 64) {
+        if (prefetch) {
+            prefetch_ahead(x, y, i, end);
+            if (kAdd && i + kPrefetchBytes / sizeof(T) + 64 <= end) {
+                const auto pr = reinterpret_cast<std::uintptr_t>(r + i) + kPrefetchBytes;
+                for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
+                    prefetch_line(pr + l, false);
+                }
+            }
+        }
+        const std::uint64_t b = word(i, 64);
+        if (kAdd) {
+            add_group<E>(b, a, i, x + i, r + i, y + i);
+        } else {
+            alpha_group<E>(b, a, i, x + i, nullptr, y + i);
+        }
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        const std::uint64_t b = word(i, rem);
+        T xt[64] = {};
+        T rt[64] = {};
+        T yt[64];
+        std::memcpy(xt, x + i, rem * sizeof(T));
+        if (kAdd) {
+            std::memcpy(rt, r + i, rem * sizeof(T));
+            add_group<E>(b, a, i, xt, rt, yt);
+        } else {
+            alpha_group<E>(b, a, i, xt, nullptr, yt);
+        }
+        std::memcpy(y + i, yt, rem * sizeof(T));
+    }
+}
+
+// Decisions generated from the stream (and stored to a.bits when asked).
+struct StreamWord {
+    BitStream stream;
+    std::uint8_t* bits;
+    FASTDROPOUT_INLINE StreamWord(const FusedArgs& a, std::size_t begin)
+        : stream(a.stream, begin), bits(a.bits) {}
+    FASTDROPOUT_INLINE std::uint64_t operator()(std::size_t i, std::size_t count) {
+        const std::uint64_t b = stream.next() & low_bits(count);
+        if (bits != nullptr) {
+            store_bits(bits + i / 8, b, (count + 7) / 8);
+        }
+        return b;
+    }
+};
+
+// Decisions from a MaskRun.
+struct RunWord {
+    const MaskRun& run;
+    FASTDROPOUT_INLINE std::uint64_t operator()(std::size_t i, std::size_t count) const {
+        switch (run.kind) {
+            case RunKind::kAllKept: return low_bits(count);
+            case RunKind::kAllDropped: return 0;
+            default: return load_bits(run.bits, run.bit0 + i, count);
+        }
+    }
+};
+
+template <class E>
+void add_forward_kernel(const FusedArgs& a, std::size_t begin, std::size_t end) {
+    StreamWord w(a, begin);
+    fused_loop<E, true>(a, begin, end, w, true);
+}
+
+template <class E>
+void add_apply_kernel(const FusedArgs& a, const MaskRun& run, std::size_t begin,
+                      std::size_t end) {
+    RunWord w{run};
+    fused_loop<E, true>(a, begin, end, w, false);
+}
+
+template <class E>
+void alpha_forward_kernel(const FusedArgs& a, std::size_t begin, std::size_t end) {
+    StreamWord w(a, begin);
+    fused_loop<E, false>(a, begin, end, w, true);
+}
+
+template <class E>
+void alpha_apply_kernel(const FusedArgs& a, const MaskRun& run, std::size_t begin,
+                        std::size_t end) {
+    RunWord w{run};
+    fused_loop<E, false>(a, begin, end, w, false);
+}
+
+// grad_x as apply_kernel computes it, and each grad_x element (as written, in the
+// element type) added in float64 to its column's accumulator, in element order.
+template <class E>
+void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, double* acc,
+                      std::size_t col0, std::size_t ncols) {
+    using Ops = typename E::Ops;
+    using T = typename E::T;
+    using C = typename E::C;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    std::size_t col = col0;
+    std::size_t i = begin;
+    for (; i + 64 <= end; i += 64) {
+        const std::uint64_t b = a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);
+        apply_group<Ops>(b, x + i, y + i, s, a.scaled);
+        C buf[64];
+        const C* c = E::in(y + i, buf);
+        if (col + 64 <= ncols) {  // no wrap: a plain vectorisable sum into 64 columns
+            double* acc_c = acc + col;
+            for (int k = 0; k < 64; ++k) {
+                acc_c[k] += static_cast<double>(c[k]);
+            }
+            col += 64;
+            if (col == ncols) {
+                col = 0;
+            }
+        } else {
+            for (int k = 0; k < 64; ++k) {
+                acc[col] += static_cast<double>(c[k]);
+                if (++col == ncols) {
+                    col = 0;
+                }
+            }
+        }
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        const std::uint64_t b = a.all_kept ? low_bits(rem) : load_bits(a.bits, a.bit0 + i, rem);
+        apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
+        for (std::size_t k = 0; k < rem; ++k) {
+            acc[col] += E::wide(y[i + k]);
+            if (++col == ncols) {
+                col = 0;
+            }
+        }
+    }
+}
+
+}  // namespace
+}  // namespace FASTDROPOUT_ISA
+}  // namespace fastdropout

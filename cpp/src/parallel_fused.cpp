@@ -1,0 +1,122 @@
+// Threads and mask layouts for the fused kernels (see parallel_fused.hpp).
+#include "parallel_fused.hpp"
+
+#include <algorithm>
+
+#include "parallel.hpp"
+
+namespace fastdropout {
+namespace {
+
+struct ForwardCtx {
+    const FusedArgs* a;
+    void (*fn)(const FusedArgs&, std::size_t, std::size_t);
+};
+
+void forward_chunk(void* ctx, std::size_t, std::size_t b, std::size_t e) {
+    const auto* c = static_cast<const ForwardCtx*>(ctx);
+    c->fn(*c->a, b, e);
+}
+
+struct ApplyCtx {
+    const FusedArgs* a;
+    void (*fn)(const FusedArgs&, const MaskRun&, std::size_t, std::size_t);
+};
+
+void apply_segment(void* ctx, const MaskRun& run, std::size_t b, std::size_t e) {
+    const auto* c = static_cast<const ApplyCtx*>(ctx);
+    c->fn(*c->a, run, b, e);
+}
+
+void apply_all_kept(void* ctx, std::size_t, std::size_t b, std::size_t e) {
+    const auto* c = static_cast<const ApplyCtx*>(ctx);
+    const MaskRun run{nullptr, 0, RunKind::kAllKept};
+    c->fn(*c->a, run, b, e);
+}
+
+struct SumCtx {
+    const ApplyArgs* a;
+    void (*fn)(const ApplyArgs&, std::size_t, std::size_t, double*, std::size_t, std::size_t);
+    std::size_t rows;
+    std::size_t ncols;
+    double* acc;
+};
+
+// One block of columns [c0, c1), row after row: each column's sum runs over the rows
+// in C order whatever the split.
+void sum_columns(void* ctx, std::size_t, std::size_t c0, std::size_t c1) {
+    const auto* c = static_cast<const SumCtx*>(ctx);
+    for (std::size_t r = 0; r < c->rows; ++r) {
+        const std::size_t base = r * c->ncols;
+        c->fn(*c->a, base + c0, base + c1, c->acc, c0, c->ncols);
+    }
+}
+
+}  // namespace
+
+void run_fused_forward(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
+                       const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                       std::size_t n_mask) {
+    std::size_t n = 1;
+    for (std::size_t d : dims) {
+        n *= d;
+    }
+    if (!has_broadcast(dims, broadcast)) {
+        ForwardCtx ctx{&a, op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt]};
+        run_chunks(n, plan_chunks(n), &forward_chunk, &ctx);
+        return;
+    }
+    // The (small) broadcast mask first, then one streaming pass over the data.
+    run_gen_bits(table, a.stream, a.bits, n_mask);
+    ApplyCtx ctx{&a, op == FusedOp::kAdd ? table.add_apply[dt] : table.alpha_apply[dt]};
+    run_masked(dims, broadcast, a.bits, &apply_segment, &ctx);
+}
+
+void run_fused_all_kept(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
+                        std::size_t n) {
+    ApplyCtx ctx{&a, op == FusedOp::kAdd ? table.add_apply[dt] : table.alpha_apply[dt]};
+    run_chunks(n, plan_chunks(n), &apply_all_kept, &ctx);
+}
+
+void run_apply_sum(const KernelTable& table, Dtype dt, const ApplyArgs& a, std::size_t n,
+                   std::size_t ncols, double* acc) {
+    if (n == 0 || ncols == 0) {
+        return;
+    }
+    SumCtx ctx{&a, table.apply_sum[dt], n / ncols, ncols, acc};
+    // Threads take blocks of at least 64 columns; one thread takes the whole array in
+    // one sweep (the column index wraps inside the kernel).
+    const std::size_t nt = std::min(plan_chunks(n), (ncols + 63) / 64);
+    if (nt <= 1) {
+        ctx.fn(a, 0, n, acc, 0, ncols);
+        return;
+    }
+    run_chunks(ncols, nt, &sum_columns, &ctx);
+}
+
+}  // namespace fastdropout
+
+namespace fastdropout {
+namespace {
+
+struct StreamAddCtx {
+    const float* a;
+    const float* b;
+    float* out;
+};
+
+void stream_add_chunk(void* ctx, std::size_t, std::size_t b, std::size_t e) {
+    const auto* c = static_cast<const StreamAddCtx*>(ctx);
+    for (std::size_t i = b; i < e; ++i) {
+        c->out[i] = c->a[i] + c->b[i];
+    }
+}
+
+}  // namespace
+
+void run_stream_add(const float* a, const float* b, float* out, std::size_t n) {
+    StreamAddCtx ctx{a, b, out};
+    run_chunks(n, plan_chunks(n), &stream_add_chunk, &ctx);
+}
+
+}  // namespace fastdropout

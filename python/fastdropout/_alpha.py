@@ -1,0 +1,77 @@
+"""Alpha dropout for self-normalising networks (docs/spec.md section 10), native
+front-end. The backward pass is ``dropout_backward`` with the alpha mask (or
+``mode="alpha"``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _core, _scales
+from . import _validate as _v
+from . import _validate_fused as _vf
+from ._fused import _finish, _readable, _same_memory, _target
+from ._seed import resolve_seed
+from .mask import Mask
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[Any]
+
+__all__ = ["alpha_dropout"]
+
+
+def alpha_dropout(
+    x: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Alpha dropout (Klambauer et al. 2017), as PyTorch's ``F.alpha_dropout``
+    and Keras's ``AlphaDropout`` compute it.
+
+    With ``alpha' = -1.7580993408473766``, ``a = ((1 - p) * (1 + p *
+    alpha'**2)) ** -0.5``, ``b = -a * alpha' * p`` and ``d = a * alpha' + b``
+    (float64), each rounded once to the dtype as ``A, B, D``: kept elements
+    become ``(x * A) + B`` (two roundings, no fused multiply-add), dropped ones
+    ``D`` whatever ``x`` was. ``p`` must be in [0, 1). Evaluation returns ``x``
+    unchanged (a copy). ``broadcast_axes`` gives feature alpha dropout (one
+    decision per feature map). The mask records ``mode="alpha"``; its backward
+    pass is ``dropout_backward(grad_y, mask)``: ``grad_y * A`` where kept,
+    ``+0.0`` where dropped.
+    """
+    plan = _vf.plan_alpha(
+        x, p, training, seed, offset, broadcast_axes, out, return_mask
+    )
+    xa = plan.x
+    y = _target(xa, plan.out)
+    if not plan.training:  # x unchanged, as a copy (or into out)
+        if not _same_memory(xa, y):
+            np.copyto(y, np.array(xa, copy=True) if np.may_share_memory(xa, y) else xa)
+        y = _finish(y, plan.out)
+        return (y, None) if plan.return_mask else y
+    s = resolve_seed(plan.seed)
+    bits = (
+        np.empty((plan.n_mask + 7) >> 3, np.uint8)
+        if (plan.return_mask or plan.axes)
+        else None
+    )
+    coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)
+    _core.alpha_forward(
+        _readable(xa, y), y, s, plan.offset, _v.threshold(plan.p), float(coef_a),
+        float(coef_b), float(coef_d), bits, plan.axes,
+    )
+    y = _finish(y, plan.out)
+    if not plan.return_mask:
+        return y
+    assert bits is not None
+    return y, Mask._new(
+        bits, plan.mask_shape, plan.n_mask, plan.p, "alpha", s, plan.offset, plan.axes
+    )

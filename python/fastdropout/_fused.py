@@ -1,0 +1,191 @@
+"""Fused dropout + residual add (docs/spec.md section 9), native front-end.
+
+``dropout_add`` reads ``x``, ``residual`` (and the small ``bias``) and writes
+``y`` and the mask bits in one pass of the C++ core. Inputs the kernels cannot
+read in place (strided, misaligned, or partly overlapping ``out``) are copied
+first; ``out=residual`` and ``out=x`` run in place.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _core, _scales
+from . import _validate as _v
+from . import _validate_fused as _vf
+from ._api import dropout_backward
+from ._rowsum import round_sums
+from ._seed import resolve_seed
+from ._validate import DEFAULT_MODE
+from .mask import Mask
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[Any]
+
+__all__ = ["dropout_add", "dropout_add_backward"]
+
+
+def _same_memory(a: FloatArray, y: FloatArray) -> bool:
+    return (
+        a.flags.c_contiguous
+        and a.shape == y.shape
+        and a.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+    )
+
+
+def _readable(a: FloatArray, y: FloatArray, may_alias: bool = True) -> FloatArray:
+    """``a`` as the kernel can read it while writing ``y``: itself when C-contiguous,
+    aligned and either disjoint from ``y`` or (if ``may_alias``) the very same
+    elements; else a C-contiguous copy."""
+    if a.flags.c_contiguous and a.flags.aligned:
+        if not np.may_share_memory(a, y):
+            return a
+        if may_alias and _same_memory(a, y):
+            return a
+    return np.array(a, order="C", copy=True)
+
+
+def _target(x: FloatArray, out: FloatArray | None) -> FloatArray:
+    if out is None or not out.flags.aligned:
+        return np.empty(x.shape, x.dtype)
+    return out
+
+
+def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
+    if out is None or y is out:
+        return y
+    np.copyto(out, y)  # an unaligned out (a hand-made view)
+    return out
+
+
+def dropout_add(
+    x: npt.ArrayLike,
+    residual: npt.ArrayLike,
+    p: float = 0.5,
+    *,
+    bias: npt.ArrayLike | None = None,
+    training: bool = True,
+    mode: str = "inverted",
+    seed: int | np.random.Generator | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+    return_mask: bool = False,
+) -> Any:
+    """Dropout of ``x + bias`` added to ``residual``, in one pass over memory.
+
+    Training: ``y = residual + select(keep, (x + bias) * s, +0.0)`` with each
+    operation rounded in the arrays' dtype as NumPy rounds it (no ``+ bias``
+    without a bias; classic mode: no ``* s``). Evaluation: ``residual + (x +
+    bias)`` (inverted) or ``residual + (x + bias) * dtype(1 - p)`` (classic).
+
+    ``x``, ``residual``, ``bias`` and ``out`` share one dtype (float16,
+    float32, float64 or ml_dtypes.bfloat16; no promotion); ``residual`` has
+    ``x``'s shape; ``bias.shape`` equals ``x``'s trailing axes. ``out`` may be
+    ``residual`` or ``x`` (in place). The mask is ``x``'s (or the broadcast
+    mask of ``broadcast_axes``); ``seed``, ``offset``, ``return_mask`` as in
+    :func:`fastdropout.dropout`. See docs/spec.md section 9.
+    """
+    plan = _vf.plan_add(
+        x, residual, p, bias, training, mode, seed, offset, broadcast_axes, out,
+        return_mask,
+    )
+    xa, ra, ba = plan.x, plan.residual, plan.bias
+    y = _target(xa, plan.out)
+    xs = _readable(xa, y)
+    rs = _readable(ra, y)
+    bs = None if ba is None else _readable(ba, y, may_alias=False)
+    if not plan.training:
+        classic = plan.mode == "classic"
+        factor = float(_scales.classic_factor(plan.p, xa.dtype)) if classic else 1.0
+        _core.add_eval(xs, rs, bs, y, factor, classic)
+        y = _finish(y, plan.out)
+        return (y, None) if plan.return_mask else y
+    s = resolve_seed(plan.seed)
+    bits = (
+        np.empty((plan.n_mask + 7) >> 3, np.uint8)
+        if (plan.return_mask or plan.axes)
+        else None
+    )
+    scaled = plan.mode == "inverted"
+    scale = float(_scales.inverted_scale(plan.p, xa.dtype)) if scaled else 1.0
+    _core.add_forward(
+        xs, rs, bs, y, s, plan.offset, _v.threshold(plan.p), scale, scaled, bits,
+        plan.axes,
+    )
+    y = _finish(y, plan.out)
+    if not plan.return_mask:
+        return y
+    assert bits is not None
+    mask = Mask._new(
+        bits, plan.mask_shape, plan.n_mask, plan.p, plan.mode, s, plan.offset, plan.axes
+    )
+    return y, mask
+
+
+def dropout_add_backward(
+    grad_y: npt.ArrayLike,
+    mask: Mask | None = None,
+    p: float | None = None,
+    *,
+    bias: bool | tuple[int, ...] = False,
+    mode: str = DEFAULT_MODE,
+    seed: int | None = None,
+    offset: int = 0,
+    broadcast_axes: int | tuple[int, ...] | None = None,
+    out: FloatArray | None = None,
+) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`dropout_add`: ``(grad_x, grad_residual, grad_bias)``.
+
+    ``grad_x`` is exactly ``dropout_backward(grad_y, ...)`` (same mask and
+    arguments); ``grad_residual`` is ``grad_y`` itself, the same object (no
+    copy: do not write into one of them expecting the other unchanged);
+    ``grad_bias`` is ``None`` unless ``bias`` is given: ``True`` for a bias
+    over the last axis, or the bias's shape (trailing axes of ``grad_y``).
+    It is ``grad_x`` summed over the leading axes, accumulated in float64
+    sequentially over the rows in C order and rounded once to the dtype, so it
+    does not depend on threads or instruction set; with a dense mask it is
+    computed in the same pass as ``grad_x``.
+    """
+    if bias is False or bias is None:
+        gx = dropout_backward(
+            grad_y, mask, p, mode=mode, seed=seed, offset=offset,
+            broadcast_axes=broadcast_axes, out=out,
+        )
+        return gx, grad_y, None
+    plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    g = plan.g
+    bshape = _vf.bias_shape_for_backward(bias, g.shape)
+    assert bshape is not None
+    ncols = 1
+    for s in bshape:
+        ncols *= s
+    acc = np.zeros(ncols, np.float64)
+    scale, scaled = _scales.backward_scale(plan.p, plan.mode, g.dtype)
+    y = _target(g, plan.out)
+    src = _readable(g, y)
+    if not plan.axes:
+        if plan.mask is not None:
+            bits = plan.mask.bits
+        else:  # the mask bits (n/8 bytes), then grad_x and the sums in one pass
+            bits = np.empty((plan.n_mask + 7) >> 3, np.uint8)
+            _core.gen_bits(plan.seed, plan.offset, _v.threshold(plan.p), bits, plan.n_mask)
+        _core.backward_sum(src, y, bits, scale, scaled, acc, ncols)
+    else:
+        # Broadcast masks: grad_x through dropout_backward's layout walk, then the
+        # column sums in a second pass over grad_x.
+        if plan.mask is not None:
+            _core.backward_mask(src, y, plan.mask.bits, scale, scaled, plan.axes)
+        else:
+            mbits = np.empty((plan.n_mask + 7) >> 3, np.uint8)
+            _core.forward(
+                src, y, plan.seed, plan.offset, _v.threshold(plan.p), scale, scaled,
+                mbits, plan.axes,
+            )
+        _core.backward_sum(y, y, None, 1.0, False, acc, ncols)
+    gx = _finish(y, plan.out)
+    return gx, grad_y, round_sums(acc, g.dtype).reshape(bshape)
