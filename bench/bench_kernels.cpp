@@ -72,7 +72,7 @@ const char* const kUsage =
     "usage: bench_kernels [Google Benchmark flags] [options]\n"
     "  --sizes LIST     element counts: 16777216, 2**24, 1<<24 (default: half the\n"
     "                   last-level cache and 4x it, in float32 elements)\n"
-    "  --dtypes LIST    f16,f32,f64 or all (default f32)\n"
+    "  --dtypes LIST    f16,bf16,f32,f64 or all (default f32)\n"
     "  --threads LIST   thread counts, 'max' = the OpenMP default (default 1,max)\n"
     "  --isa LIST       instruction sets, or all (default all available)\n"
     "  --kernels LIST   from copy,forward_mask,forward,gen_bits,apply,spatial_cf,\n"
@@ -175,6 +175,7 @@ const DtypeInfo kDtypes[] = {
     {"f16", fastdropout::kF16, 2},
     {"f32", fastdropout::kF32, 4},
     {"f64", fastdropout::kF64, 8},
+    {"bf16", fastdropout::kBF16, 2},
 };
 
 const DtypeInfo& dtype_info(const std::string& name) {
@@ -183,7 +184,7 @@ const DtypeInfo& dtype_info(const std::string& name) {
             return d;
         }
     }
-    usage_error("unknown dtype '" + name + "' (f16, f32, f64, all)");
+    usage_error("unknown dtype '" + name + "' (f16, bf16, f32, f64, all)");
 }
 
 // Distinct, finite values of every dtype: an arbitrary bit pattern could be NaN, and
@@ -193,6 +194,9 @@ void fill_values(std::uint8_t* p, const DtypeInfo& d, std::size_t n) {
         const auto k = static_cast<std::uint32_t>(i % 1000u);
         if (d.dt == fastdropout::kF16) {
             const auto h = static_cast<std::uint16_t>(0x3C00u | (k & 0x3FFu));  // 1 .. 2
+            std::memcpy(p + 2 * i, &h, 2);
+        } else if (d.dt == fastdropout::kBF16) {
+            const auto h = static_cast<std::uint16_t>(0x3F80u | (k & 0x7Fu));  // 1 .. 2
             std::memcpy(p + 2 * i, &h, 2);
         } else if (d.dt == fastdropout::kF32) {
             const float v = 1.0f + static_cast<float>(k) * 0.001f;
@@ -213,6 +217,15 @@ double rounded_scale(double p, Dtype dt) {
     }
     if (dt == fastdropout::kF32) {
         return static_cast<double>(static_cast<float>(s));
+    }
+    if (dt == fastdropout::kBF16) {  // 8 significant bits, half to even
+        std::uint64_t u;
+        std::memcpy(&u, &s, 8);
+        const std::uint64_t lsb = (u >> 45) & 1u;
+        u = (u + ((std::uint64_t{1} << 44) - 1) + lsb) & ~((std::uint64_t{1} << 45) - 1);
+        double r;
+        std::memcpy(&r, &u, 8);
+        return r;
     }
     // float16: round to 11 significant bits, half to even, as NumPy does.
     std::uint64_t u;
@@ -304,7 +317,7 @@ Options parse(int argc, char** argv) {
             } else if (a == "--dtypes" || a == "--dtype") {
                 o.dtypes = split(value(i));
                 if (contains(o.dtypes, "all")) {
-                    o.dtypes = {"f32", "f64", "f16"};
+                    o.dtypes = {"f32", "f64", "f16", "bf16"};
                 }
             } else if (a == "--threads") {
                 threads = value(i);

@@ -80,6 +80,27 @@ class Spatial:
         fd.dropout_backward(self.x, self.mask, out=self.y)
 
 
+class Fused:
+    """alpha_dropout, and dropout_add with a bias on (n / 1024, 1024) arrays."""
+
+    params: ClassVar[tuple[list[Any], ...]] = (DTYPES, SIZES)
+    param_names: ClassVar[list[str]] = ["dtype", "n"]
+
+    def setup(self, dtype: str, n: int) -> None:
+        rng = np.random.default_rng(0)
+        shape = (n // 1024, 1024)
+        self.x = rng.standard_normal(shape).astype(dtype)
+        self.residual = rng.standard_normal(shape).astype(dtype)
+        self.bias = rng.standard_normal(1024).astype(dtype)
+        self.y = np.empty_like(self.x)
+
+    def time_alpha_dropout(self, *_: object) -> None:
+        fd.alpha_dropout(self.x, P, seed=SEED, out=self.y)
+
+    def time_dropout_add(self, *_: object) -> None:
+        fd.dropout_add(self.x, self.residual, P, bias=self.bias, seed=SEED, out=self.y)
+
+
 class NativeCopy:
     """The bound of the memory-bound operations: the same bytes copied with the
     same threads (the library's private baseline)."""

@@ -24,7 +24,7 @@ FAST = ["--repeats", "1", "--min-time", "0", "--budget", "0", "--memory-n", "409
 @pytest.fixture
 def bench() -> Any:
     from fastdropout import _bench
-    from fastdropout._bench import data, report, settings  # noqa: F401 (attributes)
+    from fastdropout._bench import constants, data, report, settings  # noqa: F401
 
     return _bench
 
@@ -92,8 +92,15 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
         value, name = idx.bound(r, op, "float32", 1 << 12, 1, simd_before)
         assert value is not None
         assert value > 0
-        generating = op in ("forward", "forward_mask", "backward_regen")
-        assert name in (("copy", "gen_bits") if generating else ("copy",))
+        generating = op in ("forward", "forward_mask", "backward_regen", "alpha_dropout",
+                            "dropout_add")
+        stream = "stream2" if op == "dropout_add" else "copy"
+        assert name in ((stream, "gen_bits") if generating else (stream,))
+    # dropout_add: the read-two-write-one stream and the unfused sequence are timed
+    assert rows(data, op="stream2", impl="stream2", n=1 << 12, threads=1)[0]["status"] == "ok"
+    (unfused,) = rows(data, op="dropout_add", impl="unfused", n=1 << 12, threads=1)
+    assert unfused["status"] == "ok"
+    assert unfused["checked"] == "full"
 
     verdicts = {t["verdict"] for t in data["targets"]}
     assert verdicts <= {"PASS", "MISS", "n/a"}
@@ -279,3 +286,26 @@ def test_ratio_pairs_rounds_of_one_group(bench: Any) -> None:
     assert bench.report.Index.ratio(a, row([1.0, 2.0, 3.0], None)) == pytest.approx(1.2 / 2.0)
     assert bench.report.Index.ratio(None, b) is None
     assert bench.report.Index.ratio(a, {"samples_s": [], "median_s": None, "threads": 2}) is None
+
+
+def test_bfloat16_and_fused_ops(bench: Any, tmp_path: Path) -> None:
+    """bfloat16 (with ml_dtypes) and the fused ops, checked against the reference
+    in windows above --check-full-max."""
+    pytest.importorskip("ml_dtypes")
+    rc, data, _ = run_bench(bench, tmp_path, "--sizes", "2**14", "--threads", "1",
+                            "--no-torch", "--dtypes", "bfloat16,float16",
+                            "--ops", "fused,forward_mask", "--check-full-max", "1024")
+    assert rc == 0
+    for dtype in ("bfloat16", "float16"):
+        for op in ("alpha_dropout", "dropout_add", "forward_mask"):
+            (r,) = rows(data, op=op, impl="api", dtype=dtype)
+            assert r["status"] == "ok", r["detail"]
+            assert r["checked"].startswith("sampled")
+
+
+def test_bfloat16_needs_ml_dtypes(bench: Any, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes -> ImportError
+    monkeypatch.delitem(bench.constants.DTYPES, "bfloat16", raising=False)
+    assert bench.main(["--dtypes", "bfloat16"]) == 2
+    assert "pip install ml_dtypes" in capsys.readouterr().err

@@ -61,6 +61,23 @@ void register_runtime(py::module_& m) {
         py::gil_scoped_release release;
         run_copy(s, d, n);
     }, "Multi-threaded memcpy with the kernels' chunking (benchmark baseline).");
+    m.def("_stream2", [](const py::array& a, const py::array& b, const py::array& dst) {
+        require_c_contiguous(a, "a");
+        require_c_contiguous(b, "b");
+        require_c_contiguous(dst, "dst");
+        require_writeable(dst, "dst");
+        if (a.nbytes() != dst.nbytes() || b.nbytes() != dst.nbytes()) {
+            throw py::value_error("a, b and dst must have the same number of bytes");
+        }
+        require_same_or_disjoint(a, dst);
+        require_same_or_disjoint(b, dst);
+        const void* pa = a.data();
+        const void* pb = b.data();
+        void* d = const_cast<void*>(dst.data());
+        const auto n = static_cast<std::size_t>(dst.nbytes());
+        py::gil_scoped_release release;
+        run_stream2(pa, pb, d, n);
+    }, "dst = a XOR b bytewise, threaded (benchmark bound of read-two-write-one kernels).");
     m.def("_stream_threshold", &stream_threshold,
           "Outputs of at least this many bytes are written with streaming stores.");
     m.def("_set_stream_threshold", [](const py::object& nbytes) {

@@ -51,6 +51,11 @@ using ChunkFn = void (*)(void* ctx, std::size_t t, std::size_t begin, std::size_
 std::size_t plan_chunks(std::size_t n);
 void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx);
 
+// dst = a XOR b over nbytes, split like run_copy: the bound of a kernel that reads two
+// arrays and writes one (dropout_add), streaming stores for outputs as large as the
+// kernels stream.
+void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes);
+
 // memcpy of nbytes split over the same threads as the kernels: the benchmarks'
 // physical-limit baseline (same bytes moved, same thread count).
 void run_copy(const void* src, void* dst, std::size_t nbytes);

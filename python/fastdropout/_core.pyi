@@ -30,6 +30,12 @@ def _stream_copy(src: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]) -> 
     """memcpy of src into dst (C-contiguous, same byte count) split over the kernels'
     threads and chunks: the benchmarks' physical-limit baseline."""
 
+def _stream2(
+    a: npt.NDArray[np.generic], b: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]
+) -> None:
+    """dst = a XOR b bytewise, threaded like the kernels: the benchmarks' bound of a
+    kernel that reads two arrays and writes one."""
+
 def _stream_threshold() -> int:
     """Outputs of at least this many bytes are written with streaming stores."""
 

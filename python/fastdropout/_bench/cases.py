@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _validate  # the threshold and scale the public API computes
-from .constants import OPS, FloatArray
+from .constants import SPATIAL_OPS, FloatArray
 from .data import Data
 from .settings import Settings
 from .timing import Case
@@ -16,6 +16,8 @@ from .timing import Case
 
 def op_bytes(op: str, d: Data) -> int:
     data = 2 * d.x.nbytes
+    if op == "dropout_add":  # x and residual read, y written, the bias read
+        return 3 * d.x.nbytes + (0 if d.bias is None else d.bias.nbytes)
     if op in ("forward_mask", "backward_mask"):
         return data + (d.n + 7) // 8
     if op.startswith("spatial") and d.sshape is not None:
@@ -85,6 +87,23 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
         add(op, "core", "_core.backward_mask",
             lambda: core.backward_mask(g, y, mbits, scale, True, ()), written(y))
 
+    def dropout_add(op: str) -> None:
+        x2, y2, res, bias = x.reshape(d.add_shape), y.reshape(d.add_shape), d.residual, d.bias
+        add(op, "api", "dropout_add(x, residual, bias=b, out=y)",
+            lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, out=y2), y_of,
+            d.add_shape)
+        add(op, "api_alloc", "dropout_add(x, residual, bias=b)",
+            lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed), y_of, d.add_shape)
+        tmp = np.empty_like(x2)
+
+        def unfused() -> Any:  # the same bits from three calls and a temporary
+            np.add(x2, bias, out=tmp)
+            dropout(tmp, p, seed=seed, out=tmp)
+            return np.add(res, tmp, out=y2)
+
+        add(op, "unfused", "np.add(x, b); dropout(out=); np.add(residual, .)", unfused,
+            y_of, d.add_shape)
+
     for op in s.ops:
         if op == "forward":
             add(op, "api", "dropout(out=y)", lambda: dropout(x, p, seed=seed, out=y), y_of)
@@ -105,6 +124,13 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
         elif op == "backward_regen":
             add(op, "api", "dropout_backward(p=, seed=, out=y)",
                 lambda: backward(g, p=p, seed=seed, out=y), y_of)
+        elif op == "alpha_dropout":
+            add(op, "api", "alpha_dropout(out=y)",
+                lambda: fd.alpha_dropout(x, p, seed=seed, out=y), y_of)
+            add(op, "api_alloc", "alpha_dropout()",
+                lambda: fd.alpha_dropout(x, p, seed=seed), y_of)
+        elif op == "dropout_add":
+            dropout_add(op)
         elif d.sshape is not None:
             spatial(op, op.split("_")[1])
     return cases
@@ -121,6 +147,11 @@ def baseline_cases(d: Data, threads: int, simds: list[str], core: Any) -> list[C
         Case("copy", "copyto", "np.copyto", d.dtype, d.n, (d.n,), threads, None, nb,
              lambda: np.copyto(y, x)),
     ]
+    if d.residual is not None:
+        res = d.residual.reshape(-1)
+        cases.append(Case("stream2", "stream2", "native read-two-write-one stream",
+                          d.dtype, d.n, (d.n,), threads, None, 3 * x.nbytes,
+                          lambda: core._stream2(x, res, y)))
     thr = _validate.threshold(d.p)
     for simd in simds:
         cases.append(Case("gen_bits", "gen_bits", "mask bits alone", d.dtype, d.n, (d.n,),
@@ -162,8 +193,19 @@ def numpy_cases(d: Data, s: Settings) -> list[Case]:
         keep = rng.random(x.shape) >= p
         add("backward_mask", "g * keep / (1 - p)", lambda: g * keep / (1 - p), (d.n,),
             nb + keep.nbytes)
+    if "alpha_dropout" in ops:  # SNN constants as the docstring of alpha_dropout gives
+        ap = -1.7580993408473766
+        a = ((1 - p) * (1 + p * ap**2)) ** -0.5
+        b = -a * ap * p
+        add("alpha_dropout", "np.where(rng.random(x.shape) >= p, x * a + b, a * alpha' + b)",
+            lambda: np.where(rng.random(x.shape) >= p, x * a + b, a * ap + b), (d.n,))
+    if "dropout_add" in ops:
+        x2, res, bias = x.reshape(d.add_shape), d.residual, d.bias
+        add("dropout_add", "residual + (x + b) * (rng.random(x.shape) >= p) / (1 - p)",
+            lambda: res + (x2 + bias) * (rng.random(d.add_shape) >= p) / (1 - p),
+            d.add_shape, 3 * x.nbytes)
     if d.sshape is not None:
-        for op in OPS[4:]:
+        for op in SPATIAL_OPS:
             if op in ops:
                 spatial(op.split("_")[1], op.endswith("forward"))
     return cases
@@ -172,9 +214,14 @@ def numpy_cases(d: Data, s: Settings) -> list[Case]:
 def torch_cases(d: Data, s: Settings, threads: int, torch: Any) -> list[Case]:
     """PyTorch's CPU dropout: F.dropout, native_dropout (which returns the bool
     mask), native_dropout_backward, F.dropout2d in both memory formats."""
+    def as_tensor(a: Any) -> Any:  # bfloat16 arrays travel as their bit patterns
+        if d.dtype == "bfloat16":
+            return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+        return torch.from_numpy(a)
+
     F = torch.nn.functional
     p = d.p
-    xt = torch.from_numpy(d.x)
+    xt = as_tensor(d.x)
     nb = 2 * d.x.nbytes
     cases: list[Case] = []
 
@@ -184,7 +231,7 @@ def torch_cases(d: Data, s: Settings, threads: int, torch: Any) -> list[Case]:
                           nbytes, fn))
 
     def spatial(layout: str, forward: bool) -> None:
-        xs = torch.from_numpy(d.spatial(layout, d.x))
+        xs = as_tensor(d.spatial(layout, d.x))
         if layout == "cl":  # an (N, C, H, W) view of (N, H, W, C): torch.channels_last
             xs = xs.permute(0, 3, 1, 2)
         shape = tuple(d.spatial(layout, d.x).shape)
@@ -212,8 +259,16 @@ def torch_cases(d: Data, s: Settings, threads: int, torch: Any) -> list[Case]:
             lambda: torch.native_dropout(xt, p, True), (d.n,), nb + d.n)
     if "backward_mask" in ops:
         backward_mask()
+    if "alpha_dropout" in ops:
+        add("alpha_dropout", "F.alpha_dropout",
+            lambda: F.alpha_dropout(xt, p, training=True), (d.n,))
+    if "dropout_add" in ops:
+        x2 = xt.reshape(d.add_shape)
+        rt, bt = as_tensor(d.residual), as_tensor(d.bias)
+        add("dropout_add", "residual + F.dropout(x + b) (unfused)",
+            lambda: rt + F.dropout(x2 + bt, p, training=True), d.add_shape, 3 * d.x.nbytes)
     if d.sshape is not None:
-        for op in OPS[4:]:
+        for op in SPATIAL_OPS:
             if op in ops:
                 spatial(op.split("_")[1], op.endswith("forward"))
     return cases

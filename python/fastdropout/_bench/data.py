@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import CHANNELS, DTYPES, SEED, UINTS, WINDOW, FloatArray
+from .constants import ADD_COLS, CHANNELS, DTYPES, SEED, UINTS, WINDOW, FloatArray
 from .settings import Settings
 from .timing import WrongResult
 
@@ -56,6 +56,15 @@ class Data:
         self.y = np.zeros_like(self.x)  # zeros: the pages are faulted in now
         self.bits = np.zeros((n + 7) // 8, np.uint8)
         self.sshape = spatial_shape(n)
+        # dropout_add: x as (rows, cols), a residual and a bias of cols elements
+        cols = ADD_COLS if n % ADD_COLS == 0 else n
+        self.add_shape = (n // cols, cols)
+        self.residual: Any = None
+        self.bias: Any = None
+        if "dropout_add" in s.ops:
+            self.residual = (rng.standard_normal(n) * 2.0).astype(DTYPES[dtype]).reshape(
+                self.add_shape)
+            self.bias = (rng.standard_normal(cols)).astype(DTYPES[dtype])
         self._rng = np.random.default_rng(12345)
         self._expected: dict[str, list[Window]] = {}
         self._masks: dict[str, Any] = {}
@@ -138,6 +147,8 @@ class Data:
         ref = self.fd.reference
         p, seed = self.p, self.seed
         out: list[Window] = []
+        if op == "dropout_add":
+            return self._add_expected()
         if not op.startswith("spatial"):
             xf = self.x.reshape(-1)
             for a, b in self._dense_windows():
@@ -146,6 +157,10 @@ class Data:
                     out.append(Window(a, b, y, a // 8, np.array(m.bits)))
                 elif op == "backward_regen":
                     y = ref.dropout_backward(xf[a:b], p=p, seed=seed, offset=a)
+                    out.append(Window(a, b, y))
+                elif op == "alpha_dropout":
+                    y, m = ref.alpha_dropout(xf[a:b], p, seed=seed, offset=a,
+                                             return_mask=True)
                     out.append(Window(a, b, y))
                 else:  # backward_mask: the reference applied to the same mask
                     mask = self.mask("dense")
@@ -171,6 +186,19 @@ class Data:
                                   self.mask_shape(layout, j - i), mask.p, mask.mode,
                                   seed, i * c, self.axes(layout))
                 out.append(Window(a, b, ref.dropout_backward(xs[i:j], wm).reshape(-1)))
+        return out
+
+    def _add_expected(self) -> list[Window]:
+        """dropout_add's reference on whole rows covering the dense windows."""
+        rows, cols = self.add_shape
+        x2 = self.x.reshape(self.add_shape)
+        out: list[Window] = []
+        for a, b in self._dense_windows():
+            r0, r1 = a // cols, min(rows, -(-b // cols))
+            y = self.fd.reference.dropout_add(
+                x2[r0:r1], self.residual[r0:r1], self.p, bias=self.bias, seed=self.seed,
+                offset=r0 * cols)
+            out.append(Window(r0 * cols, r1 * cols, y.reshape(-1)))
         return out
 
     def verify(self, op: str, y: FloatArray, bits: Any) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import GENERATING_OPS, OPS
+from .constants import GENERATING_OPS, OPS, TWO_INPUT_OPS
 from .settings import Settings
 
 
@@ -47,7 +47,8 @@ def _table(header: list[str], align: str, rows: list[list[str]]) -> str:
 NUMPY_BASE = {"forward": "forward", "forward_mask": "forward",
               "backward_regen": "forward", "backward_mask": "backward_mask"}
 TORCH_BASE = {"forward": "forward", "forward_mask": "forward_mask",
-              "backward_mask": "backward_mask"}
+              "backward_mask": "backward_mask", "alpha_dropout": "alpha_dropout",
+              "dropout_add": "dropout_add"}
 
 
 class Index:
@@ -103,14 +104,16 @@ class Index:
         same bytes or, for the ops that draw a mask, the slower of that copy and the
         mask bits alone (same elements, threads and SIMD level). Per round when the
         rows share their rounds, as in ``ratio``."""
-        copy = self.get("copy", "stream_copy", dtype, n, threads, None)
+        copy = (self.get("stream2", "stream2", dtype, n, threads, None)
+                if op in TWO_INPUT_OPS else self.get("copy", "stream_copy", dtype, n,
+                                                     threads, None))
         gen = (self.get("gen_bits", "gen_bits", dtype, n, threads, simd)
                if op in GENERATING_OPS else None)
         ok = [b for b in (copy, gen) if b is not None and b["median_s"]]
         if r is None or r["median_s"] is None or not ok:
             return None, "-"
         which = max(ok, key=lambda b: b["median_s"])
-        name = "copy" if which is copy else "gen_bits"
+        name = ("stream2" if op in TWO_INPUT_OPS else "copy") if which is copy else "gen_bits"
         k = min(len(r["samples_s"]), *(len(b["samples_s"]) for b in ok))
         if k >= 3 and all(b["threads"] == r["threads"] for b in ok):
             per_round = [r["samples_s"][i] / max(b["samples_s"][i] for b in ok)
@@ -172,11 +175,12 @@ def _main_table(idx: Index, s: Settings) -> str:
 
 def _baseline_table(idx: Index, s: Settings) -> str:
     rows = []
-    order = {"stream_copy": 0, "gen_bits": 1, "copyto": 2, "numpy": 3, "torch": 4}
+    order = {"stream_copy": 0, "stream2": 1, "gen_bits": 2, "copyto": 3, "numpy": 4,
+             "torch": 5, "unfused": 6}
     base = [r for r in idx.rows if r["impl"] in order]
     base.sort(key=lambda r: (s.dtypes.index(r["dtype"]), r["n"],
                              -1 if r["threads"] is None else r["threads"],
-                             (["copy", "gen_bits", *OPS]).index(r["op"]), order[r["impl"]]))
+                             (["copy", "stream2", "gen_bits", *OPS]).index(r["op"]), order[r["impl"]]))
     for r in base:
         thr = "-" if r["threads"] is None else str(r["threads"])
         if r["status"] != "ok":

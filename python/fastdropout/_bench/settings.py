@@ -10,7 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from .constants import BIG, DTYPES, FULL_SIZES, OPS, QUICK_SIZES
+from .constants import (
+    BF16_HINT,
+    BIG,
+    DENSE_OPS,
+    DTYPES,
+    FULL_SIZES,
+    FUSED_OPS,
+    OPS,
+    QUICK_SIZES,
+    SPATIAL_OPS,
+)
 
 #: Sizes above this are refused while parsing (before anything is allocated).
 MAX_SIZE = 1 << 62
@@ -61,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sizes", type=lambda s: [parse_size(v) for v in csv_list(s)],
                     help="comma-separated element counts: 65536, 2**16, 2^16, 1<<16")
     ap.add_argument("--dtypes", type=csv_list,
-                    help="comma-separated: float16, float32, float64 (or all)")
+                    help="comma-separated: float16, bfloat16 (needs ml_dtypes), float32, "
+                    "float64 (or all: all but bfloat16)")
     ap.add_argument("--threads", type=csv_list,
                     help="comma-separated thread counts; 'max' = the default thread "
                     "count of this process (default: 1,max)")
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "'all', or level names as `python -m fastdropout info` lists "
                     "them under 'available'")
     ap.add_argument("--ops", type=csv_list,
-                    help=f"comma-separated from {', '.join(OPS)}, or dense, spatial, all")
+                    help=f"comma-separated from {', '.join(OPS)}, or dense, spatial, fused, all")
     ap.add_argument("--repeats", type=int,
                     help="timed rounds per case; the median is reported (default 5, "
                     "--full 9)")
@@ -120,11 +131,14 @@ def make_settings(ns: argparse.Namespace, core: Any) -> Settings:
     dtypes = ns.dtypes or (["float32", "float64", "float16"] if full else ["float32"])
     if "all" in dtypes:
         dtypes = ["float32", "float64", "float16"]
-    dtypes = [{"f16": "float16", "f32": "float32", "f64": "float64"}.get(d, d)
-              for d in dtypes]
+    dtypes = [{"f16": "float16", "f32": "float32", "f64": "float64",
+               "bf16": "bfloat16"}.get(d, d) for d in dtypes]
     for d in dtypes:
+        if d == "bfloat16" and d not in DTYPES:
+            DTYPES[d] = bfloat16_type()
         if d not in DTYPES:
-            raise ValueError(f"--dtypes: unknown dtype {d!r} (float16, float32, float64)")
+            raise ValueError(f"--dtypes: unknown dtype {d!r} (float16, bfloat16, "
+                             "float32, float64)")
     max_threads = core.get_num_threads()
     threads: list[int] = []
     for t in ns.threads or ["1", "max"]:
@@ -152,14 +166,16 @@ def make_settings(ns: argparse.Namespace, core: Any) -> Settings:
         if o == "all":
             expanded += OPS
         elif o == "dense":
-            expanded += OPS[:4]
+            expanded += DENSE_OPS
         elif o == "spatial":
-            expanded += OPS[4:]
+            expanded += SPATIAL_OPS
+        elif o == "fused":
+            expanded += FUSED_OPS
         elif o in OPS:
             expanded.append(o)
         else:
             raise ValueError(f"--ops: unknown op {o!r} (from {', '.join(OPS)}, or "
-                             "dense, spatial, all)")
+                             "dense, spatial, fused, all)")
     ops = [o for o in OPS if o in expanded]
     check_memory(sizes, dtypes)
     repeats = ns.repeats if ns.repeats is not None else (9 if full else 5)
@@ -202,3 +218,12 @@ def check_memory(sizes: list[int], dtypes: list[str]) -> None:
                 raise ValueError(
                     f"--sizes: {n} {dtype} elements need about {need / 2**30:.1f} GiB, "
                     f"more than this machine's {total / 2**30:.1f} GiB of memory")
+
+
+def bfloat16_type() -> Any:
+    """ml_dtypes.bfloat16, imported when --dtypes asks for it (an optional package)."""
+    try:
+        import ml_dtypes  # optional, imported lazily
+    except ImportError:
+        raise ValueError(f"--dtypes: bfloat16 needs ml_dtypes ({BF16_HINT})") from None
+    return ml_dtypes.bfloat16

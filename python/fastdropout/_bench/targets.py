@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .constants import BIG, OPS, SMALL, TORCH_HINT
+from .constants import BIG, FUSED_OPS, SMALL, SPATIAL_OPS, TORCH_HINT
 from .report import Index, size_text
 from .settings import Settings
 
@@ -93,7 +93,7 @@ def evaluate_targets(idx: Index, s: Settings, default_simd: str, have_torch: boo
                               base("stream_copy", "forward_mask", n, 1)),
                     2.0, "max", note))
         for threads in s.threads:
-            for op in ("backward_mask", *OPS[4:]):
+            for op in ("backward_mask", *SPATIAL_OPS, *FUSED_OPS):
                 if op in s.ops:
                     out.append(Target(
                         f"{op} vs native copy", dt, n, threads, simd,
