@@ -29,7 +29,9 @@ def bench() -> Any:
     return _bench
 
 
-def run_bench(bench: Any, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+def run_bench(
+    bench: Any, tmp_path: Path, *args: str
+) -> tuple[int, dict[str, Any], str]:
     md, js = tmp_path / "bench.md", tmp_path / "bench.json"
     rc = bench.main([*FAST, *args, "--md", str(md), "--json", str(js)])
     return rc, json.loads(js.read_text()), md.read_text()
@@ -39,12 +41,14 @@ def rows(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
     return [r for r in data["results"] if all(r[k] == v for k, v in match.items())]
 
 
-def test_smoke_run_structure(bench: Any, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_smoke_run_structure(
+    bench: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     core = fastdropout._core
     simd_before, threads_before = core.simd_level(), core.get_num_threads()
-    rc, data, md = run_bench(bench, tmp_path, "--sizes", "2**10,2**12",
-                             "--threads", "1,max", "--no-torch")
+    rc, data, md = run_bench(
+        bench, tmp_path, "--sizes", "2**10,2**12", "--threads", "1,max", "--no-torch"
+    )
     assert rc == 0
     assert capsys.readouterr().out == md  # stdout is the Markdown report
     # the settings it changed are restored
@@ -52,8 +56,16 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
     assert core.get_num_threads() == threads_before
 
     machine = data["machine"]
-    for key in ("cpu", "logical_cpus", "simd_available", "numpy", "torch", "date",
-                "command", "fastdropout"):
+    for key in (
+        "cpu",
+        "logical_cpus",
+        "simd_available",
+        "numpy",
+        "torch",
+        "date",
+        "command",
+        "fastdropout",
+    ):
         assert key in machine
     assert machine["torch"] is None
     assert data["settings"]["sizes"] == [1 << 10, 1 << 12]
@@ -72,7 +84,10 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
                 assert len(api["samples_s"]) == 1
                 assert api["simd"] == simd_before
             for impl in ("stream_copy", "copyto"):
-                assert rows(data, op="copy", impl=impl, n=n, threads=t)[0]["status"] == "ok"
+                assert (
+                    rows(data, op="copy", impl=impl, n=n, threads=t)[0]["status"]
+                    == "ok"
+                )
             for op in ("forward", "forward_mask", "backward_mask"):
                 assert rows(data, op=op, impl="api_alloc", n=n, threads=t)
                 assert rows(data, op=op, impl="core", n=n, threads=t)
@@ -114,8 +129,13 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
     for name in ("forward", "forward_out", "backward_mask"):
         assert mem[name]["peak"] >= mem[name]["expected"] > 0
 
-    for heading in ("### fastdropout", "### Baselines", "### Targets", "### Memory",
-                    "| op | dtype | n | threads | simd | ns/elem"):
+    for heading in (
+        "### fastdropout",
+        "### Baselines",
+        "### Targets",
+        "### Memory",
+        "| op | dtype | n | threads | simd | ns/elem",
+    ):
         assert heading in md
     assert "PyTorch left out" in md
 
@@ -123,21 +143,39 @@ def test_smoke_run_structure(bench: Any, tmp_path: Path,
 def test_sampled_check(bench: Any, tmp_path: Path) -> None:
     """Above --check-full-max, results are checked in windows (and still pass)."""
     rc, data, md = run_bench(
-        bench, tmp_path, "--sizes", "2**14", "--threads", "1", "--no-torch",
-        "--check-full-max", "1024", "--ops",
-        "forward_mask,backward_mask,backward_regen,spatial_cl_forward,spatial_cf_backward")
+        bench,
+        tmp_path,
+        "--sizes",
+        "2**14",
+        "--threads",
+        "1",
+        "--no-torch",
+        "--check-full-max",
+        "1024",
+        "--ops",
+        "forward_mask,backward_mask,backward_regen,spatial_cl_forward,spatial_cf_backward",
+    )
     assert rc == 0
     checked = {r["op"]: r["checked"] for r in rows(data, impl="api")}
-    assert set(checked) == {"forward_mask", "backward_mask", "backward_regen",
-                            "spatial_cl_forward", "spatial_cf_backward"}
+    assert set(checked) == {
+        "forward_mask",
+        "backward_mask",
+        "backward_regen",
+        "spatial_cl_forward",
+        "spatial_cf_backward",
+    }
     assert all(c.startswith("sampled") for c in checked.values()), checked
     assert "sampled" in md
 
 
 @pytest.mark.parametrize("size", ["2**10", "2**14"], ids=["full", "sampled"])
-def test_wrong_result_is_not_timed(bench: Any, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch, size: str,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_result_is_not_timed(
+    bench: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     real = fastdropout.dropout
 
     def off_by_one_element(*args: Any, **kwargs: Any) -> Any:
@@ -148,9 +186,19 @@ def test_wrong_result_is_not_timed(bench: Any, tmp_path: Path,
         return result
 
     monkeypatch.setattr(fastdropout, "dropout", off_by_one_element)
-    rc, data, md = run_bench(bench, tmp_path, "--sizes", size, "--threads", "1",
-                             "--no-torch", "--check-full-max", "1024",
-                             "--ops", "forward,forward_mask")
+    rc, data, md = run_bench(
+        bench,
+        tmp_path,
+        "--sizes",
+        size,
+        "--threads",
+        "1",
+        "--no-torch",
+        "--check-full-max",
+        "1024",
+        "--ops",
+        "forward,forward_mask",
+    )
     assert rc == 1
     for op in ("forward", "forward_mask"):
         for impl in ("api", "api_alloc"):
@@ -197,9 +245,22 @@ def test_spatial_shapes(bench: Any) -> None:
 def test_plot(bench: Any, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
-    rc = bench.main([*FAST, "--sizes", "2**10,2**11", "--threads", "1", "--no-torch",
-                     "--ops", "forward_mask,spatial_cf_forward", "--memory-n", "0",
-                     "--plot", str(png)])
+    rc = bench.main(
+        [
+            *FAST,
+            "--sizes",
+            "2**10,2**11",
+            "--threads",
+            "1",
+            "--no-torch",
+            "--ops",
+            "forward_mask,spatial_cf_forward",
+            "--memory-n",
+            "0",
+            "--plot",
+            str(png),
+        ]
+    )
     assert rc == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -210,32 +271,58 @@ def test_torch_baselines(tmp_path: Path) -> None:
     stay loaded in the test process."""
     pytest.importorskip("torch")
     js = tmp_path / "bench.json"
-    args = [*FAST, "--sizes", "2**10", "--threads", "1", "--ops",
-            "forward,forward_mask,backward_mask,spatial", "--json", str(js)]
+    args = [
+        *FAST,
+        "--sizes",
+        "2**10",
+        "--threads",
+        "1",
+        "--ops",
+        "forward,forward_mask,backward_mask,spatial",
+        "--json",
+        str(js),
+    ]
     code = (
         "import sys, torch; from fastdropout._bench import main; "
         "before = torch.get_num_threads(); "
         f"rc = main({args!r}); "
         "assert torch.get_num_threads() == before; sys.exit(rc)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, timeout=300
+    )
     data = json.loads(js.read_text())
     got = {r["op"]: r["status"] for r in rows(data, impl="torch")}
-    assert got == dict.fromkeys(["forward", "forward_mask", "backward_mask",
-                                 "spatial_cf_forward", "spatial_cf_backward",
-                                 "spatial_cl_forward", "spatial_cl_backward"], "ok")
+    assert got == dict.fromkeys(
+        [
+            "forward",
+            "forward_mask",
+            "backward_mask",
+            "spatial_cf_forward",
+            "spatial_cf_backward",
+            "spatial_cl_forward",
+            "spatial_cl_backward",
+        ],
+        "ok",
+    )
     assert data["machine"]["torch"]
-    assert any(t["name"].endswith("torch.native_dropout") and t["verdict"] != "n/a"
-               for t in data["targets"])
+    assert any(
+        t["name"].endswith("torch.native_dropout") and t["verdict"] != "n/a"
+        for t in data["targets"]
+    )
 
 
-def test_without_torch(bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_torch(
+    bench: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """PyTorch missing: a clear note saying how to get it, and no torch rows."""
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    rc, data, md = run_bench(bench, tmp_path, "--sizes", "2**10", "--threads", "1",
-                             "--ops", "forward_mask")
+    rc, data, md = run_bench(
+        bench, tmp_path, "--sizes", "2**10", "--threads", "1", "--ops", "forward_mask"
+    )
     assert rc == 0
     assert not rows(data, impl="torch")
     assert "pip install torch==2.13.0 to include PyTorch" in md
@@ -244,9 +331,13 @@ def test_without_torch(bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_script_wrapper() -> None:
     """bench/bench_dropout.py forwards to fastdropout._bench.main."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_dropout.py"),
-                          "--help"], capture_output=True, text=True, check=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_dropout.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert "python -m fastdropout bench" in out.stdout
 
 
@@ -259,10 +350,12 @@ def test_numpy_reference_used_for_checks(bench: Any) -> None:
     d = bench.data.Data(fastdropout, "float32", 1 << 14, settings)
     whole, mask = fastdropout.reference.dropout(d.x, d.p, seed=d.seed, return_mask=True)
     for w in d.expected("forward_mask"):
-        np.testing.assert_array_equal(w.y.view(np.uint32),
-                                      whole[w.start:w.stop].view(np.uint32))
         np.testing.assert_array_equal(
-            w.bits, mask.bits[w.bits_start:w.bits_start + len(w.bits)])
+            w.y.view(np.uint32), whole[w.start : w.stop].view(np.uint32)
+        )
+        np.testing.assert_array_equal(
+            w.bits, mask.bits[w.bits_start : w.bits_start + len(w.bits)]
+        )
 
 
 def test_ratio_pairs_rounds_of_one_group(bench: Any) -> None:
@@ -270,8 +363,11 @@ def test_ratio_pairs_rounds_of_one_group(bench: Any) -> None:
     drifts between rounds, not within one); other rows by their medians."""
 
     def row(samples: list[float], threads: int | None) -> dict[str, Any]:
-        return {"samples_s": samples, "median_s": float(np.median(samples)),
-                "threads": threads}
+        return {
+            "samples_s": samples,
+            "median_s": float(np.median(samples)),
+            "threads": threads,
+        }
 
     # both slowed down 3x in the last two rounds: each round's ratio is exactly 1.2
     a = row([1.2, 1.2, 1.2, 3.6, 3.6], 2)

@@ -29,7 +29,9 @@ def bf16_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     if n:
         k = max(1, n // 4)
         where = rng.choice(n, size=min(k, n), replace=False)
-        x.view(np.uint16)[where] = rng.integers(0, 1 << 16, size=where.size, dtype=np.uint16)
+        x.view(np.uint16)[where] = rng.integers(
+            0, 1 << 16, size=where.size, dtype=np.uint16
+        )
     return x.reshape(shape)
 
 
@@ -92,13 +94,15 @@ def test_reference_rounding_is_one_round_half_even(p: float) -> None:
     got = y.view(np.uint16)
     np.testing.assert_array_equal(got[kept & ~nan], expect[kept & ~nan])
     yn = got[kept & nan]
-    assert np.all((yn & 0x7F80) == 0x7F80) and np.all(yn & 0x0040)  # quiet NaN
+    assert np.all((yn & 0x7F80) == 0x7F80)
+    assert np.all(yn & 0x0040)
     xs = x.view(np.uint16)[kept & nan]
     np.testing.assert_array_equal(yn & 0x8000, xs & 0x8000)  # sign kept
     assert np.all(got[~kept] == 0)
     # a subnormal times a scale >= 1 that stays subnormal is not flushed
     sub = kept & ((x.view(np.uint16) & 0x7F80) == 0) & ((x.view(np.uint16) & 0x7F) > 2)
-    assert np.any(sub) and np.all(got[sub] & 0x7FFF)
+    assert np.any(sub)
+    assert np.all(got[sub] & 0x7FFF)
 
 
 def reference_scale(p: float) -> Any:
@@ -140,7 +144,19 @@ def test_scale_not_rounded_through_float32() -> None:
     assert int(got) == want == 0x3F81
 
 
-SHAPES = [(), (0,), (1,), (7,), (63,), (64,), (65,), (129,), (4097,), (3, 5, 7), (2, 0, 3)]
+SHAPES = [
+    (),
+    (0,),
+    (1,),
+    (7,),
+    (63,),
+    (64,),
+    (65,),
+    (129,),
+    (4097,),
+    (3, 5, 7),
+    (2, 0, 3),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -148,7 +164,9 @@ def test_shapes_every_level(native: Any, simd: str, shape: tuple[int, ...]) -> N
     del simd
     x = bf16_input(shape, seed=len(shape))
     for mode in ("inverted", "classic"):
-        yr, mr = reference.dropout(x, 0.3, mode=mode, seed=42, offset=3, return_mask=True)
+        yr, mr = reference.dropout(
+            x, 0.3, mode=mode, seed=42, offset=3, return_mask=True
+        )
         yn, mn = native.dropout(x, 0.3, mode=mode, seed=42, offset=3, return_mask=True)
         assert_same(yn, yr)
         assert_same_mask(mn, mr)
@@ -176,13 +194,19 @@ def test_spatial_and_broadcast(native: Any, simd: str) -> None:
     del simd
     x = bf16_input((3, 5, 6, 7), seed=2)
     for fmt in ("channels_first", "channels_last"):
-        yr, mr = reference.spatial_dropout(x, 0.5, data_format=fmt, seed=8, return_mask=True)
-        yn, mn = native.spatial_dropout(x, 0.5, data_format=fmt, seed=8, return_mask=True)
+        yr, mr = reference.spatial_dropout(
+            x, 0.5, data_format=fmt, seed=8, return_mask=True
+        )
+        yn, mn = native.spatial_dropout(
+            x, 0.5, data_format=fmt, seed=8, return_mask=True
+        )
         assert_same(yn, yr)
         assert_same_mask(mn, mr)
         assert_same(native.dropout_backward(x, mn), reference.dropout_backward(x, mr))
     for axes in [(0,), (1, 3), (2,), -1]:
-        yr, mr = reference.dropout(x, 0.5, broadcast_axes=axes, seed=8, return_mask=True)
+        yr, mr = reference.dropout(
+            x, 0.5, broadcast_axes=axes, seed=8, return_mask=True
+        )
         yn, mn = native.dropout(x, 0.5, broadcast_axes=axes, seed=8, return_mask=True)
         assert_same(yn, yr)
         assert_same(native.dropout_backward(x, mn), reference.dropout_backward(x, mr))
@@ -224,7 +248,7 @@ def test_fast_path_takes_bfloat16(native: Any, monkeypatch: pytest.MonkeyPatch) 
     gr = reference.dropout_backward(x, mr)
     sr = reference.spatial_dropout(x.reshape(2, 5, 10), 0.3, seed=5)
 
-    def boom(*args: Any, **kwargs: Any) -> Any:
+    def boom(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("general path taken")
 
     monkeypatch.setattr(v, "plan_forward", boom)
@@ -260,6 +284,7 @@ def test_other_ml_dtypes_refused(native: Any) -> None:
 
 
 # ---- the overflow rule (section 8) -------------------------------------------------
+
 
 def largest_p(dtype: Any) -> float:
     from fastdropout import _scales
@@ -310,12 +335,14 @@ def test_handmade_mask_p1_with_kept_bits(native: Any, impl_name: str) -> None:
     impl = native if impl_name == "native" else reference
     g = np.ones(8, np.float32)
     bad = reference.Mask(np.array([0b101], np.uint8), (8,), 1.0, "inverted", 0, 0)
-    with pytest.raises(ValueError, match="p=1.0 but kept"):
+    with pytest.raises(ValueError, match=r"p=1\.0 but kept"):
         impl.dropout_backward(g, bad)
     ok = reference.Mask(np.array([0], np.uint8), (8,), 1.0, "inverted", 0, 0)
     assert_same(impl.dropout_backward(g, ok), np.zeros(8, np.float32))
     classic = reference.Mask(np.array([0b101], np.uint8), (8,), 1.0, "classic", 0, 0)
-    assert_same(impl.dropout_backward(g, classic), reference.dropout_backward(g, classic))
+    assert_same(
+        impl.dropout_backward(g, classic), reference.dropout_backward(g, classic)
+    )
     alpha = reference.Mask(np.array([0b101], np.uint8), (8,), 1.0, "alpha", 0, 0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         impl.dropout_backward(g, alpha)
@@ -326,4 +353,9 @@ def test_fast_path_declines_overflow(core_module: Any) -> None:
     bad = float(np.nextafter(largest_p(np.float16), 1))
     assert core_module.dense(x, bad, "inverted", 1, 0, None, False) is None
     assert core_module.dense(x, bad, "classic", 1, 0, None, False) is not None
-    assert core_module.spatial(x.reshape(1, 2, 5), bad, "inverted", 1, 0, None, False, False) is None
+    assert (
+        core_module.spatial(
+            x.reshape(1, 2, 5), bad, "inverted", 1, 0, None, False, False
+        )
+        is None
+    )

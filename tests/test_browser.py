@@ -8,7 +8,10 @@ reason, where either is missing.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ import numpy as np
 import pytest
 from fastdropout.demo import nn
 from fastdropout.demo.html import decode_tensor, read_page_data
+from fastdropout.demo.studies import STUDIES
 
 pytestmark = pytest.mark.browser
 
@@ -146,13 +150,14 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser: Any, page_file: Path) -> Iterator[Any]:
+@contextlib.contextmanager
+def _open_page(browser: Any, page_file: Path) -> Iterator[Any]:
+    """The page, loaded and ready; on exit, no script errors and no request for
+    anything but the file itself (self-contained: such requests are refused)."""
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    # Self-contained: anything but the file itself is refused, and recorded.
     remote: list[str] = []
 
     def route(r: Any) -> None:
@@ -169,6 +174,12 @@ def page(browser: Any, page_file: Path) -> Iterator[Any]:
     pg.close()
     assert errors == []
     assert remote == []
+
+
+@pytest.fixture
+def page(browser: Any, page_file: Path) -> Iterator[Any]:
+    with _open_page(browser, page_file) as pg:
+        yield pg
 
 
 def _probs(pg: Any, attr: str = "data-prob", scope: str = "#probs") -> np.ndarray:
@@ -348,3 +359,55 @@ def test_dense_vs_spatial_dropout_on_feature_maps(
     got = _probs(page, "data-conv-prob", "[data-row-probs='spatial']")
     np.testing.assert_allclose(got, ref, rtol=0, atol=TOL)
     page.screenshot(path=str(tmp_path / "visualizer_feature_maps.png"), full_page=True)
+
+
+# ------------------------------------------------------ the measured studies
+
+
+@pytest.fixture(scope="module")
+def study_page_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fastdropout.demo import main
+
+    out = tmp_path_factory.mktemp("study_page")
+    args = [
+        *("--epochs", "2", "--hidden", "12", "--channels", "3", "4"),
+        *("--train-size", "40", "--val-size", "60", "--seed", "2", "--quiet"),
+        *("--quick", "--study", "all", "--html", "--out", str(out)),
+    ]
+    assert main(args) == 0
+    return out / "visualizer.html"
+
+
+def test_page_without_studies_says_so(page: Any) -> None:
+    assert page.locator("[data-study]").count() == 0
+    assert "without --study" in page.text_content("#studies-note")
+
+
+def test_page_shows_each_study(
+    browser: Any, study_page_file: Path, tmp_path: Path
+) -> None:
+    out = study_page_file.parent
+    with _open_page(browser, study_page_file) as pg:
+        names = pg.eval_on_selector_all(
+            "[data-study]", "els => els.map(e => e.dataset.study)"
+        )
+        assert names == list(STUDIES)
+        for name in STUDIES:
+            report = json.loads((out / f"study_{name}.json").read_text("utf-8"))
+            img = f"img[data-study-plot='{name}']"
+            pg.wait_for_function(
+                f'() => document.querySelector("{img}").complete', timeout=10_000
+            )
+            size = pg.eval_on_selector(img, "e => [e.naturalWidth, e.naturalHeight]")
+            assert size[0] > 300
+            assert size[1] > 200
+            src = pg.get_attribute(img, "src")
+            prefix = "data:image/png;base64,"
+            assert src.startswith(prefix)
+            png = (out / f"study_{name}.png").read_bytes()
+            assert base64.b64decode(src[len(prefix) :]) == png
+            reading = f"[data-study-reading='{name}']"
+            assert pg.text_content(reading) == report["reading"]
+            assert pg.get_attribute(reading, "data-verdict") == report["verdict"]
+            assert report["claim"] in pg.text_content(f"#study-{name}")
+        pg.screenshot(path=str(tmp_path / "studies.png"), full_page=True)

@@ -47,29 +47,31 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 Case = tuple[str, Callable[[Env], Any], type[Exception], str]
 
-_P_BAD: list[tuple[str, Any, str]] = [
-    ("negative", -0.1, r"-0\.1"),
-    ("above-1", 1.5, r"1\.5"),
-    ("nan", math.nan, "nan"),
-    ("inf", math.inf, "inf"),
-    ("str", "0.5", "'0.5'"),
-    ("none", None, "None"),
-    ("complex", 0.5j, r"0\.5j"),
-    ("bool", True, "True"),
-    ("array", np.array([0.5]), "array"),
-    ("huge-int", 10**400, "1000"),
-    ("tiny-negative", -(2.0**-1074), "e-324"),
+_P_BAD: list[tuple[str, Any, str, type[Exception]]] = [
+    ("negative", -0.1, r"-0\.1", ValueError),
+    ("above-1", 1.5, r"1\.5", ValueError),
+    ("nan", math.nan, "nan", ValueError),
+    ("inf", math.inf, "inf", ValueError),
+    ("huge-int", 10**400, "1000", ValueError),
+    ("tiny-negative", -(2.0**-1074), "e-324", ValueError),
+    # not a real scalar: TypeError (issue 11; NumPy's rule for scalars)
+    ("str", "0.5", "'0.5'", TypeError),
+    ("none", None, "None", TypeError),
+    ("complex", 0.5j, r"0\.5j", TypeError),
+    ("bool", True, "True", TypeError),
+    ("array", np.array([0.5]), "array", TypeError),
 ]
 
 CASES: list[Case] = []
 
-# Row 1: p outside [0, 1], NaN, not a real number -> ValueError naming p and the value
-for name, bad, shown in _P_BAD:
+# Row 1: p outside [0, 1] or NaN -> ValueError naming p and the value; not a real
+# number -> TypeError naming p and the value
+for name, bad, shown, exc in _P_BAD:
     CASES += [
         (
             f"p-{name}",
             lambda e, bad=bad: e.impl.dropout(e.x, bad, out=e.out),
-            ValueError,
+            exc,
             rf"\bp\b.*{shown}",
         ),
     ]

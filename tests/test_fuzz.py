@@ -64,8 +64,12 @@ FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much, HealthCheck.large_base_example],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.large_base_example,
+    ],
 )
 #: ``--hypothesis-profile=fastdropout-fuzz`` raises the examples of the rest of
 #: the suite's Hypothesis tests to the same count.
@@ -73,6 +77,14 @@ settings.register_profile("fastdropout-fuzz", FUZZ)
 
 SPEC7 = (ValueError, TypeError)
 VALID_DTYPES = ("<f2", "<f4", "<f8")
+try:  # bfloat16 (docs/spec.md section 8) when ml_dtypes is installed
+    import ml_dtypes
+
+    BF16: Any = np.dtype(ml_dtypes.bfloat16)
+    FUSED_DTYPES: tuple[str, ...] = (*VALID_DTYPES, "bfloat16")
+except ImportError:  # pragma: no cover - ml_dtypes is in the test extra
+    BF16 = None
+    FUSED_DTYPES = VALID_DTYPES
 INVALID_DTYPES = ("|i1", "<i4", "<i8", "|u1", "<u8", "|b1", "<c8", "<c16", "|O",
                   ">f2", ">f4", ">f8", "<g", "<m8[s]")
 
@@ -90,7 +102,9 @@ class ArraySpec:
     # list, scalar
     layout: str
     steps: tuple[int, ...] = ()
-    data: str = "values"  # values (normals + specials) or bits (raw random bit patterns)
+    data: str = (
+        "values"  # values (normals + specials) or bits (raw random bit patterns)
+    )
     seed: int = 0
 
 
@@ -115,9 +129,24 @@ def _special_values(dt: np.dtype[Any]) -> np.ndarray:
     info = np.finfo(dt)
     with np.errstate(over="ignore"):
         return np.array(
-            [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, float(info.smallest_subnormal),
-             -float(info.smallest_subnormal), float(info.smallest_normal),
-             float(info.max), -float(info.max), 1.0, -1.0, float(info.eps), 0.5, 65504.0],
+            [
+                np.nan,
+                -np.nan,
+                np.inf,
+                -np.inf,
+                0.0,
+                -0.0,
+                float(info.smallest_subnormal),
+                -float(info.smallest_subnormal),
+                float(info.smallest_normal),
+                float(info.max),
+                -float(info.max),
+                1.0,
+                -1.0,
+                float(info.eps),
+                0.5,
+                65504.0,
+            ],
         ).astype(dt)
 
 
@@ -126,6 +155,17 @@ def _fill(flat: np.ndarray, spec: ArraySpec, rng: np.random.Generator) -> None:
     n = flat.size
     dt = flat.dtype
     if n == 0:
+        return
+    if BF16 is not None and dt == BF16:
+        if spec.data == "bits":
+            flat.view(np.uint16)[...] = rng.integers(0, 1 << 16, size=n, dtype=np.uint16)
+        else:
+            vals = (rng.standard_normal(n) * 4).astype(np.float32)
+            sp = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40,
+                           3.3e38, 1.0], np.float32)
+            k = max(1, n // 3)
+            vals[rng.integers(0, n, size=k)] = rng.choice(sp, size=k)
+            flat[...] = vals.astype(BF16)
         return
     if dt.kind == "f" and dt.itemsize in (2, 4, 8):
         native = dt.newbyteorder("=")
@@ -175,7 +215,11 @@ def build(spec: ArraySpec, out: OutSpec) -> Built:
         length = span + n + abs(out.shift) + 2
         base = np.empty(length, dt)
         _fill(base, spec, rng)
-        xs = base[1 : 1 + span][:: step] if step > 0 else base[1 : 1 + span][::-1][:: -step]
+        xs = (
+            base[1 : 1 + span][::step]
+            if step > 0
+            else base[1 : 1 + span][::-1][::-step]
+        )
         xs = xs[:n]
         x = xs.reshape(shape) if n else np.empty(shape, dt)
         start = min(max(0, 1 + out.shift), length - n)
@@ -258,13 +302,19 @@ def build(spec: ArraySpec, out: OutSpec) -> Built:
         o = np.full(rshape, 7.25, rdt) if rdt.kind == "f" else np.zeros(rshape, rdt)
         o.flags.writeable = False
     elif k == "noncontig":
-        parent = np.full((*rshape, 2), 7.25, rdt) if rdt.kind == "f" else np.zeros(
-            (*rshape, 2), rdt)
+        parent = (
+            np.full((*rshape, 2), 7.25, rdt)
+            if rdt.kind == "f"
+            else np.zeros((*rshape, 2), rdt)
+        )
         built.buffers.append(parent)
         o = parent[..., 0]
     elif k == "fortran":
-        o = np.full(rshape, 7.25, rdt, order="F") if rdt.kind == "f" else np.zeros(
-            rshape, rdt, order="F")
+        o = (
+            np.full(rshape, 7.25, rdt, order="F")
+            if rdt.kind == "f"
+            else np.zeros(rshape, rdt, order="F")
+        )
     elif k == "unaligned":
         if rdt.itemsize > 1 and rdt.kind != "O":
             raw = np.zeros(_size(rshape) * rdt.itemsize + 1, np.uint8)
@@ -310,45 +360,150 @@ class Unhashable:
 def _edge_p() -> list[Any]:
     tiny = 2.0**-32
     return [
-        0.0, -0.0, 1.0, 0, 1, 0.5, 5e-324, np.nextafter(0.0, 1.0), np.nextafter(1.0, 0.0),
-        tiny, 0.5 * tiny, 1.5 * tiny, 2.5 * tiny, 1 - 0.5 * tiny, 1 - tiny,
-        1 - 1.5 * tiny, np.float16(0.3), np.float32(1 / 3), np.float64(0.9),
-        np.int64(1), fractions.Fraction(1, 3),
+        0.0,
+        -0.0,
+        1.0,
+        0,
+        1,
+        0.5,
+        5e-324,
+        np.nextafter(0.0, 1.0),
+        np.nextafter(1.0, 0.0),
+        tiny,
+        0.5 * tiny,
+        1.5 * tiny,
+        2.5 * tiny,
+        1 - 0.5 * tiny,
+        1 - tiny,
+        1 - 1.5 * tiny,
+        np.float16(0.3),
+        np.float32(1 / 3),
+        np.float64(0.9),
+        np.int64(1),
+        fractions.Fraction(1, 3),
     ]
 
 
-BAD_P = [math.nan, -math.nan, math.inf, -math.inf, -1e-300, -0.5, 1.0000000000000002,
-         2, 2.0, -1, "0.5", None, True, False, 0.5j, np.array(0.5), [0.5],
-         decimal.Decimal("0.5"), 10**400, np.float32("nan"), b"0.5", Unhashable()]
-GOOD_SEEDS = [0, 1, TWO_32 - 1, TWO_32, 2**63, TWO_64 - 1, np.uint64(TWO_64 - 1),
-              np.int64(2**62), np.uint8(7), None]
-BAD_SEEDS = [-1, TWO_64, 2**100, -(2**63), np.int64(-1), 1.0, 0.0, "1", b"1", True,
-             False, np.bool_(True), [1], (1,), 1.5, np.float64(3.0), Unhashable(),
-             np.array(5), decimal.Decimal(1), complex(1, 0)]
-BAD_OFFSETS = [-1, TWO_64, TWO_64 + 3, 1.0, "0", None, True, np.bool_(False),
-               np.float64(2.0), 2**200, np.int64(-5)]
+BAD_P = [
+    math.nan,
+    -math.nan,
+    math.inf,
+    -math.inf,
+    -1e-300,
+    -0.5,
+    1.0000000000000002,
+    2,
+    2.0,
+    -1,
+    "0.5",
+    None,
+    True,
+    False,
+    0.5j,
+    np.array(0.5),
+    [0.5],
+    decimal.Decimal("0.5"),
+    10**400,
+    np.float32("nan"),
+    b"0.5",
+    Unhashable(),
+]
+GOOD_SEEDS = [
+    0,
+    1,
+    TWO_32 - 1,
+    TWO_32,
+    2**63,
+    TWO_64 - 1,
+    np.uint64(TWO_64 - 1),
+    np.int64(2**62),
+    np.uint8(7),
+    None,
+]
+BAD_SEEDS = [
+    -1,
+    TWO_64,
+    2**100,
+    -(2**63),
+    np.int64(-1),
+    1.0,
+    0.0,
+    "1",
+    b"1",
+    True,
+    False,
+    np.bool_(True),
+    [1],
+    (1,),
+    1.5,
+    np.float64(3.0),
+    Unhashable(),
+    np.array(5),
+    decimal.Decimal(1),
+    complex(1, 0),
+]
+BAD_OFFSETS = [
+    -1,
+    TWO_64,
+    TWO_64 + 3,
+    1.0,
+    "0",
+    None,
+    True,
+    np.bool_(False),
+    np.float64(2.0),
+    2**200,
+    np.int64(-5),
+]
 BAD_MODES = ["INVERTED", "", None, 0, b"classic", ["classic"], "inverted "]
 BAD_FORMATS = ["NCHW", "channels-first", None, 1, b"channels_last", "CHANNELS_LAST"]
 BAD_FLAGS = [2, -1, "yes", None, 1.0, [True], np.float64(1.0)]
-BAD_AXES = [True, 1.0, "0", (0.0,), (None,), np.int64(0) + 0.5, [np.int8(0), 0.5],
-            (np.True_,), Unhashable(), {0: 1}]
-BAD_ARGS = ("x", "out", "p", "seed", "offset", "training", "mode", "return_mask",
-            "axes", "data_format")
+BAD_AXES = [
+    True,
+    1.0,
+    "0",
+    (0.0,),
+    (None,),
+    np.int64(0) + 0.5,
+    [np.int8(0), 0.5],
+    (np.True_,),
+    Unhashable(),
+    {0: 1},
+]
+BAD_ARGS = (
+    "x",
+    "out",
+    "p",
+    "seed",
+    "offset",
+    "training",
+    "mode",
+    "return_mask",
+    "axes",
+    "data_format",
+)
 
 #: Each argument: (valid values, wrong values).
 GOOD: dict[str, st.SearchStrategy[Any]] = {
     "p": st.one_of(st.floats(0.0, 1.0), st.sampled_from(_edge_p())),
-    "seed": st.one_of(st.integers(0, TWO_64 - 1), st.sampled_from(GOOD_SEEDS),
-                      st.integers(0, 1000).map(Gen)),
+    "seed": st.one_of(
+        st.integers(0, TWO_64 - 1),
+        st.sampled_from(GOOD_SEEDS),
+        st.integers(0, 1000).map(Gen),
+    ),
     "offset": st.one_of(
-        st.integers(0, 64), st.integers(0, TWO_64 - 1),
+        st.integers(0, 64),
+        st.integers(0, TWO_64 - 1),
         st.integers(1, 300).map(lambda k: TWO_64 - k),  # wraps past 2**64
-        st.sampled_from([TWO_32 - 3, TWO_32, 2**62, np.uint64(TWO_64 - 5), np.int32(12)]),
+        st.sampled_from(
+            [TWO_32 - 3, TWO_32, 2**62, np.uint64(TWO_64 - 5), np.int32(12)]
+        ),
     ),
     "mode": st.sampled_from(["inverted", "classic"]),
     "data_format": st.sampled_from(["channels_first", "channels_last"]),
-    "flag": st.sampled_from([True, False, True, False, np.True_, np.False_, 1, 0,
-                             np.int8(1)]),
+    "flag": st.sampled_from(
+        [True, False, True, False, np.True_, np.False_, 1, 0, np.int8(1)]
+    ),
 }
 BAD: dict[str, st.SearchStrategy[Any]] = {
     "p": st.sampled_from(BAD_P),
@@ -359,8 +514,11 @@ BAD: dict[str, st.SearchStrategy[Any]] = {
     "flag": st.sampled_from(BAD_FLAGS),
 }
 #: Which arguments of a call are wrong: mostly none, else one or two.
-broken_st = st.one_of(st.just(frozenset()), st.just(frozenset()),
-                      st.frozensets(st.sampled_from(BAD_ARGS), min_size=1, max_size=2))
+broken_st = st.one_of(
+    st.just(frozenset()),
+    st.just(frozenset()),
+    st.frozensets(st.sampled_from(BAD_ARGS), min_size=1, max_size=2),
+)
 
 
 def pick(draw: Any, kind: str, bad: bool) -> Any:
@@ -372,24 +530,43 @@ def axes_st(ndim: int, bad: bool) -> st.SearchStrategy[Any]:
         ax = st.integers(-ndim - 3, ndim + 2)
         return st.one_of(
             st.sampled_from(BAD_AXES),
-            st.integers(ndim, ndim + 2), st.integers(-ndim - 3, -ndim - 1),
+            st.integers(ndim, ndim + 2),
+            st.integers(-ndim - 3, -ndim - 1),
             st.lists(ax, min_size=2, max_size=ndim + 2).map(tuple),  # repeats likely
         )
     if ndim == 0:
         return st.sampled_from([None, (), []])
     ax = st.integers(-ndim, ndim - 1)
     return st.one_of(
-        st.none(), ax, ax.map(np.int64),
+        st.none(),
+        ax,
+        ax.map(np.int64),
         st.lists(ax, max_size=ndim).map(
-            lambda a: tuple(dict.fromkeys(v % ndim for v in a))),  # unique
-        st.lists(ax, max_size=ndim).map(lambda a: list(dict.fromkeys(a)))
+            lambda a: tuple(dict.fromkeys(v % ndim for v in a))
+        ),  # unique
+        st.lists(ax, max_size=ndim)
+        .map(lambda a: list(dict.fromkeys(a)))
         .filter(lambda a: len({v % ndim for v in a}) == len(a)),
     )
 
 
-layout_st = st.sampled_from(["c", "c", "c", "strided", "strided", "huge_stride",
-                             "transposed", "broadcast", "readonly", "unaligned",
-                             "fortran", "list", "scalar"])
+layout_st = st.sampled_from(
+    [
+        "c",
+        "c",
+        "c",
+        "strided",
+        "strided",
+        "huge_stride",
+        "transposed",
+        "broadcast",
+        "readonly",
+        "unaligned",
+        "fortran",
+        "list",
+        "scalar",
+    ]
+)
 BIG_SHAPES = [(131_075,), (3, 65_539), (2, 2, 40_001), (200_003,)]
 
 
@@ -400,28 +577,44 @@ def shapes(draw: Any, ranks: tuple[int, ...] = (0, 1, 2, 3, 4)) -> tuple[int, ..
         if len(big) in ranks:
             return big  # several threads, several SIMD blocks
     ndim = draw(st.sampled_from(ranks))
-    return tuple(draw(st.lists(st.sampled_from([0, 1, 1, 2, 3, 4, 5, 7, 8, 9, 17, 33]),
-                               min_size=ndim, max_size=ndim)))
+    return tuple(
+        draw(
+            st.lists(
+                st.sampled_from([0, 1, 1, 2, 3, 4, 5, 7, 8, 9, 17, 33]),
+                min_size=ndim,
+                max_size=ndim,
+            )
+        )
+    )
 
 
 @st.composite
 def array_specs(draw: Any, ranks: tuple[int, ...] = (0, 1, 2, 3, 4),
-                bad_dtype: bool = False) -> ArraySpec:
+                bad_dtype: bool = False,
+                dtypes: tuple[str, ...] = VALID_DTYPES) -> ArraySpec:
     shape = draw(shapes(ranks))
     layout = draw(layout_st)
     if layout == "scalar" and shape != ():
         layout = "c"
     steps = tuple(draw(st.lists(st.sampled_from([1, 2, 3, -1, -2, -3]),
                                 min_size=len(shape), max_size=len(shape))))
-    dtype = draw(st.sampled_from(INVALID_DTYPES if bad_dtype else VALID_DTYPES))
+    dtype = draw(st.sampled_from(INVALID_DTYPES if bad_dtype else dtypes))
     return ArraySpec(dtype, shape, layout, steps,
                      draw(st.sampled_from(["values", "values", "bits"])),
                      draw(st.integers(0, 2**32)))
 
 
 GOOD_OUTS = [None, None, None, "fresh", "fresh", "x", "overlap", "overlap", "unaligned"]
-BAD_OUTS = ["x", "wrong_shape", "wrong_dtype", "byteswapped", "readonly", "noncontig",
-            "fortran", "list"]
+BAD_OUTS = [
+    "x",
+    "wrong_shape",
+    "wrong_dtype",
+    "byteswapped",
+    "readonly",
+    "noncontig",
+    "fortran",
+    "list",
+]
 
 
 @st.composite
@@ -434,8 +627,11 @@ def out_specs(draw: Any, spec: ArraySpec, bad: bool) -> OutSpec:
     n = _size(spec.shape)
     shift = 0
     if kind == "overlap":  # mostly a true partial overlap
-        shift = draw(st.integers(-n + 1, n - 1) if n > 1 and draw(st.integers(0, 4))
-                     else st.integers(-n - 2, n + 2))
+        shift = draw(
+            st.integers(-n + 1, n - 1)
+            if n > 1 and draw(st.integers(0, 4))
+            else st.integers(-n - 2, n + 2)
+        )
     return OutSpec(kind, shift)
 
 
@@ -481,9 +677,14 @@ def _materialize(v: Any, gens: list[np.random.Generator]) -> Any:
     return v
 
 
-def run(fn: Callable[..., Any], spec: ArraySpec | None, out: OutSpec | None,
-        args: tuple[Any, ...], kwargs: dict[str, Any],
-        extra: Callable[[Built], dict[str, Any]] | None = None) -> Outcome:
+def run(
+    fn: Callable[..., Any],
+    spec: ArraySpec | None,
+    out: OutSpec | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    extra: Callable[[Built], dict[str, Any]] | None = None,
+) -> Outcome:
     built = build(spec, out) if spec is not None else Built(None)
     gens: list[np.random.Generator] = []
     call_args = [_materialize(a, gens) for a in args]
@@ -503,8 +704,9 @@ def run(fn: Callable[..., Any], spec: ArraySpec | None, out: OutSpec | None,
     after = [b.tobytes() for b in built.buffers]
     y = result[0] if isinstance(result, tuple) else result
     is_out = "out" in call_kwargs and y is call_kwargs["out"]
-    return Outcome(exc, result, before, after, is_out,
-                   [g.bit_generator.state for g in gens])
+    return Outcome(
+        exc, result, before, after, is_out, [g.bit_generator.state for g in gens]
+    )
 
 
 def assert_same_result(a: Any, e: Any) -> None:
@@ -547,14 +749,17 @@ def _plain_x(spec: ArraySpec, out: OutSpec) -> np.ndarray:
 
 
 @st.composite
-def forward_calls(draw: Any, spatial: bool) -> tuple[Any, ...]:
+def forward_calls(draw: Any, spatial: bool,
+                  dtypes: tuple[str, ...] = VALID_DTYPES) -> tuple[Any, ...]:
     broken = draw(broken_st)
     ranks = (3, 4, 5) if spatial else (0, 1, 2, 3, 4)
     if "x" in broken and spatial and draw(st.booleans()):
         spec = draw(array_specs((0, 1, 2, 6)))  # a rank spatial_dropout refuses
     else:
-        spec = draw(array_specs(ranks, bad_dtype="x" in broken))
+        spec = draw(array_specs(ranks, bad_dtype="x" in broken, dtypes=dtypes))
     out = draw(out_specs(spec, "out" in broken))
+    if out.kind == "byteswapped" and spec.dtype == "bfloat16":
+        out = OutSpec("wrong_dtype")
     kwargs: dict[str, Any] = {}
     p = pick(draw, "p", "p" in broken)
     p_positional = draw(st.booleans())
@@ -582,7 +787,9 @@ def forward_calls(draw: Any, spatial: bool) -> tuple[Any, ...]:
 
 def _check_forward(call: tuple[Any, ...], spatial: bool) -> None:
     spec, out, p, p_positional, kwargs, simd, threads = call
-    note(f"x={spec}, out={out}, p={p!r}, kwargs={kwargs}, simd={simd}, threads={threads}")
+    note(
+        f"x={spec}, out={out}, p={p!r}, kwargs={kwargs}, simd={simd}, threads={threads}"
+    )
     native_fn = fastdropout.spatial_dropout if spatial else fastdropout.dropout
     ref_fn = reference.spatial_dropout if spatial else reference.dropout
     args, kw = ((p,), dict(kwargs)) if p_positional else ((), {**kwargs, "p": p})
@@ -617,22 +824,28 @@ def backward_calls(draw: Any) -> tuple[Any, ...]:
     spec = draw(array_specs(bad_dtype="x" in broken))
     out = draw(out_specs(spec, "out" in broken))
     kwargs: dict[str, Any] = {}
-    how = draw(st.sampled_from(["mask", "mask", "mask-broadcast", "regen", "regen",
-                                "regen-broadcast"] +
-                               (["mask-other-shape", "not-a-mask", "neither", "both"]
-                                if broken else [])))
+    how = draw(
+        st.sampled_from(
+            ["mask", "mask", "mask-broadcast", "regen", "regen", "regen-broadcast"]
+            + (["mask-other-shape", "not-a-mask", "neither", "both"] if broken else [])
+        )
+    )
     mask_p = draw(GOOD["p"])
     mask_mode = draw(GOOD["mode"])
     mask_seed = draw(st.integers(0, TWO_64 - 1))
-    mask_offset = draw(st.integers(0, 64) | st.integers(1, 100).map(lambda k: TWO_64 - k))
+    mask_offset = draw(
+        st.integers(0, 64) | st.integers(1, 100).map(lambda k: TWO_64 - k)
+    )
     ndim = len(spec.shape)
     if how.startswith("regen") or how == "both":
         kwargs["p"] = pick(draw, "p", "p" in broken)
         if "seed" in broken:  # None and Generators too: regenerating needs the int
             kwargs["seed"] = draw(BAD["seed"] | st.sampled_from([None, Gen(3)]))
         else:
-            kwargs["seed"] = draw(st.integers(0, TWO_64 - 1) | st.sampled_from(
-                [0, TWO_64 - 1, np.uint64(5), mask_seed]))
+            kwargs["seed"] = draw(
+                st.integers(0, TWO_64 - 1)
+                | st.sampled_from([0, TWO_64 - 1, np.uint64(5), mask_seed])
+            )
         if draw(st.booleans()) or "offset" in broken:
             kwargs["offset"] = pick(draw, "offset", "offset" in broken)
         if draw(st.booleans()) or "mode" in broken:
@@ -641,7 +854,9 @@ def backward_calls(draw: Any) -> tuple[Any, ...]:
             kwargs["broadcast_axes"] = draw(axes_st(ndim, "axes" in broken))
     else:
         if "p" in broken:
-            kwargs["p"] = draw(BAD["p"] | st.floats(0.0, 1.0))  # conflicts with the mask
+            kwargs["p"] = draw(
+                BAD["p"] | st.floats(0.0, 1.0)
+            )  # conflicts with the mask
         elif draw(st.integers(0, 4)) == 0:
             kwargs["p"] = mask_p  # the same p as the mask: allowed
         if "mode" in broken:
@@ -653,26 +868,59 @@ def backward_calls(draw: Any) -> tuple[Any, ...]:
                 kwargs[name] = pick(draw, name, draw(st.booleans()))
         if "axes" in broken:
             kwargs["broadcast_axes"] = draw(axes_st(ndim, draw(st.booleans())))
-    axes_choice = draw(st.lists(st.integers(0, max(ndim - 1, 0)), max_size=2, unique=True))
+    axes_choice = draw(
+        st.lists(st.integers(0, max(ndim - 1, 0)), max_size=2, unique=True)
+    )
     other_shape = draw(shapes())
-    return (spec, out, how, mask_p, mask_mode, mask_seed, mask_offset, kwargs,
-            tuple(axes_choice), other_shape, draw(simd_st), draw(threads_st))
+    return (
+        spec,
+        out,
+        how,
+        mask_p,
+        mask_mode,
+        mask_seed,
+        mask_offset,
+        kwargs,
+        tuple(axes_choice),
+        other_shape,
+        draw(simd_st),
+        draw(threads_st),
+    )
 
 
-def _make_mask(impl: Any, how: str, shape: tuple[int, ...], p: float, mode: str,
-               seed: int, offset: int, axes: tuple[int, ...],
-               other_shape: tuple[int, ...]) -> Any:
+def _make_mask(
+    impl: Any,
+    how: str,
+    shape: tuple[int, ...],
+    p: float,
+    mode: str,
+    seed: int,
+    offset: int,
+    axes: tuple[int, ...],
+    other_shape: tuple[int, ...],
+) -> Any:
     if how in ("mask", "both"):
         x = np.ones(shape, np.float32)
-        return impl.dropout(x, p, mode=mode, seed=seed, offset=offset, return_mask=True)[1]
+        return impl.dropout(
+            x, p, mode=mode, seed=seed, offset=offset, return_mask=True
+        )[1]
     if how == "mask-broadcast":
         x = np.ones(shape, np.float32)
         ax = tuple(a for a in axes if a < len(shape)) or None
-        return impl.dropout(x, p, mode=mode, seed=seed, offset=offset,
-                            broadcast_axes=ax, return_mask=True)[1]
+        return impl.dropout(
+            x,
+            p,
+            mode=mode,
+            seed=seed,
+            offset=offset,
+            broadcast_axes=ax,
+            return_mask=True,
+        )[1]
     if how == "mask-other-shape":
         x = np.ones(other_shape, np.float64)
-        return impl.dropout(x, p, mode=mode, seed=seed, offset=offset, return_mask=True)[1]
+        return impl.dropout(
+            x, p, mode=mode, seed=seed, offset=offset, return_mask=True
+        )[1]
     if how == "not-a-mask":
         return np.packbits(np.ones(_size(shape), bool), bitorder="little")
     return None
@@ -681,15 +929,38 @@ def _make_mask(impl: Any, how: str, shape: tuple[int, ...], p: float, mode: str,
 @FUZZ
 @given(backward_calls())
 def test_fuzz_dropout_backward(call: tuple[Any, ...]) -> None:
-    (spec, out, how, mask_p, mask_mode, mask_seed, mask_offset, kwargs, axes,
-     other_shape, simd, threads) = call
-    note(f"grad={spec}, out={out}, how={how}, mask=({mask_p!r}, {mask_mode}, "
-         f"{mask_seed}, {mask_offset}, {axes}, {other_shape}), kwargs={kwargs}, "
-         f"simd={simd}, threads={threads}")
+    (
+        spec,
+        out,
+        how,
+        mask_p,
+        mask_mode,
+        mask_seed,
+        mask_offset,
+        kwargs,
+        axes,
+        other_shape,
+        simd,
+        threads,
+    ) = call
+    note(
+        f"grad={spec}, out={out}, how={how}, mask=({mask_p!r}, {mask_mode}, "
+        f"{mask_seed}, {mask_offset}, {axes}, {other_shape}), kwargs={kwargs}, "
+        f"simd={simd}, threads={threads}"
+    )
     masks = {}
     for name, impl in (("native", fastdropout), ("reference", reference)):
-        masks[name] = _make_mask(impl, how, spec.shape, mask_p, mask_mode, mask_seed,
-                                 mask_offset, axes, other_shape)
+        masks[name] = _make_mask(
+            impl,
+            how,
+            spec.shape,
+            mask_p,
+            mask_mode,
+            mask_seed,
+            mask_offset,
+            axes,
+            other_shape,
+        )
     if how.startswith("mask"):
         assert_same_mask(masks["native"], masks["reference"])
     with kernels(simd, threads):
@@ -699,13 +970,20 @@ def test_fuzz_dropout_backward(call: tuple[Any, ...]) -> None:
     if nat.exc is None and out.kind is not None:
         gens: list[np.random.Generator] = []
         kw0 = {k: _materialize(v, gens) for k, v in kwargs.items()}
-        expected = reference.dropout_backward(_plain_x(spec, out), masks["reference"], **kw0)
+        expected = reference.dropout_backward(
+            _plain_x(spec, out), masks["reference"], **kw0
+        )
         assert_same(nat.result, expected)
-    if nat.exc is None and how == "mask" and isinstance(masks["native"], fastdropout.Mask):
+    if (
+        nat.exc is None
+        and how == "mask"
+        and isinstance(masks["native"], fastdropout.Mask)
+    ):
         # Regenerating the mask from (p, seed, offset) gives the same gradient.
         m = masks["native"]
-        regen = fastdropout.dropout_backward(_plain_x(spec, out), p=m.p, mode=m.mode,
-                                             seed=m.seed, offset=m.offset)
+        regen = fastdropout.dropout_backward(
+            _plain_x(spec, out), p=m.p, mode=m.mode, seed=m.seed, offset=m.offset
+        )
         assert_same(regen, np.asarray(nat.result))
 
 
@@ -715,17 +993,37 @@ def layer_scripts(draw: Any, spatial: bool) -> tuple[Any, ...]:
     ctor: dict[str, Any] = {"p": pick(draw, "p", "p" in broken)}
     if "mode" in broken or draw(st.booleans()):
         ctor["mode"] = pick(draw, "mode", "mode" in broken)
-    ctor["seed"] = draw(st.one_of(st.integers(0, TWO_64 - 1), st.sampled_from(
-        [None, TWO_64 - 1, 0]), st.integers(0, 99).map(Gen))) if "seed" not in broken \
+    ctor["seed"] = (
+        draw(
+            st.one_of(
+                st.integers(0, TWO_64 - 1),
+                st.sampled_from([None, TWO_64 - 1, 0]),
+                st.integers(0, 99).map(Gen),
+            )
+        )
+        if "seed" not in broken
         else draw(BAD["seed"])
+    )
     if spatial and ("data_format" in broken or draw(st.booleans())):
         ctor["data_format"] = pick(draw, "data_format", "data_format" in broken)
     ranks = (3, 4, 5) if spatial else (0, 1, 2, 3)
     ops = []
     for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["forward", "forward", "call", "eval", "backward",
-                                   "backward", "backward-wrong", "set-offset",
-                                   "forward-bad"]))
+        op = draw(
+            st.sampled_from(
+                [
+                    "forward",
+                    "forward",
+                    "call",
+                    "eval",
+                    "backward",
+                    "backward",
+                    "backward-wrong",
+                    "set-offset",
+                    "forward-bad",
+                ]
+            )
+        )
         arg: Any = None
         if op in ("forward", "call", "eval"):
             arg = draw(array_specs(ranks))
@@ -751,8 +1049,16 @@ def _run_layer(cls: Any, ctor: dict[str, Any], ops: tuple[Any, ...]) -> list[Any
             layer = cls(**kw)
         except Exception as e:  # noqa: BLE001 - compared with the reference's
             return [("ctor", type(e), str(e))]
-    trace.append(("ctor", layer.p, layer.mode, layer.seed, layer.offset,
-                  [g.bit_generator.state for g in gens]))
+    trace.append(
+        (
+            "ctor",
+            layer.p,
+            layer.mode,
+            layer.seed,
+            layer.offset,
+            [g.bit_generator.state for g in gens],
+        )
+    )
     last_shape: tuple[int, ...] = ()
     for op, arg in ops:
         err: Exception | None = None
@@ -766,10 +1072,22 @@ def _run_layer(cls: Any, ctor: dict[str, Any], ops: tuple[Any, ...]) -> list[Any
                 else:
                     y = layer.forward(x, training=False)
                 last_shape = y.shape
-                trace.append((op, bits_of(y).tobytes(), y.dtype.str, y.shape,
-                              layer.offset, layer.mask))
+                trace.append(
+                    (
+                        op,
+                        bits_of(y).tobytes(),
+                        y.dtype.str,
+                        y.shape,
+                        layer.offset,
+                        layer.mask,
+                    )
+                )
             elif op == "backward":
-                g = np.random.default_rng(arg).standard_normal(last_shape).astype(np.float32)
+                g = (
+                    np.random.default_rng(arg)
+                    .standard_normal(last_shape)
+                    .astype(np.float32)
+                )
                 trace.append((op, bits_of(layer.backward(g)).tobytes(), layer.offset))
             elif op == "backward-wrong":
                 g = np.ones(arg, np.float32)
@@ -804,8 +1122,10 @@ def _compare_traces(nat: list[Any], ref: list[Any]) -> None:
 def test_fuzz_dropout_layer(script: tuple[Any, ...]) -> None:
     ctor, ops = script
     note(f"Dropout({ctor}), ops={ops}")
-    _compare_traces(_run_layer(fastdropout.Dropout, ctor, ops),
-                    _run_layer(reference.Dropout, ctor, ops))
+    _compare_traces(
+        _run_layer(fastdropout.Dropout, ctor, ops),
+        _run_layer(reference.Dropout, ctor, ops),
+    )
 
 
 @FUZZ
@@ -813,21 +1133,52 @@ def test_fuzz_dropout_layer(script: tuple[Any, ...]) -> None:
 def test_fuzz_spatial_dropout_layer(script: tuple[Any, ...]) -> None:
     ctor, ops = script
     note(f"SpatialDropout({ctor}), ops={ops}")
-    _compare_traces(_run_layer(fastdropout.SpatialDropout, ctor, ops),
-                    _run_layer(reference.SpatialDropout, ctor, ops))
+    _compare_traces(
+        _run_layer(fastdropout.SpatialDropout, ctor, ops),
+        _run_layer(reference.SpatialDropout, ctor, ops),
+    )
 
 
-THREAD_VALUES = [1, 2, 3, 4, 7, 64, np.int64(2), np.uint8(3), 0, -1, -(2**31), 2**31,
-                 2**63, 2**64, 1.0, 2.5, "2", None, True, False, np.bool_(True), [2],
-                 np.float32(2), decimal.Decimal(2), Unhashable()]
+THREAD_VALUES = [
+    1,
+    2,
+    3,
+    4,
+    7,
+    64,
+    np.int64(2),
+    np.uint8(3),
+    0,
+    -1,
+    -(2**31),
+    2**31,
+    2**63,
+    2**64,
+    1.0,
+    2.5,
+    "2",
+    None,
+    True,
+    False,
+    np.bool_(True),
+    [2],
+    np.float32(2),
+    decimal.Decimal(2),
+    Unhashable(),
+]
 
 
 @FUZZ
-@given(st.lists(st.sampled_from(THREAD_VALUES) | st.integers(-5, 40), min_size=1,
-                max_size=6),
-       st.sampled_from([(1000,), (70_001,), (140_003,), (3, 50_000)]),
-       st.integers(0, TWO_64 - 1))
-def test_fuzz_set_num_threads(values: list[Any], shape: tuple[int, ...], seed: int) -> None:
+@given(
+    st.lists(
+        st.sampled_from(THREAD_VALUES) | st.integers(-5, 40), min_size=1, max_size=6
+    ),
+    st.sampled_from([(1000,), (70_001,), (140_003,), (3, 50_000)]),
+    st.integers(0, TWO_64 - 1),
+)
+def test_fuzz_set_num_threads(
+    values: list[Any], shape: tuple[int, ...], seed: int
+) -> None:
     x = np.random.default_rng(seed % 1000).standard_normal(shape).astype(np.float32)
     expected = reference.dropout(x, 0.3, seed=seed, offset=TWO_64 - 7)
     before = fastdropout.get_num_threads()
@@ -840,27 +1191,44 @@ def test_fuzz_set_num_threads(values: list[Any], shape: tuple[int, ...], seed: i
             except Exception as e:  # noqa: BLE001 - checked below
                 err = e
             is_int = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+            cap = fastdropout._core._max_num_threads()
             if err is None:
-                assert is_int
-                assert 1 <= int(v) < 2**31
-                assert fastdropout.get_num_threads() == int(v)
+                assert is_int or v is None
+                if is_int:
+                    assert 1 <= int(v) <= cap
+                    assert fastdropout.get_num_threads() == int(v)
             else:
                 assert fastdropout.get_num_threads() == current
                 assert type(err) is (ValueError if is_int else TypeError), err
                 if is_int:
-                    assert not 1 <= int(v) < 2**31
+                    assert not 1 <= int(v) <= cap
             y = fastdropout.dropout(x, 0.3, seed=seed, offset=TWO_64 - 7)
             assert_same(y, expected)
     finally:
-        fastdropout.set_num_threads(before)
+        fastdropout.set_num_threads(None)
+        assert fastdropout.get_num_threads() == before
 
 
 # --------------------------------------------------------------------------
 # The private core: defence in depth (never a crash, never a partial write)
 # --------------------------------------------------------------------------
 
-CORE_INTS = [0, 1, 5, TWO_32 - 1, TWO_32, TWO_32 + 1, TWO_64 - 1, TWO_64, -1,
-             np.uint64(3), 1.5, "1", None, True]
+CORE_INTS = [
+    0,
+    1,
+    5,
+    TWO_32 - 1,
+    TWO_32,
+    TWO_32 + 1,
+    TWO_64 - 1,
+    TWO_64,
+    -1,
+    np.uint64(3),
+    1.5,
+    "1",
+    None,
+    True,
+]
 
 
 @st.composite
@@ -868,22 +1236,63 @@ def core_calls(draw: Any) -> tuple[Any, ...]:
     xs = draw(array_specs((0, 1, 2, 3), bad_dtype=draw(st.integers(0, 5)) == 0))
     if xs.layout == "unaligned":  # see test_core_with_unaligned_arrays
         xs = ArraySpec(xs.dtype, xs.shape, "c", xs.steps, xs.data, xs.seed)
-    ys = draw(st.sampled_from(["same-spec", "same-spec", "fresh", "x", "x", "overlap",
-                               "readonly", "noncontig", "other-dtype", "other-shape"]))
-    bits = draw(st.sampled_from([None, None, "right", "right", "right", "right", "short",
-                                 "long", "int8", "readonly", "noncontig", "list", "2d"]))
+    ys = draw(
+        st.sampled_from(
+            [
+                "same-spec",
+                "same-spec",
+                "fresh",
+                "x",
+                "x",
+                "overlap",
+                "readonly",
+                "noncontig",
+                "other-dtype",
+                "other-shape",
+            ]
+        )
+    )
+    bits = draw(
+        st.sampled_from(
+            [
+                None,
+                None,
+                "right",
+                "right",
+                "right",
+                "right",
+                "short",
+                "long",
+                "int8",
+                "readonly",
+                "noncontig",
+                "list",
+                "2d",
+            ]
+        )
+    )
     ndim = len(xs.shape)
-    axes = draw(st.one_of(
-        st.just(()),
-        st.lists(st.integers(0, max(ndim - 1, 0)), max_size=ndim, unique=True)
-        .map(lambda a: tuple(sorted(a))),  # what the Python layer passes
-        st.lists(st.integers(-2, 4), max_size=4).map(tuple),
-        st.sampled_from([(0,), (1,), (0, 2), (1, 0), (0, 0)]),
-    ))
-    good_words = st.integers(0, TWO_64 - 1) | st.sampled_from([0, TWO_64 - 1, np.uint64(3)])
+    axes = draw(
+        st.one_of(
+            st.just(()),
+            st.lists(st.integers(0, max(ndim - 1, 0)), max_size=ndim, unique=True).map(
+                lambda a: tuple(sorted(a))
+            ),  # what the Python layer passes
+            st.lists(st.integers(-2, 4), max_size=4).map(tuple),
+            st.sampled_from([(0,), (1,), (0, 2), (1, 0), (0, 0)]),
+        )
+    )
+    good_words = st.integers(0, TWO_64 - 1) | st.sampled_from(
+        [0, TWO_64 - 1, np.uint64(3)]
+    )
     bad = st.sampled_from(CORE_INTS)
-    ints = [draw(good_words | bad), draw(good_words | bad),
-            draw(st.integers(0, TWO_32) | st.sampled_from([0, 1, TWO_32 - 1, TWO_32]) | bad)]
+    ints = [
+        draw(good_words | bad),
+        draw(good_words | bad),
+        draw(
+            st.integers(0, TWO_32) | st.sampled_from([0, 1, TWO_32 - 1, TWO_32]) | bad
+        ),
+    ]
     scale = draw(st.sampled_from([1.0, 2.0, 0.0, math.inf, math.nan, -3.0, 1e308]))
     scaled = draw(st.booleans())
     return xs, ys, bits, axes, ints, scale, scaled
@@ -971,7 +1380,9 @@ def test_fuzz_core_defence(call: tuple[Any, ...]) -> None:
         # Accepted: the mask bits and (for exact scales) the values are right.
         mask_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
         n_mask = math.prod(mask_shape)
-        want = reference.mask_bits(int(seed), int(offset), n_mask, int(threshold) / TWO_32)
+        want = reference.mask_bits(
+            int(seed), int(offset), n_mask, int(threshold) / TWO_32
+        )
         if isinstance(bits, np.ndarray):
             np.testing.assert_array_equal(bits.reshape(-1), want)
         if not axes and scale in (0.0, 1.0, 2.0, -3.0):
@@ -1023,9 +1434,11 @@ def test_core_with_unaligned_arrays(dtype: str, which: str) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(CORE_INTS) | st.integers(0, TWO_64 - 1),
-       st.sampled_from(CORE_INTS) | st.integers(0, TWO_32 - 1),
-       st.sampled_from([0, 1, 3, 4, 5, 63, 64, 65, 1000, -1, -(2**62)]))
+@given(
+    st.sampled_from(CORE_INTS) | st.integers(0, TWO_64 - 1),
+    st.sampled_from(CORE_INTS) | st.integers(0, TWO_32 - 1),
+    st.sampled_from([0, 1, 3, 4, 5, 63, 64, 65, 1000, -1, -(2**62)]),
+)
 def test_fuzz_core_philox_blocks(k0: Any, first: Any, n: int) -> None:
     try:
         words = _core._philox_blocks(k0, 0, first, 0, 0, n)
@@ -1035,7 +1448,222 @@ def test_fuzz_core_philox_blocks(k0: Any, first: Any, n: int) -> None:
     assert words.shape == (4 * n,)
     if n:
         expected = reference.philox(
-            ((int(first) + np.arange(n, dtype=object)) % TWO_64 % TWO_32,
-             (int(first) + np.arange(n, dtype=object)) % TWO_64 // TWO_32, 0, 0),
-            (int(k0), 0))
+            (
+                (int(first) + np.arange(n, dtype=object)) % TWO_64 % TWO_32,
+                (int(first) + np.arange(n, dtype=object)) % TWO_64 // TWO_32,
+                0,
+                0,
+            ),
+            (int(k0), 0),
+        )
         np.testing.assert_array_equal(words, expected.reshape(-1))
+
+
+# --------------------------------------------------------------------------
+# bfloat16, alpha dropout and dropout_add (docs/spec.md sections 8-10)
+# --------------------------------------------------------------------------
+
+needs_bf16 = pytest.mark.skipif(BF16 is None, reason="ml_dtypes is not installed")
+
+
+@needs_bf16
+@FUZZ
+@given(forward_calls(spatial=False, dtypes=("bfloat16", "bfloat16", "<f2")))
+def test_fuzz_dropout_bfloat16(call: tuple[Any, ...]) -> None:
+    _check_forward(call, spatial=False)
+
+
+@needs_bf16
+@FUZZ
+@given(forward_calls(spatial=True, dtypes=("bfloat16",)))
+def test_fuzz_spatial_dropout_bfloat16(call: tuple[Any, ...]) -> None:
+    _check_forward(call, spatial=True)
+
+
+FUSED_P = [0.0, 0.1, 0.5, 0.9, 1 - 2.0**-30, 1 - 2.0**-40, 1.0, 1.5, -0.0, math.nan, "0.5"]
+
+
+def _fused_kwargs(draw: Any, ndim: int, alpha: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if draw(st.integers(0, 9)):
+        kwargs["seed"] = draw(st.sampled_from([0, 1, TWO_64 - 1, 12345, None, -1, 1.5]))
+    if draw(st.booleans()):
+        kwargs["offset"] = draw(st.sampled_from([0, 3, TWO_64 - 1, TWO_64 - 70, TWO_64]))
+    if draw(st.integers(0, 3)) == 0:
+        kwargs["training"] = draw(st.sampled_from([True, False, 0, "yes"]))
+    if not alpha and draw(st.booleans()):
+        kwargs["mode"] = draw(st.sampled_from(["inverted", "classic", "alpha", 3]))
+    if draw(st.booleans()):
+        kwargs["return_mask"] = draw(st.booleans())
+    if draw(st.booleans()):
+        kwargs["broadcast_axes"] = draw(axes_st(ndim, draw(st.integers(0, 9)) == 0))
+    return kwargs
+
+
+def _finite(shape: tuple[int, ...], dtype: Any, seed: int) -> np.ndarray:
+    """Finite values: with NaNs only in x, no addition ever has two NaN operands
+    (which of two NaNs it returns is not fixed; see tests/test_dropout_add.py)."""
+    v = (np.random.default_rng(seed).standard_normal(shape) * 3).astype(np.float32)
+    return np.asarray(v).astype(dtype)
+
+
+@st.composite
+def alpha_calls(draw: Any) -> tuple[Any, ...]:
+    spec = draw(array_specs(bad_dtype=draw(st.integers(0, 14)) == 0, dtypes=FUSED_DTYPES))
+    out = draw(out_specs(spec, draw(st.integers(0, 9)) == 0))
+    if out.kind == "byteswapped" and spec.dtype == "bfloat16":
+        out = OutSpec("wrong_dtype")
+    p = draw(st.sampled_from(FUSED_P))
+    return spec, out, p, _fused_kwargs(draw, len(spec.shape), True), draw(simd_st), draw(
+        threads_st)
+
+
+@FUZZ
+@given(alpha_calls())
+def test_fuzz_alpha_dropout(call: tuple[Any, ...]) -> None:
+    spec, out, p, kwargs, simd, threads = call
+    note(f"x={spec}, out={out}, p={p!r}, kwargs={kwargs}, simd={simd}, threads={threads}")
+    with kernels(simd, threads):
+        nat = run(fastdropout.alpha_dropout, spec, out, (p,), kwargs)
+    ref = run(reference.alpha_dropout, spec, out, (p,), kwargs)
+    compare(nat, ref)
+
+
+RESIDUALS = ["c", "c", "c", "strided", "out", "wrong_dtype", "wrong_shape", "list"]
+BIASES = [None, None, "trailing", "trailing", "scalar", "all", "wrong_shape", "wrong_dtype"]
+
+
+@st.composite
+def add_calls(draw: Any) -> tuple[Any, ...]:
+    spec = draw(array_specs(bad_dtype=draw(st.integers(0, 14)) == 0, dtypes=FUSED_DTYPES))
+    out = draw(out_specs(spec, draw(st.integers(0, 9)) == 0))
+    if out.kind == "byteswapped" and spec.dtype == "bfloat16":
+        out = OutSpec("wrong_dtype")
+    res = draw(st.sampled_from(RESIDUALS))
+    bias = draw(st.sampled_from(BIASES))
+    nb = draw(st.integers(0, len(spec.shape)))
+    p = draw(st.sampled_from(FUSED_P))
+    kwargs = _fused_kwargs(draw, len(spec.shape), False)
+    return spec, out, res, bias, nb, p, kwargs, draw(simd_st), draw(threads_st)
+
+
+def _add_operands(res: str, bias: str | None, nb: int, seed: int) -> Callable[[Built], Any]:
+    """residual= and bias= for a built x (and out=residual), deterministically."""
+
+    def extra(built: Built) -> dict[str, Any]:
+        xa = np.asarray(built.x)
+        shape = xa.shape
+        dt = xa.dtype if xa.dtype.kind == "f" or xa.dtype == BF16 else np.dtype(np.float32)
+        kw: dict[str, Any] = {}
+        if res == "strided":
+            big = _finite((*shape, 2), dt, seed)
+            built.buffers.append(big)
+            kw["residual"] = big[..., 1]
+        elif res == "wrong_dtype":
+            kw["residual"] = _finite(shape, np.float64 if dt != np.float64 else np.float32,
+                                     seed)
+        elif res == "wrong_shape":
+            kw["residual"] = _finite((*shape, 1), dt, seed)
+        elif res == "list":
+            kw["residual"] = _finite(shape, np.float64, seed).tolist()
+        else:
+            r = _finite(shape, dt, seed)
+            built.buffers.append(r)
+            kw["residual"] = r
+            if res == "out":
+                kw["out"] = r
+        if bias == "trailing":
+            kw["bias"] = _finite(shape[len(shape) - nb :], dt, seed + 1)
+        elif bias == "scalar":
+            kw["bias"] = _finite((), dt, seed + 1)
+        elif bias == "all":
+            kw["bias"] = _finite(shape, dt, seed + 1)
+        elif bias == "wrong_shape":
+            kw["bias"] = _finite((*shape[len(shape) - nb :], 2), dt, seed + 1)
+        elif bias == "wrong_dtype":
+            kw["bias"] = _finite(shape[len(shape) - nb :], np.float16, seed + 1)
+        for v in kw.values():
+            if isinstance(v, np.ndarray) and not any(v is b for b in built.buffers):
+                built.buffers.append(v)
+        return kw
+
+    return extra
+
+
+@FUZZ
+@given(add_calls())
+def test_fuzz_dropout_add(call: tuple[Any, ...]) -> None:
+    spec, out, res, bias, nb, p, kwargs, simd, threads = call
+    note(f"x={spec}, out={out}, residual={res}, bias={bias}/{nb}, p={p!r}, "
+         f"kwargs={kwargs}, simd={simd}, threads={threads}")
+    extra = _add_operands(res, bias, nb, spec.seed)
+    with kernels(simd, threads):
+        nat = run(fastdropout.dropout_add, spec, out, (), {**kwargs, "p": p}, extra)
+    ref = run(reference.dropout_add, spec, out, (), {**kwargs, "p": p}, extra)
+    compare(nat, ref)
+
+
+@st.composite
+def add_backward_calls(draw: Any) -> tuple[Any, ...]:
+    spec = draw(array_specs(dtypes=FUSED_DTYPES))
+    nb = draw(st.integers(0, len(spec.shape)))
+    bias = draw(st.sampled_from([True, True, "shape", "shape", False, "wrong", "bad"]))
+    how = draw(st.sampled_from(["mask", "mask", "regen", "alpha-mask", "alpha-regen"]))
+    p = draw(st.sampled_from([0.0, 0.3, 0.5, 0.9, 1.0]))
+    mode = draw(st.sampled_from(["inverted", "classic"]))
+    axes = draw(axes_st(len(spec.shape), False)) if draw(st.booleans()) else None
+    return spec, nb, bias, how, p, mode, axes, draw(simd_st), draw(threads_st)
+
+
+@FUZZ
+@given(add_backward_calls())
+def test_fuzz_dropout_add_backward(call: tuple[Any, ...]) -> None:
+    spec, nb, bias, how, p, mode, axes, simd, threads = call
+    note(f"g={spec}, bias={bias}/{nb}, how={how}, p={p}, mode={mode}, axes={axes}")
+    g = build(spec, OutSpec(None)).x
+    shape = np.shape(g)
+    barg: Any = {"shape": shape[len(shape) - nb :], "wrong": (*shape, 3), "bad": "yes"}.get(
+        bias, bias)  # type: ignore[call-overload]
+    kw: dict[str, Any] = {"bias": barg}
+    alpha = how.startswith("alpha")
+    if alpha and p == 1.0:
+        p = 0.5
+    if how.endswith("mask"):
+        x = np.zeros(shape, np.asarray(g).dtype)
+        if alpha:
+            _, m = reference.alpha_dropout(x, p, seed=7, broadcast_axes=axes, return_mask=True)
+        else:
+            _, m = reference.dropout(x, p, mode=mode, seed=7, broadcast_axes=axes,
+                                     return_mask=True)
+        args: tuple[Any, ...] = (m,)
+    else:
+        args = ()
+        kw.update(p=p, seed=7, offset=TWO_64 - 3, broadcast_axes=axes,
+                  mode="alpha" if alpha else mode)
+    outcomes = []
+    for impl, ctx in ((fastdropout, kernels(simd, threads)), (reference, contextlib.nullcontext())):
+        with ctx:
+            try:
+                outcomes.append(impl.dropout_add_backward(g, *args, **kw))
+            except SPEC7 as e:
+                outcomes.append(e)
+    nat, ref = outcomes
+    if isinstance(ref, Exception) or isinstance(nat, Exception):
+        assert type(nat) is type(ref), (nat, ref)
+        assert str(nat) == str(ref)
+        return
+    assert_same(nat[0], ref[0])
+    assert nat[1] is g
+    assert ref[1] is g
+    if ref[2] is None:
+        assert nat[2] is None
+        return
+    e = np.asarray(ref[2]).reshape(-1)
+    a = np.asarray(nat[2]).reshape(-1)
+    nan = np.isnan(e.astype(np.float64)) if e.dtype != BF16 else np.isnan(
+        e.astype(np.float32))
+    assert a.shape == e.shape
+    assert a.dtype == e.dtype
+    assert_same(a[~nan], e[~nan])  # a NaN sum (NaN + NaN) need only be a NaN
+    an = np.isnan(a.astype(np.float32)) if a.dtype == BF16 else np.isnan(a.astype(np.float64))
+    assert np.array_equal(an, nan)

@@ -61,17 +61,30 @@ def assert_same(actual: Any, expected: Any, what: str = "result") -> None:
     a, e = bits(actual).reshape(-1), bits(expected).reshape(-1)
     if not np.array_equal(a, e):
         bad = np.flatnonzero(a != e)
-        raise AssertionError(f"{what}: {bad.size} of {a.size} elements differ, first at "
-                             f"{bad[:5].tolist()}")
+        raise AssertionError(
+            f"{what}: {bad.size} of {a.size} elements differ, first at "
+            f"{bad[:5].tolist()}"
+        )
 
 
 def assert_same_mask(actual: Any, expected: Any) -> None:
     assert actual is not None
     assert expected is not None
-    assert (actual.shape, actual.p, actual.mode, actual.seed, actual.offset,
-            actual.broadcast_axes) == (expected.shape, expected.p, expected.mode,
-                                       expected.seed, expected.offset,
-                                       expected.broadcast_axes)
+    assert (
+        actual.shape,
+        actual.p,
+        actual.mode,
+        actual.seed,
+        actual.offset,
+        actual.broadcast_axes,
+    ) == (
+        expected.shape,
+        expected.p,
+        expected.mode,
+        expected.seed,
+        expected.offset,
+        expected.broadcast_axes,
+    )
     np.testing.assert_array_equal(actual.bits, expected.bits)
 
 
@@ -83,8 +96,10 @@ def data(shape: tuple[int, ...] | int, dtype: Any, seed: int = 0) -> np.ndarray:
     flat = x.reshape(-1)
     if flat.size:
         k = max(1, flat.size // 50)
-        sp = np.array([np.nan, np.inf, -np.inf, -0.0, float(np.finfo(dtype).smallest_subnormal)],
-                      dtype)
+        sp = np.array(
+            [np.nan, np.inf, -np.inf, -0.0, float(np.finfo(dtype).smallest_subnormal)],
+            dtype,
+        )
         flat[rng.integers(0, flat.size, size=k)] = rng.choice(sp, size=k)
     return x
 
@@ -120,8 +135,10 @@ def need_memory(nbytes: int) -> None:
     want = int(nbytes * (1.25 if UNDER_ASAN else 1.0)) + GiB
     have = mem_available()
     if have < want:
-        pytest.skip(f"needs {want / GiB:.1f} GiB of free memory, "
-                    f"MemAvailable is {have / GiB:.1f} GiB")
+        pytest.skip(
+            f"needs {want / GiB:.1f} GiB of free memory, "
+            f"MemAvailable is {have / GiB:.1f} GiB"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -129,12 +146,15 @@ def need_memory(nbytes: int) -> None:
 # --------------------------------------------------------------------------
 
 
-def _overlap_pairs(n: int, dtype: Any
-                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+def _overlap_pairs(
+    n: int, dtype: Any
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """(label, base, x, out): x and out are views of base that partly overlap."""
     big = n > 10_000
     for step in (1, -1) if big else (1, 2, -1, -3):
-        for shift in sorted({-n // 2, 1} if big else {-n + 1, -n // 2, -1, 1, n // 3, n - 1}):
+        for shift in sorted(
+            {-n // 2, 1} if big else {-n + 1, -n // 2, -1, 1, n // 3, n - 1}
+        ):
             span = (n - 1) * abs(step) + 1
             length = span + n + abs(shift) + 4
             base = data(length, dtype, seed=abs(shift) * 7 + step + 100)
@@ -143,21 +163,31 @@ def _overlap_pairs(n: int, dtype: Any
             start = lo + shift if step > 0 else lo + span - n + shift
             start = min(max(start, 0), length - n)
             out = base[start : start + n]
-            if np.shares_memory(x, out) and not (x.ctypes.data == out.ctypes.data
-                                                 and x.strides == out.strides):
+            if np.shares_memory(x, out) and not (
+                x.ctypes.data == out.ctypes.data and x.strides == out.strides
+            ):
                 yield f"step{step}-shift{shift}", base, x, out
 
 
 CALLS: list[tuple[str, Callable[..., Any]]] = [
     ("dropout", lambda m, x, **k: m.dropout(x, 0.4, seed=11, offset=TWO_64 - 5, **k)),
     ("classic", lambda m, x, **k: m.dropout(x, 0.7, mode="classic", seed=12, **k)),
-    ("eval-classic", lambda m, x, **k: m.dropout(x, 0.3, training=False, mode="classic", **k)),
+    (
+        "eval-classic",
+        lambda m, x, **k: m.dropout(x, 0.3, training=False, mode="classic", **k),
+    ),
     ("eval", lambda m, x, **k: m.dropout(x, 0.3, training=False, **k)),
     ("p=1", lambda m, x, **k: m.dropout(x, 1.0, seed=2, **k)),
-    ("broadcast", lambda m, x, **k: m.dropout(x.reshape(-1, 5) if x.size % 5 == 0 else x,
-                                               0.5, seed=13, broadcast_axes=-1,
-                                               **{a: (b.reshape(-1, 5) if x.size % 5 == 0
-                                                      else b) for a, b in k.items()})),
+    (
+        "broadcast",
+        lambda m, x, **k: m.dropout(
+            x.reshape(-1, 5) if x.size % 5 == 0 else x,
+            0.5,
+            seed=13,
+            broadcast_axes=-1,
+            **{a: (b.reshape(-1, 5) if x.size % 5 == 0 else b) for a, b in k.items()},
+        ),
+    ),
     ("regen", lambda m, x, **k: m.dropout_backward(x, p=0.25, seed=14, offset=3, **k)),
 ]
 
@@ -171,10 +201,20 @@ def test_out_overlapping_x(n: int, dtype: Any) -> None:
         for name, call in CALLS:
             for impl in (fastdropout, reference):
                 b = base.copy()
-                xv = np.ndarray(x.shape, x.dtype, b.data, x.ctypes.data - base.ctypes.data,
-                                x.strides)
-                ov = np.ndarray(out.shape, out.dtype, b.data,
-                                out.ctypes.data - base.ctypes.data, out.strides)
+                xv = np.ndarray(
+                    x.shape,
+                    x.dtype,
+                    b.data,
+                    x.ctypes.data - base.ctypes.data,
+                    x.strides,
+                )
+                ov = np.ndarray(
+                    out.shape,
+                    out.dtype,
+                    b.data,
+                    out.ctypes.data - base.ctypes.data,
+                    out.strides,
+                )
                 expected = call(reference, np.array(xv))
                 result = call(impl, xv, out=ov)
                 where = f"{impl.__name__} {name} {label}"
@@ -197,7 +237,9 @@ def test_out_overlapping_x_backward_with_mask() -> None:
         base[lo : lo + x.size] = x
         g = base[lo : lo + x.size]
         out = base[lo + shift : lo + shift + x.size]
-        assert_same(fastdropout.dropout_backward(g, mask, out=out), expected, f"{shift}")
+        assert_same(
+            fastdropout.dropout_backward(g, mask, out=out), expected, f"{shift}"
+        )
 
 
 def test_out_overlapping_transposed_x() -> None:
@@ -208,8 +250,9 @@ def test_out_overlapping_transposed_x() -> None:
         for x in (base.T, base[:, ::-1], base[::-1], base[::-1, ::-1].T):
             b = base.copy()
             expected = reference.dropout(np.array(x), 0.5, seed=4)
-            xv = np.ndarray(x.shape, x.dtype, b.data, x.ctypes.data - base.ctypes.data,
-                            x.strides)
+            xv = np.ndarray(
+                x.shape, x.dtype, b.data, x.ctypes.data - base.ctypes.data, x.strides
+            )
             result = fastdropout.dropout(xv, 0.5, seed=4, out=b)
             assert result is b
             assert_same(result, expected)
@@ -228,14 +271,23 @@ def _thread_job(i: int) -> list[np.ndarray]:
     n = BIG + 1000 * i if i % 2 == 0 else 3001 + i
     x = data(n, dtype, seed=i)
     out: list[np.ndarray] = []
-    y, m = fastdropout.dropout(x, 0.3, seed=i, offset=TWO_64 - 1 - 100 * i, return_mask=True)
+    y, m = fastdropout.dropout(
+        x, 0.3, seed=i, offset=TWO_64 - 1 - 100 * i, return_mask=True
+    )
     out += [y, m.bits]
     out.append(fastdropout.dropout_backward(x, m))
-    out.append(fastdropout.dropout_backward(x, p=0.3, seed=i, offset=TWO_64 - 1 - 100 * i))
+    out.append(
+        fastdropout.dropout_backward(x, p=0.3, seed=i, offset=TWO_64 - 1 - 100 * i)
+    )
     out.append(fastdropout.dropout(x, 0.6, mode="classic", seed=i + 1000))
     x4 = data((2, 3, 5, 1 + i), dtype, seed=i)
-    ys, ms = fastdropout.spatial_dropout(x4, 0.5, seed=i, return_mask=True,
-                                         data_format=("channels_first", "channels_last")[i % 2])
+    ys, ms = fastdropout.spatial_dropout(
+        x4,
+        0.5,
+        seed=i,
+        return_mask=True,
+        data_format=("channels_first", "channels_last")[i % 2],
+    )
     out += [ys, ms.bits, fastdropout.dropout_backward(x4, ms)]
     y2 = x.copy()
     fastdropout.dropout(y2, 0.1, seed=i, out=y2)
@@ -295,7 +347,10 @@ def test_shared_inputs_across_threads() -> None:
 
     def job(i: int) -> list[np.ndarray]:
         del i
-        return [fastdropout.dropout(x, 0.5, seed=77), fastdropout.dropout_backward(x, mask)]
+        return [
+            fastdropout.dropout(x, 0.5, seed=77),
+            fastdropout.dropout_backward(x, mask),
+        ]
 
     for got in _run_threads(job, 8):
         assert_same(got[0], y)
@@ -342,8 +397,10 @@ def test_thread_pool_executor() -> None:
         _assert_all_same(got, serial)
         # nested: a pool task submitting to another pool
         with ThreadPoolExecutor(max_workers=4) as inner:
-            futs = [pool.submit(lambda j: list(inner.map(_thread_job, [j, j + 1])), j)
-                    for j in range(0, 8, 2)]
+            futs = [
+                pool.submit(lambda j: list(inner.map(_thread_job, [j, j + 1])), j)
+                for j in range(0, 8, 2)
+            ]
             for j, f in zip(range(0, 8, 2), futs):
                 _assert_all_same(f.result(), serial[j : j + 2])
 
@@ -360,8 +417,15 @@ def no_forced_switching() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-GIL_CALLS = ["dropout", "dropout with mask", "broadcast_axes", "backward (mask)",
-             "backward (regenerated)", "_core.forward", "_core.backward_mask"]
+GIL_CALLS = [
+    "dropout",
+    "dropout with mask",
+    "broadcast_axes",
+    "backward (mask)",
+    "backward (regenerated)",
+    "_core.forward",
+    "_core.backward_mask",
+]
 
 
 def _gil_call(case: str, x: np.ndarray, y: np.ndarray, mask: Any) -> Any:
@@ -381,8 +445,9 @@ def _gil_call(case: str, x: np.ndarray, y: np.ndarray, mask: Any) -> Any:
     return _core.backward_mask(x, y, mask.bits, 2.0, True, ())
 
 
-def _other_thread_ran_during_call(case: str, x: np.ndarray, y: np.ndarray,
-                                  mask: Any) -> bool:
+def _other_thread_ran_during_call(
+    case: str, x: np.ndarray, y: np.ndarray, mask: Any
+) -> bool:
     state = ["before"]
     seen: list[str] = []
     go = threading.Event()
@@ -414,8 +479,9 @@ def test_gil_released_while_kernels_run(case: str) -> None:
     y = np.empty_like(x)
     _, mask = fastdropout.dropout(x, 0.5, seed=1, return_mask=True)
     attempts = 25
-    assert any(_other_thread_ran_during_call(case, x, y, mask) for _ in range(attempts)), (
-        f"{case} did not release the GIL in {attempts} attempts")
+    assert any(
+        _other_thread_ran_during_call(case, x, y, mask) for _ in range(attempts)
+    ), f"{case} did not release the GIL in {attempts} attempts"
 
 
 # --------------------------------------------------------------------------
@@ -425,17 +491,50 @@ def test_gil_released_while_kernels_run(case: str) -> None:
 
 def _sample_indices(n: int, extra: tuple[int, ...] = ()) -> np.ndarray:
     rng = np.random.default_rng(n)
-    edges = [0, 1, 63, 64, 65, n // 2 - 1, n // 2, n // 2 + 1, TWO_31 - 2, TWO_31 - 1,
-             TWO_31, TWO_31 + 1, TWO_31 + 63, TWO_31 + 64, TWO_32 - 1, TWO_32, TWO_32 + 1,
-             n - 65, n - 64, n - 9, n - 8, n - 2, n - 1, *extra]
-    idx = np.concatenate([np.array([e for e in edges if 0 <= e < n], np.int64),
-                          rng.integers(0, n, size=4000),
-                          rng.integers(max(0, n - (1 << 22)), n, size=1000)])
+    edges = [
+        0,
+        1,
+        63,
+        64,
+        65,
+        n // 2 - 1,
+        n // 2,
+        n // 2 + 1,
+        TWO_31 - 2,
+        TWO_31 - 1,
+        TWO_31,
+        TWO_31 + 1,
+        TWO_31 + 63,
+        TWO_31 + 64,
+        TWO_32 - 1,
+        TWO_32,
+        TWO_32 + 1,
+        n - 65,
+        n - 64,
+        n - 9,
+        n - 8,
+        n - 2,
+        n - 1,
+        *extra,
+    ]
+    idx = np.concatenate(
+        [
+            np.array([e for e in edges if 0 <= e < n], np.int64),
+            rng.integers(0, n, size=4000),
+            rng.integers(max(0, n - (1 << 22)), n, size=1000),
+        ]
+    )
     return np.unique(idx)
 
 
-def _check_samples(y: np.ndarray, xvals: np.ndarray, idx: np.ndarray, keep: np.ndarray,
-                   scale: Any, what: str) -> None:
+def _check_samples(
+    y: np.ndarray,
+    xvals: np.ndarray,
+    idx: np.ndarray,
+    keep: np.ndarray,
+    scale: Any,
+    what: str,
+) -> None:
     with np.errstate(all="ignore"):
         expected = np.where(keep, xvals * scale, y.dtype.type(0))
     got = y.reshape(-1)[idx]
@@ -465,7 +564,9 @@ def test_huge_in_place_past_2_31() -> None:
     s = np.float16(1 / (1 - p))
     x = np.full(n, np.float16(1.5))
     xvals = _plant(x, idx)
-    y, mask = fastdropout.dropout(x, p, seed=seed, offset=offset, out=x, return_mask=True)
+    y, mask = fastdropout.dropout(
+        x, p, seed=seed, offset=offset, out=x, return_mask=True
+    )
     assert y is x
     assert mask.bits.size == (n + 7) // 8
     assert mask.shape == (n,)
@@ -510,13 +611,17 @@ def test_huge_in_place_past_2_32() -> None:
     keep = reference.keep(seed, offset, idx, p)
     x = np.full(n, np.float16(-2.25))
     xvals = _plant(x, idx)
-    y, mask = fastdropout.dropout(x, p, seed=seed, offset=offset, out=x, return_mask=True)
+    y, mask = fastdropout.dropout(
+        x, p, seed=seed, offset=offset, out=x, return_mask=True
+    )
     assert y is x
     np.testing.assert_array_equal(_mask_bit(mask, idx), keep)
     _check_samples(x, xvals, idx, keep, np.float16(2.0), "forward in place")
 
 
-def _mask_index(idx: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+def _mask_index(
+    idx: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]
+) -> np.ndarray:
     coords = list(np.unravel_index(idx, shape))
     mshape = tuple(1 if a in axes else s for a, s in enumerate(shape))
     for a in axes:
@@ -524,11 +629,15 @@ def _mask_index(idx: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) 
     return np.ravel_multi_index(tuple(coords), mshape).astype(np.int64)
 
 
-@pytest.mark.parametrize(("shape", "call"), [
-    ((2, 3, (TWO_31 // 6) + 11), "channels_first"),   # one decision per long run
-    ((2, (TWO_31 // 10) + 7, 5), "channels_last"),    # short channel vectors, tiled
-    ((3, (TWO_31 // 3) // 70_001 + 1, 70_001), "axes1"),  # long channel vectors
-], ids=["channels_first", "channels_last", "broadcast_axes1"])
+@pytest.mark.parametrize(
+    ("shape", "call"),
+    [
+        ((2, 3, (TWO_31 // 6) + 11), "channels_first"),  # one decision per long run
+        ((2, (TWO_31 // 10) + 7, 5), "channels_last"),  # short channel vectors, tiled
+        ((3, (TWO_31 // 3) // 70_001 + 1, 70_001), "axes1"),  # long channel vectors
+    ],
+    ids=["channels_first", "channels_last", "broadcast_axes1"],
+)
 def test_huge_spatial_past_2_31(shape: tuple[int, ...], call: str) -> None:
     n = math.prod(shape)
     assert n > TWO_31
@@ -540,11 +649,13 @@ def test_huge_spatial_past_2_31(shape: tuple[int, ...], call: str) -> None:
     xvals = _plant(x, idx)
     keep = reference.keep(seed, offset, _mask_index(idx, shape, axes), p)
     if call == "axes1":
-        y, mask = fastdropout.dropout(x, p, seed=seed, offset=offset, broadcast_axes=1,
-                                      out=x, return_mask=True)
+        y, mask = fastdropout.dropout(
+            x, p, seed=seed, offset=offset, broadcast_axes=1, out=x, return_mask=True
+        )
     else:
-        y, mask = fastdropout.spatial_dropout(x, p, seed=seed, offset=offset, out=x,
-                                              data_format=call, return_mask=True)
+        y, mask = fastdropout.spatial_dropout(
+            x, p, seed=seed, offset=offset, out=x, data_format=call, return_mask=True
+        )
     assert y is x
     assert mask.broadcast_axes == axes
     _check_samples(x, xvals, idx, keep, np.float16(2.0), call)
@@ -564,32 +675,42 @@ def test_offset_wraps_past_2_64(k: int, dtype: Any) -> None:
     n = k + 150_000 + 17  # several OpenMP chunks after the wrap
     x = data(n, dtype, seed=k)
     seed = 0xFEEDFACE_CAFEBEEF
-    y, mask = fastdropout.dropout(x, 0.5, seed=seed, offset=TWO_64 - k, return_mask=True)
+    y, mask = fastdropout.dropout(
+        x, 0.5, seed=seed, offset=TWO_64 - k, return_mask=True
+    )
     yr, mr = reference.dropout(x, 0.5, seed=seed, offset=TWO_64 - k, return_mask=True)
     assert_same(y, yr)
     assert_same_mask(mask, mr)
     assert_same(y[k:], fastdropout.dropout(x[k:], 0.5, seed=seed, offset=0))
     assert_same(y[:k], fastdropout.dropout(x[:k], 0.5, seed=seed, offset=TWO_64 - k))
     keep = mask.to_bool()
-    np.testing.assert_array_equal(keep, reference.keep(seed, TWO_64 - k, np.arange(n), 0.5))
+    np.testing.assert_array_equal(
+        keep, reference.keep(seed, TWO_64 - k, np.arange(n), 0.5)
+    )
     # the decisions are Philox words compared with the threshold (p=0.5: 2**31)
     j = (TWO_64 - k + np.arange(min(n, 2 * k + 8), dtype=object)) % TWO_64
     for i in range(0, len(j), max(1, len(j) // 64)):
         b, w = divmod(int(j[i]), 4)
-        word = _core.philox(b & 0xFFFFFFFF, b >> 32, 0, 0, seed & 0xFFFFFFFF, seed >> 32)[w]
+        word = _core.philox(
+            b & 0xFFFFFFFF, b >> 32, 0, 0, seed & 0xFFFFFFFF, seed >> 32
+        )[w]
         assert keep[i] == (word >= TWO_31), i
     # backward regenerated across the wrap
-    assert_same(fastdropout.dropout_backward(x, p=0.5, seed=seed, offset=TWO_64 - k),
-                reference.dropout_backward(x, mr))
+    assert_same(
+        fastdropout.dropout_backward(x, p=0.5, seed=seed, offset=TWO_64 - k),
+        reference.dropout_backward(x, mr),
+    )
 
 
 def test_offset_wraps_with_broadcast_axes_and_layers() -> None:
     x = data((7, 5, 3), np.float32, seed=1)
     for axes in (0, 1, 2, (0, 2)):
-        y, m = fastdropout.dropout(x, 0.3, seed=5, offset=TWO_64 - 4, broadcast_axes=axes,
-                                   return_mask=True)
-        yr, mr = reference.dropout(x, 0.3, seed=5, offset=TWO_64 - 4, broadcast_axes=axes,
-                                   return_mask=True)
+        y, m = fastdropout.dropout(
+            x, 0.3, seed=5, offset=TWO_64 - 4, broadcast_axes=axes, return_mask=True
+        )
+        yr, mr = reference.dropout(
+            x, 0.3, seed=5, offset=TWO_64 - 4, broadcast_axes=axes, return_mask=True
+        )
         assert_same(y, yr)
         assert_same_mask(m, mr)
     layer = fastdropout.Dropout(0.5, seed=3)
@@ -619,24 +740,33 @@ def _rss() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _one_round(x: np.ndarray, x4: np.ndarray, out: np.ndarray, layer: Any,
-               slayer: Any, bad_bits: np.ndarray) -> None:
+def _one_round(
+    x: np.ndarray,
+    x4: np.ndarray,
+    out: np.ndarray,
+    layer: Any,
+    slayer: Any,
+    bad_bits: np.ndarray,
+) -> None:
     _, m = fastdropout.dropout(x, 0.5, seed=1, return_mask=True)
     fastdropout.dropout_backward(x, m)
     fastdropout.dropout_backward(x, m, out=out)
     fastdropout.dropout_backward(x, p=0.5, seed=1, offset=5)
     fastdropout.dropout(x, 0.5, seed=2, broadcast_axes=0, out=out)
     fastdropout.dropout(x, 0.5, training=False, mode="classic")
-    fastdropout.spatial_dropout(x4, 0.5, seed=3, return_mask=True,
-                                data_format="channels_last")
+    fastdropout.spatial_dropout(
+        x4, 0.5, seed=3, return_mask=True, data_format="channels_last"
+    )
     layer.backward(layer(x))
     slayer.backward(slayer(x4))
     m.to_bool()
     # error paths, in Python and in the core
-    for bad in (lambda: fastdropout.dropout(x, 2.0),
-                lambda: fastdropout.dropout(bad_bits, 0.5),
-                lambda: _core.forward(x, out, 1, 0, 0, 1.0, True, bad_bits, ()),
-                lambda: _core.forward(x, x[::-1], 1, 0, 0, 1.0, True, None, ())):
+    for bad in (
+        lambda: fastdropout.dropout(x, 2.0),
+        lambda: fastdropout.dropout(bad_bits, 0.5),
+        lambda: _core.forward(x, out, 1, 0, 0, 1.0, True, bad_bits, ()),
+        lambda: _core.forward(x, x[::-1], 1, 0, 0, 1.0, True, None, ()),
+    ):
         with contextlib.suppress(ValueError, TypeError):
             bad()
 
@@ -685,8 +815,11 @@ def _child_work(conn: Any, n_threads: int) -> None:
         y, m = fastdropout.dropout(x, 0.3, seed=8, offset=TWO_64 - 9, return_mask=True)
         yr, mr = reference.dropout(x, 0.3, seed=8, offset=TWO_64 - 9, return_mask=True)
         g = fastdropout.dropout_backward(x, p=0.3, seed=8, offset=TWO_64 - 9)
-        ok = (np.array_equal(bits(y), bits(yr)) and np.array_equal(m.bits, mr.bits)
-              and np.array_equal(bits(g), bits(reference.dropout_backward(x, mr))))
+        ok = (
+            np.array_equal(bits(y), bits(yr))
+            and np.array_equal(m.bits, mr.bits)
+            and np.array_equal(bits(g), bits(reference.dropout_backward(x, mr)))
+        )
         conn.send(("ok" if ok else "mismatch", fastdropout.get_num_threads()))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         conn.send(("error", repr(e)))
@@ -724,8 +857,10 @@ def _use_openmp_pool(n: int) -> None:
         fastdropout.dropout(x, 0.5, seed=1, out=x)
 
 
-needs_fork = pytest.mark.skipif("fork" not in mp.get_all_start_methods(),
-                                reason="no fork start method on this platform")
+needs_fork = pytest.mark.skipif(
+    "fork" not in mp.get_all_start_methods(),
+    reason="no fork start method on this platform",
+)
 
 
 @needs_fork
@@ -754,8 +889,13 @@ t.fastdropout.set_num_threads(1)
 t.fastdropout.dropout(t.np.ones(10**6, t.np.float32), 0.5, seed=1)  # serial
 print(*t._run_child("fork", 2))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "ok", proc.stdout
 
@@ -786,27 +926,45 @@ def _absurd(case: str) -> Any:
         "2**46 elements": lambda: fd.dropout(bt(np.float32(1), (2**46,)), 0.5, seed=1),
         "4 EiB": lambda: fd.dropout(bt(np.float64(1), (2**29, 2**30)), 0.5, seed=1),
         "evaluation": lambda: fd.dropout(huge, 0.5, training=False),
-        "classic evaluation": lambda: fd.dropout(huge, 0.5, training=False,
-                                                 mode="classic"),
-        "broadcast_axes": lambda: fd.dropout(huge16, 0.5, seed=1, broadcast_axes=(1, 2)),
+        "classic evaluation": lambda: fd.dropout(
+            huge, 0.5, training=False, mode="classic"
+        ),
+        "broadcast_axes": lambda: fd.dropout(
+            huge16, 0.5, seed=1, broadcast_axes=(1, 2)
+        ),
         "backward": lambda: fd.dropout_backward(huge, p=0.5, seed=1),
         "spatial": lambda: fd.spatial_dropout(huge16, 0.5, seed=1),
         "spatial channels_last": lambda: fd.spatial_dropout(
-            huge16, 0.5, seed=1, data_format="channels_last"),
+            huge16, 0.5, seed=1, data_format="channels_last"
+        ),
         "layer": lambda: fd.Dropout(0.5, seed=1)(huge),
         "spatial layer": lambda: fd.SpatialDropout(0.5, seed=1)(huge16),
-        "empty x, huge mask": lambda: fd.dropout(empty_wide, 0.5, seed=1,
-                                                 broadcast_axes=0),
+        "empty x, huge mask": lambda: fd.dropout(
+            empty_wide, 0.5, seed=1, broadcast_axes=0
+        ),
         "empty x, huge mask, backward": lambda: fd.dropout_backward(
-            empty_wide, p=0.5, seed=1, broadcast_axes=0),
+            empty_wide, p=0.5, seed=1, broadcast_axes=0
+        ),
     }
     return calls[case]
 
 
-ABSURD = ["dropout", "return_mask", "2**46 elements", "4 EiB", "evaluation",
-          "classic evaluation", "broadcast_axes", "backward", "spatial",
-          "spatial channels_last", "layer", "spatial layer", "empty x, huge mask",
-          "empty x, huge mask, backward"]
+ABSURD = [
+    "dropout",
+    "return_mask",
+    "2**46 elements",
+    "4 EiB",
+    "evaluation",
+    "classic evaluation",
+    "broadcast_axes",
+    "backward",
+    "spatial",
+    "spatial channels_last",
+    "layer",
+    "spatial layer",
+    "empty x, huge mask",
+    "empty x, huge mask, backward",
+]
 
 
 @pytest.mark.parametrize("case", ABSURD)
@@ -816,14 +974,18 @@ def test_absurd_sizes_raise(case: str) -> None:
     except OSError:
         overcommit = "0"
     if overcommit == "1":
-        pytest.skip("vm.overcommit_memory=1: huge allocations succeed and fail "
-                    "later, when touched")
+        pytest.skip(
+            "vm.overcommit_memory=1: huge allocations succeed and fail "
+            "later, when touched"
+        )
     with pytest.raises((MemoryError, ValueError)):
         _absurd(case)()
 
 
 @pytest.mark.skipif(UNDER_ASAN, reason="ASan needs an unlimited address space")
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and rlimits")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="uses /proc and rlimits"
+)
 def test_absurd_thread_count_does_not_kill_the_interpreter() -> None:
     """set_num_threads(1024) on a small machine, in a process whose address space
     is limited (ulimit -v, as on many clusters) to 1 GiB more than it uses: the
@@ -856,8 +1018,14 @@ else:
     want[0] = 0
     print("ok" if np.array_equal(x[idx], want) else "mismatch")
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, (
-        f"the interpreter died (exit status {proc.returncode}): {proc.stderr.strip()}")
+        f"the interpreter died (exit status {proc.returncode}): {proc.stderr.strip()}"
+    )
     assert proc.stdout.split()[0] in ("ok", "raised"), proc.stdout

@@ -3,7 +3,8 @@
 
 Runs a fixed set of small dropout problems (every dtype, both modes, dense,
 broadcast and spatial, forward and backward, offsets that wrap at 2**64, one
-array big enough for the threaded path) and checks, bit for bit:
+array big enough for the threaded path; bfloat16 when ml_dtypes is installed,
+alpha dropout and dropout_add with grad_bias) and checks, bit for bit:
 
   * native results == ``fastdropout.reference`` (pure NumPy), at every SIMD level
     the (emulated) CPU supports;
@@ -46,8 +47,21 @@ TWO_64 = 1 << 64
 # ---- the fixed problems ---------------------------------------------------------------
 
 
+def _bfloat16(np: Any) -> Any:
+    """numpy.dtype(ml_dtypes.bfloat16), or None without ml_dtypes."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def _inputs(np: Any, dtype: Any, shape: tuple[int, ...], salt: int) -> Any:
-    """Exact dyadic values (same bits on every CPU) plus IEEE specials."""
+    """Exact dyadic values (same bits on every CPU) plus IEEE specials; bfloat16:
+    the float32 values rounded by ml_dtypes (software, the same everywhere)."""
+    bf16 = _bfloat16(np)
+    if bf16 is not None and np.dtype(dtype) == bf16:
+        return _inputs(np, np.float32, shape, salt).astype(bf16)
     rng = np.random.default_rng(20240601 + salt)
     n = int(np.prod(shape))
     x = (rng.integers(-(2**11), 2**11, size=n) * 2.0**-7).astype(dtype)
@@ -117,6 +131,85 @@ def _cases(np: Any) -> list[tuple[str, Callable[[Any], dict[str, Any]]]]:
     salt += 2
     cases.append(("threads2-float32-131077", dense(np.float32, (131077,), 0.5,
                                                    "inverted", 77, 11, None, salt)))
+    cases += _fused_cases(np, dense, spatial, salt)
+    return cases
+
+
+def _fused_cases(np: Any, dense: Callable[..., Any], spatial: Callable[..., Any],
+                 salt: int) -> list[tuple[str, Callable[[Any], dict[str, Any]]]]:
+    """bfloat16 (when ml_dtypes is installed), alpha dropout and dropout_add."""
+    cases: list[tuple[str, Callable[[Any], dict[str, Any]]]] = []
+    bf16 = _bfloat16(np)
+
+    def values(dt: Any, shape: tuple[int, ...], s: int) -> Any:
+        return _inputs(np, dt, shape, s)
+
+    def alpha(dt: Any, shape: tuple[int, ...], p: float, seed: int, offset: int,
+              axes: tuple[int, ...] | None, s: int) -> Callable[[Any], Any]:
+        def run(fd: Any) -> dict[str, Any]:
+            x = values(dt, shape, s)
+            y, m = fd.alpha_dropout(x, p, seed=seed, offset=offset, broadcast_axes=axes,
+                                    return_mask=True)
+            g = values(dt, shape, s + 1)
+            return {"y": y, "bits": m.bits, "grad_mask": fd.dropout_backward(g, m),
+                    "grad_regen": fd.dropout_backward(g, p=p, mode="alpha", seed=seed,
+                                                      offset=offset, broadcast_axes=axes)}
+        return run
+
+    def add(dt: Any, shape: tuple[int, ...], p: float, mode: str, seed: int, offset: int,
+            axes: tuple[int, ...] | None, with_bias: bool, s: int) -> Callable[[Any], Any]:
+        def run(fd: Any) -> dict[str, Any]:
+            x = values(dt, shape, s)
+            # residual's specials do not meet x's (NaN + NaN's payload is not fixed)
+            r = np.roll(values(dt, shape, s + 1).reshape(-1), 3).reshape(shape)
+            b = None
+            if with_bias:  # finite: no Inf - Inf in x + bias
+                b = (np.arange(shape[-1]) * 0.125 - 2.0).astype(np.float32).astype(x.dtype)
+            y, m = fd.dropout_add(x, r, p, bias=b, mode=mode, seed=seed, offset=offset,
+                                  broadcast_axes=axes, return_mask=True)
+            g = values(dt, shape, s + 2)
+            gx, _, gb = fd.dropout_add_backward(g, m, bias=with_bias)
+            out = {"y": y, "bits": m.bits, "grad_x": gx,
+                   "eval": fd.dropout_add(x, r, p, bias=b, mode=mode, training=False)}
+            if gb is not None:
+                out["grad_bias"] = gb
+            return out
+        return run
+
+    if bf16 is not None:
+        for mode in ("inverted", "classic"):
+            for shape, p, seed, offset in (((37, 61), 0.5, 12345, 0),
+                                           ((3, 5, 67), 1.0 / 3.0, 0, 2**64 - 3)):
+                salt += 2
+                cases.append((f"dense-bfloat16-{mode}-{'x'.join(map(str, shape))}",
+                              dense(bf16, shape, p, mode, seed, offset, None, salt)))
+        salt += 2
+        cases.append(("bcast-bfloat16-6x333-axes0",
+                      dense(bf16, (6, 333), 0.25, "inverted", 99, 64, (0,), salt)))
+        salt += 2
+        cases.append(("spatial-bfloat16-channels_last",
+                      spatial(bf16, (2, 3, 7, 5), "channels_last", 0.5, "inverted", 4242,
+                              3, salt)))
+    alpha_dtypes = [np.float16, np.float32, np.float64] + ([bf16] if bf16 is not None else [])
+    for dt in alpha_dtypes:
+        name = np.dtype(dt).name
+        salt += 2
+        cases.append((f"alpha-{name}-4097", alpha(dt, (4097,), 0.1, 2**64 - 1, 5, None, salt)))
+        salt += 2
+        cases.append((f"feature-alpha-{name}-2x5x3x7",
+                      alpha(dt, (2, 5, 3, 7), 0.3, 8, 2**64 - 3, (2, 3), salt)))
+    for dt in alpha_dtypes:
+        name = np.dtype(dt).name
+        for mode in ("inverted", "classic"):
+            salt += 3
+            cases.append((f"add-{name}-{mode}-37x61-bias",
+                          add(dt, (37, 61), 0.5, mode, 12345, 7, None, True, salt)))
+        salt += 3
+        cases.append((f"add-{name}-bcast-3x5x67",
+                      add(dt, (3, 5, 67), 0.25, "inverted", 3, 2**64 - 3, (1,), True, salt)))
+    salt += 3
+    cases.append(("add-threads2-float32-512x257",
+                  add(np.float32, (512, 257), 0.5, "inverted", 77, 11, None, True, salt)))
     return cases
 
 

@@ -39,13 +39,18 @@ void register_runtime(py::module_& m) {
             throw py::value_error(e.what());
         }
     }, "Switch the active level (tests).");
+    default_num_threads();  // note OpenMP's setting now, before anyone changes it
     m.def("set_num_threads", [](int n) {
-        if (n < 1) {
-            throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
+        if (n < 0 || n > max_num_threads()) {
+            throw py::value_error("n must be in [1, " + std::to_string(max_num_threads()) +
+                                  "] (or 0 for the default), got " + std::to_string(n));
         }
         set_num_threads(n);
-    }, "Threads for large arrays.");
-    m.def("get_num_threads", &get_num_threads, "Threads used for large arrays.");
+    }, "At most n threads (also OpenMP's setting of the calling thread); 0: the default.");
+    m.def("get_num_threads", &get_num_threads, "Threads a large call from this thread uses.");
+    m.def("_max_num_threads", &max_num_threads, "The largest team set_num_threads takes.");
+    m.def("_default_num_threads", &default_num_threads, "OpenMP's setting at import.");
+    m.def("_last_team_size", &last_team_size, "Threads of the last large kernel call.");
     m.def("has_openmp", &has_openmp, "Whether this build uses OpenMP.");
     m.def("_stream_copy", [](const py::array& src, const py::array& dst) {
         require_c_contiguous(src, "src");

@@ -46,7 +46,9 @@ constexpr std::size_t kExpandMaxRun = 64;
 // A team is never larger than this many threads per processor: the kernels are
 // memory-bound, and GNU libgomp terminates the process (rather than failing the
 // call) when it cannot create the threads of an absurd team.
+// (At least kMinTeamCap, so that tests of odd team sizes run on small machines.)
 constexpr int kMaxThreadsPerProc = 4;
+constexpr int kMinTeamCap = 16;
 
 // GNU libgomp's thread pool does not survive fork(): a child that enters a parallel
 // region after its parent ran one waits forever for threads that were not copied.
@@ -74,14 +76,20 @@ int max_team() {
 #if defined(FASTDROPOUT_OPENMP)
     // libgomp's omp_get_num_procs() asks the kernel for the affinity mask on every
     // call (~0.25 us, as much as a whole small-array call): read it once.
-    static const int team = std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc;
+    static const int team =
+        std::max(kMinTeamCap, std::max(1, omp_get_num_procs()) * kMaxThreadsPerProc);
     return team;
 #else
     return 1;
 #endif
 }
 
-int default_threads() {
+// The thread count: OpenMP's setting for the calling thread (omp_get_max_threads,
+// which threadpoolctl and OMP_NUM_THREADS change), read on every large call (a
+// thread-local read in libgomp and libomp), capped by set_num_threads(n) when
+// that was called (0: not set). set_num_threads also calls omp_set_num_threads,
+// so threadpoolctl sees it and a threadpool_limits() block inside still lowers it.
+int openmp_threads() {
 #if defined(FASTDROPOUT_OPENMP)
     return std::max(1, omp_get_max_threads());
 #else
@@ -89,10 +97,20 @@ int default_threads() {
 #endif
 }
 
-std::atomic<int>& thread_setting() {
-    static std::atomic<int> n{default_threads()};
+// OpenMP's setting before fastdropout changed it: what set_num_threads(None)
+// gives back to the calling thread.
+int initial_openmp_threads() {
+    static const int n = openmp_threads();
     return n;
 }
+
+std::atomic<int>& thread_setting() {
+    static std::atomic<int> n{0};
+    return n;
+}
+
+// Team size of the last parallel_chunks call (tests: the threads that really ran).
+std::atomic<int> g_last_team{1};
 
 // How many chunks (threads) to use for n elements; reads the setting once.
 std::size_t plan_threads(std::size_t n) {
@@ -115,6 +133,7 @@ void parallel_chunks(std::size_t n, std::size_t nt, const Body& body) {
         return;
     }
     if (nt <= 1) {
+        g_last_team.store(1, std::memory_order_relaxed);
         body(std::size_t{0}, std::size_t{0}, n);
         return;
     }
@@ -126,6 +145,9 @@ void parallel_chunks(std::size_t n, std::size_t nt, const Body& body) {
     }
 #pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(static, 1)
     for (long long t = 0; t < static_cast<long long>(nt); ++t) {
+        if (t == 0) {
+            g_last_team.store(omp_get_num_threads(), std::memory_order_relaxed);
+        }
         const std::size_t begin = static_cast<std::size_t>(t) * chunk;
         if (begin < n) {
             body(static_cast<std::size_t>(t), begin, std::min(n, begin + chunk));
@@ -344,18 +366,33 @@ void set_stream_threshold(std::size_t bytes) {
                                                                       : bytes);
 }
 
-void set_num_threads(int n) { thread_setting().store(std::max(1, n)); }
+void set_num_threads(int n) {
+    initial_openmp_threads();  // remember OpenMP's own setting before changing it
+    const int v = n > 0 ? std::min(n, max_num_threads()) : 0;
+    thread_setting().store(v);
+#if defined(FASTDROPOUT_OPENMP)
+    omp_set_num_threads(v > 0 ? v : initial_openmp_threads());
+#endif
+}
 
 int get_num_threads() {
 #if defined(FASTDROPOUT_OPENMP)
     if (g_serial_after_fork.load(std::memory_order_relaxed)) {
         return 1;
     }
-    return thread_setting().load();
+    const int set = thread_setting().load(std::memory_order_relaxed);
+    const int omp = openmp_threads();
+    return std::min(set > 0 ? std::min(set, omp) : omp, max_team());
 #else
     return 1;
 #endif
 }
+
+int max_num_threads() { return max_team(); }
+
+int default_num_threads() { return std::min(initial_openmp_threads(), max_team()); }
+
+int last_team_size() { return g_last_team.load(std::memory_order_relaxed); }
 
 bool has_openmp() {
 #if defined(FASTDROPOUT_OPENMP)

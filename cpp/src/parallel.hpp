@@ -11,8 +11,17 @@
 
 namespace fastdropout {
 
+// n > 0: at most n threads (capped at max_num_threads()); n <= 0: back to OpenMP's
+// own setting. Both also set OpenMP's setting of the calling thread.
 void set_num_threads(int n);
+// Threads a large call from the calling thread will use.
 int get_num_threads();
+// OpenMP's setting when first asked (at import): what set_num_threads(0) restores.
+int default_num_threads();
+// The largest team: a few threads per processor.
+int max_num_threads();
+// Threads of the last multi-chunk kernel call (1 when it ran serially).
+int last_team_size();
 bool has_openmp();
 
 // Dense, fused: a.n elements of x/y, a.bits (optional) gets a.n mask bits.

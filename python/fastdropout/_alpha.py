@@ -12,6 +12,7 @@ from . import _core, _scales
 from . import _validate as _v
 from . import _validate_fused as _vf
 from ._fused import _finish, _readable, _same_memory, _target
+from ._interop import keeps_array_type
 from ._seed import resolve_seed
 from .mask import Mask
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["alpha_dropout"]
 
 
+@keeps_array_type("x")
 def alpha_dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -65,8 +67,16 @@ def alpha_dropout(
     )
     coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)
     _core.alpha_forward(
-        _readable(xa, y), y, s, plan.offset, _v.threshold(plan.p), float(coef_a),
-        float(coef_b), float(coef_d), bits, plan.axes,
+        _readable(xa, y),
+        y,
+        s,
+        plan.offset,
+        _v.threshold(plan.p),
+        float(coef_a),
+        float(coef_b),
+        float(coef_d),
+        bits,
+        plan.axes,
     )
     y = _finish(y, plan.out)
     if not plan.return_mask:

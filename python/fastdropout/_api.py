@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 import operator
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
 
 import numpy as np
 
 from . import _bfloat16, _core, _scales
 from . import _validate as _v
+from ._interop import keeps_array_type
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
 from .mask import Mask
@@ -29,7 +30,16 @@ from .mask import Mask
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    FloatArray = npt.NDArray[np.floating[Any]]
+    from ._typing import (
+        ArrayT,
+        Axes,
+        DataFormat,
+        FloatArray,
+        Mode,
+        Offset,
+        Probability,
+        Seed,
+    )
 
 __all__ = [
     "dropout",
@@ -152,16 +162,99 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes)
 
 
+# Typing: a float ndarray type in, the same type out (dtype kept); anything else
+# array-like gives NDArray[floating]; return_mask=True gives (y, Mask), or
+# (y, Mask | None) when training is not known to be True.
+@overload
+def dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask]: ...
+@overload
+def dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask | None]: ...
+@overload
 def dropout(
     x: npt.ArrayLike,
-    p: float = 0.5,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[False] = ...,
+) -> FloatArray: ...
+@overload
+def dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[True],
+) -> tuple[FloatArray, Mask]: ...
+@overload
+def dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+    return_mask: bool,
+) -> FloatArray | tuple[FloatArray, Mask | None]: ...
+
+
+def dropout(
+    x: Any,
+    p: Any = 0.5,
     *,
     training: bool = True,
-    mode: str = "inverted",
-    seed: int | np.random.Generator | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
-    out: FloatArray | None = None,
+    mode: Mode = "inverted",
+    seed: Any = None,
+    offset: Any = 0,
+    broadcast_axes: Axes = None,
+    out: Any = None,
     return_mask: bool = False,
 ) -> Any:
     """Dropout of ``x`` with drop probability ``p``.
@@ -209,22 +302,120 @@ def dropout(
                 y, bits = fast
                 return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
+    return _dropout_general(
+        x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
+    )
+
+
+@keeps_array_type("x")
+def _dropout_general(
+    x: Any,
+    p: object,
+    training: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    broadcast_axes: object,
+    out: Any,
+    return_mask: object,
+) -> Any:
+    """``dropout`` for every call but the plain ones (any array type)."""
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
     return _forward(plan)
 
 
+@overload
+def spatial_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def spatial_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask]: ...
+@overload
+def spatial_dropout(
+    x: ArrayT,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: ArrayT | None = ...,
+    return_mask: Literal[True],
+) -> tuple[ArrayT, Mask | None]: ...
+@overload
 def spatial_dropout(
     x: npt.ArrayLike,
-    p: float = 0.5,
+    p: Probability = ...,
     *,
-    data_format: str = "channels_first",
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[False] = ...,
+) -> FloatArray: ...
+@overload
+def spatial_dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: Literal[True] = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: FloatArray | None = ...,
+    return_mask: Literal[True],
+) -> tuple[FloatArray, Mask]: ...
+@overload
+def spatial_dropout(
+    x: npt.ArrayLike,
+    p: Probability = ...,
+    *,
+    data_format: DataFormat = ...,
+    training: bool = ...,
+    mode: Mode = ...,
+    seed: Seed = ...,
+    offset: Offset = ...,
+    out: FloatArray | None = ...,
+    return_mask: bool,
+) -> FloatArray | tuple[FloatArray, Mask | None]: ...
+
+
+def spatial_dropout(
+    x: Any,
+    p: Any = 0.5,
+    *,
+    data_format: DataFormat = "channels_first",
     training: bool = True,
-    mode: str = "inverted",
-    seed: int | np.random.Generator | None = None,
-    offset: int = 0,
-    out: FloatArray | None = None,
+    mode: Mode = "inverted",
+    seed: Any = None,
+    offset: Any = 0,
+    out: Any = None,
     return_mask: bool = False,
 ) -> Any:
     """Dropout of whole feature maps (channels) of a 3-, 4- or 5-D ``x``.
@@ -249,6 +440,24 @@ def spatial_dropout(
                     shape = (n, *ones, c) if channels_last else (n, c, *ones)
                     return y, Mask._new(bits, shape, n * c, p, mode, s, offset, axes)
                 return fast
+    return _spatial_dropout_general(
+        x, p, data_format, training, mode, seed, offset, out, return_mask
+    )
+
+
+@keeps_array_type("x")
+def _spatial_dropout_general(
+    x: Any,
+    p: object,
+    data_format: object,
+    training: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: Any,
+    return_mask: object,
+) -> Any:
+    """``spatial_dropout`` for every call but the plain ones (any array type)."""
     plan = _v.plan_forward(
         x,
         p,
@@ -265,17 +474,43 @@ def spatial_dropout(
     return _forward(plan)
 
 
+@overload
+def dropout_backward(
+    grad_y: ArrayT,
+    mask: Mask | None = ...,
+    p: Probability | None = ...,
+    *,
+    mode: Mode = ...,
+    seed: Offset | None = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: ArrayT | None = ...,
+) -> ArrayT: ...
+@overload
 def dropout_backward(
     grad_y: npt.ArrayLike,
-    mask: Mask | None = None,
-    p: float | None = None,
+    mask: Mask | None = ...,
+    p: Probability | None = ...,
     *,
-    mode: str = DEFAULT_MODE,
-    seed: int | None = None,
-    offset: int = 0,
-    broadcast_axes: int | tuple[int, ...] | None = None,
-    out: FloatArray | None = None,
-) -> FloatArray:
+    mode: Mode = ...,
+    seed: Offset | None = ...,
+    offset: Offset = ...,
+    broadcast_axes: Axes = ...,
+    out: FloatArray | None = ...,
+) -> FloatArray: ...
+
+
+def dropout_backward(
+    grad_y: Any,
+    mask: Mask | None = None,
+    p: Probability | None = None,
+    *,
+    mode: Mode = DEFAULT_MODE,  # type: ignore[assignment]
+    seed: Offset | None = None,
+    offset: Offset = 0,
+    broadcast_axes: Axes = None,
+    out: Any = None,
+) -> Any:
     """Gradient of dropout: ``grad_y * s`` (inverted) or ``grad_y`` (classic)
     where kept, ``+0.0`` where dropped.
 
@@ -309,6 +544,23 @@ def dropout_backward(
         grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
+    return _dropout_backward_general(
+        grad_y, mask, p, mode, seed, offset, broadcast_axes, out
+    )
+
+
+@keeps_array_type("grad_y")
+def _dropout_backward_general(
+    grad_y: Any,
+    mask: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    broadcast_axes: object,
+    out: Any,
+) -> Any:
+    """``dropout_backward`` for every call but the plain ones (any array type)."""
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
     g = plan.g
     out_ = plan.out
@@ -334,21 +586,40 @@ def dropout_backward(
     return _finish(y, out_)
 
 
-def set_num_threads(n: int) -> None:
-    """Number of OpenMP threads the kernels use (an int >= 1)."""
+def set_num_threads(n: SupportsIndex | None) -> None:
+    """Use at most ``n`` threads for large arrays; ``None``: back to the default.
+
+    The default follows OpenMP's setting for the calling thread
+    (``omp_get_max_threads()`` of the OpenMP runtime fastdropout links: the
+    processor count, ``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits``
+    block), read on every large call. ``set_num_threads(n)`` also sets that OpenMP
+    setting (``omp_set_num_threads``), so threadpoolctl reports it, and a
+    ``threadpool_limits`` block inside still lowers it. ``n`` is an int in
+    ``[1, cap]``, ``cap`` being a few threads per processor (ValueError outside,
+    TypeError for a non-integer or a bool).
+    """
+    if n is None:
+        _core.set_num_threads(0)
+        return
     if isinstance(n, (bool, np.bool_)):
-        raise TypeError(f"n must be an int >= 1, got {n!r}")
+        raise TypeError(f"n must be an int >= 1 or None, got {n!r}")
     try:
         value = operator.index(n)
     except TypeError:
-        raise TypeError(f"n must be an int >= 1, got {n!r}") from None
-    if not 1 <= value <= 0x7FFFFFFF:
-        raise ValueError(f"n must be an int >= 1 (and < 2**31), got {value}")
+        raise TypeError(
+            f"n must be an int >= 1 or None, got {n!r} of type {type(n).__name__}"
+        ) from None
+    cap = _core._max_num_threads()
+    if not 1 <= value <= cap:
+        raise ValueError(
+            f"n must be an int in [1, {cap}] ({cap} = a few threads per processor "
+            f"on this machine), got {value}"
+        )
     _core.set_num_threads(value)
 
 
 def get_num_threads() -> int:
-    """Number of threads the kernels use."""
+    """Threads a large call made now, from this thread, would use."""
     return _core.get_num_threads()
 
 

@@ -40,7 +40,7 @@ def bfloat16_dtype() -> np.dtype[Any] | None:
     mod = sys.modules.get("ml_dtypes")
     if mod is None:
         return None
-    dt = np.dtype(mod.bfloat16)
+    dt: np.dtype[Any] = np.dtype(mod.bfloat16)
     _cached.append(dt)
     return dt
 
@@ -67,7 +67,9 @@ def to_float32(x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
 def _round_bits(u: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint16]:
     """float32 bit patterns rounded to bfloat16 bit patterns (see the module doc)."""
     w = u.astype(np.uint64)
-    rounded = (w + np.uint64(0x7FFF) + ((w >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+    rounded = (
+        w + np.uint64(0x7FFF) + ((w >> np.uint64(16)) & np.uint64(1))
+    ) >> np.uint64(16)
     quiet = (w >> np.uint64(16)) | np.uint64(0x0040)
     nan = (w & np.uint64(0x7FFFFFFF)) > np.uint64(0x7F800000)
     return np.where(nan, quiet, rounded).astype(np.uint16)

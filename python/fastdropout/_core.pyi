@@ -23,8 +23,20 @@ def _compiled_simd() -> list[str]:
 def _set_simd(name: str) -> None:
     """Switch the active level (tests). ValueError for unknown/unsupported names."""
 
-def set_num_threads(n: int) -> None: ...
-def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None:
+    """At most n threads, also omp_set_num_threads(n); 0: OpenMP's setting at import.
+    ValueError outside [0, _max_num_threads()]."""
+
+def get_num_threads() -> int:
+    """Threads a large call from the calling thread uses: OpenMP's setting for it
+    (omp_get_max_threads), capped by set_num_threads and _max_num_threads()."""
+
+def _max_num_threads() -> int: ...
+def _default_num_threads() -> int: ...
+def _last_team_size() -> int:
+    """Team size (omp_get_num_threads) of the last kernel call split over threads;
+    1 after a serial call."""
+
 def has_openmp() -> bool: ...
 def _stream_copy(src: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]) -> None:
     """memcpy of src into dst (C-contiguous, same byte count) split over the kernels'

@@ -16,6 +16,7 @@ from . import _core, _scales
 from . import _validate as _v
 from . import _validate_fused as _vf
 from ._api import dropout_backward
+from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -62,6 +63,7 @@ def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
     return out
 
 
+@keeps_array_type("x", "residual", "bias")
 def dropout_add(
     x: npt.ArrayLike,
     residual: npt.ArrayLike,
@@ -91,7 +93,16 @@ def dropout_add(
     :func:`fastdropout.dropout`. See docs/spec.md section 9.
     """
     plan = _vf.plan_add(
-        x, residual, p, bias, training, mode, seed, offset, broadcast_axes, out,
+        x,
+        residual,
+        p,
+        bias,
+        training,
+        mode,
+        seed,
+        offset,
+        broadcast_axes,
+        out,
         return_mask,
     )
     xa, ra, ba = plan.x, plan.residual, plan.bias
@@ -114,7 +125,16 @@ def dropout_add(
     scaled = plan.mode == "inverted"
     scale = float(_scales.inverted_scale(plan.p, xa.dtype)) if scaled else 1.0
     _core.add_forward(
-        xs, rs, bs, y, s, plan.offset, _v.threshold(plan.p), scale, scaled, bits,
+        xs,
+        rs,
+        bs,
+        y,
+        s,
+        plan.offset,
+        _v.threshold(plan.p),
+        scale,
+        scaled,
+        bits,
         plan.axes,
     )
     y = _finish(y, plan.out)
@@ -127,6 +147,7 @@ def dropout_add(
     return y, mask
 
 
+@keeps_array_type("grad_y")
 def dropout_add_backward(
     grad_y: npt.ArrayLike,
     mask: Mask | None = None,
@@ -152,9 +173,15 @@ def dropout_add_backward(
     computed in the same pass as ``grad_x``.
     """
     if bias is False or bias is None:
-        gx = dropout_backward(
-            grad_y, mask, p, mode=mode, seed=seed, offset=offset,
-            broadcast_axes=broadcast_axes, out=out,
+        gx = dropout_backward(  # type: ignore[call-overload, misc]
+            grad_y,
+            mask,
+            p,
+            mode=mode,
+            seed=seed,
+            offset=offset,
+            broadcast_axes=broadcast_axes,
+            out=out,
         )
         return gx, grad_y, None
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
@@ -173,7 +200,9 @@ def dropout_add_backward(
             bits = plan.mask.bits
         else:  # the mask bits (n/8 bytes), then grad_x and the sums in one pass
             bits = np.empty((plan.n_mask + 7) >> 3, np.uint8)
-            _core.gen_bits(plan.seed, plan.offset, _v.threshold(plan.p), bits, plan.n_mask)
+            _core.gen_bits(
+                plan.seed, plan.offset, _v.threshold(plan.p), bits, plan.n_mask
+            )
         _core.backward_sum(src, y, bits, scale, scaled, acc, ncols)
     else:
         # Broadcast masks: grad_x through dropout_backward's layout walk, then the
@@ -183,8 +212,15 @@ def dropout_add_backward(
         else:
             mbits = np.empty((plan.n_mask + 7) >> 3, np.uint8)
             _core.forward(
-                src, y, plan.seed, plan.offset, _v.threshold(plan.p), scale, scaled,
-                mbits, plan.axes,
+                src,
+                y,
+                plan.seed,
+                plan.offset,
+                _v.threshold(plan.p),
+                scale,
+                scaled,
+                mbits,
+                plan.axes,
             )
         _core.backward_sum(y, y, None, 1.0, False, acc, ncols)
     gx = _finish(y, plan.out)

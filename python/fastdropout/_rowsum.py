@@ -19,9 +19,10 @@ __all__ = ["round_sums", "row_sums", "to_float64"]
 
 def to_float64(a: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """The values of a float array (bfloat16 included) as float64, exactly."""
-    if _bfloat16.is_bfloat16(a.dtype):
-        return _bfloat16.to_float32(a).astype(np.float64)
-    return np.asarray(a, dtype=np.float64)
+    with np.errstate(all="ignore"):  # a signalling NaN widens to a quiet one, quietly
+        if _bfloat16.is_bfloat16(a.dtype):
+            return _bfloat16.to_float32(a).astype(np.float64)
+        return np.asarray(a, dtype=np.float64)
 
 
 def row_sums(g: npt.NDArray[Any], ncols: int) -> npt.NDArray[np.float64]:
@@ -32,8 +33,9 @@ def row_sums(g: npt.NDArray[Any], ncols: int) -> npt.NDArray[np.float64]:
     if ncols == 0:
         return acc
     rows = to_float64(np.ascontiguousarray(g).reshape(-1)).reshape(-1, ncols)
-    for row in rows:
-        acc += row  # element-wise: each column's sum advances by one row
+    with np.errstate(all="ignore"):  # Inf - Inf is NaN, quietly
+        for row in rows:
+            acc += row  # element-wise: each column's sum advances by one row
     return acc
 
 
@@ -41,5 +43,5 @@ def round_sums(acc: npt.NDArray[np.float64], dtype: np.dtype[Any]) -> npt.NDArra
     """float64 sums rounded once to ``dtype``."""
     if _bfloat16.is_bfloat16(dtype):
         return _bfloat16.from_float64(acc)
-    with np.errstate(over="ignore"):
+    with np.errstate(all="ignore"):
         return acc.astype(dtype)

@@ -10,15 +10,12 @@ rounding in NumPy), the project's rounding for bfloat16 (``_bfloat16``).
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
+from functools import cache
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _bfloat16
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "ALPHA_PRIME",
@@ -43,9 +40,11 @@ def dtype_name(dtype: np.dtype[Any]) -> str:
 def round_scalar(v: float, dtype: np.dtype[Any]) -> np.generic:
     """The float64 ``v`` rounded once to ``dtype`` (overflow gives inf quietly)."""
     if _bfloat16.is_bfloat16(dtype):
-        return _bfloat16.from_float64(v)[()]  # type: ignore[no-any-return]
-    with np.errstate(over="ignore"):
-        return np.asarray(v, dtype=np.float64).astype(dtype)[()]  # type: ignore[no-any-return]
+        value: Any = _bfloat16.from_float64(v)[()]
+    else:
+        with np.errstate(over="ignore"):
+            value = np.asarray(v, dtype=np.float64).astype(dtype)[()]
+    return value  # type: ignore[no-any-return]
 
 
 def _inverted_value(p: float) -> float:
@@ -98,12 +97,12 @@ def _largest_ok(ok: Callable[[float], bool]) -> float:
     return float(np.int64(lo_i).view(np.float64))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _largest_inverted_p(dtype: np.dtype[Any]) -> float:
     return _largest_ok(lambda p: _finite((inverted_scale(p, dtype),)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _largest_alpha_p(dtype: np.dtype[Any]) -> float:
     return _largest_ok(lambda p: _finite(alpha_coefficients(p, dtype)))
 

@@ -58,7 +58,7 @@ DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
 SPATIAL_RANKS: tuple[int, ...] = (3, 4, 5)
 
 _FLOAT_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
-_TAKES = "float16, float32, float64 (native byte order) or ml_dtypes.bfloat16"
+_TAKES = "float16, float32 or float64 (native byte order), or ml_dtypes.bfloat16"
 
 
 class _DefaultMode(str):
@@ -78,20 +78,49 @@ DEFAULT_MODE: str = _DefaultMode("inverted")
 
 
 def check_p(p: object, name: str = "p") -> float:
-    """Return ``p`` as a float64 in [0, 1]; ValueError naming ``p`` otherwise."""
+    """Return ``p`` as a float64 in [0, 1].
+
+    ``p`` is a real scalar as NumPy takes one: a Python or NumPy float or int, a
+    ``Fraction``, a ``Decimal``, a 0-d real array or tensor (anything 0-d with
+    ``__float__`` that is not complex or bool); anything else (a string, None, a
+    bool, a complex number, an array with elements) is a TypeError, and a value
+    outside [0, 1] or NaN a ValueError, both naming ``p``."""
     if type(p) is float:
         if 0.0 <= p <= 1.0:  # NaN fails both comparisons
             return p
-    elif isinstance(p, numbers.Real) and not isinstance(p, (bool, np.bool_)):
-        try:
-            value = float(p)
-        except (OverflowError, ValueError, TypeError):
-            value = math.nan
+        value = p
+    else:
+        value = _real_scalar(p, name)
         if 0.0 <= value <= 1.0:
             return value
     raise ValueError(
         f"{name} must be a real number in [0, 1] (the drop probability), got {p!r}"
     )
+
+
+def _real_scalar(p: object, name: str) -> float:
+    """``float(p)`` for a real scalar (see check_p); TypeError otherwise."""
+    dtype = getattr(p, "dtype", None)
+    kind = getattr(dtype, "kind", None)  # NumPy dtypes; torch dtypes have flags
+    if (
+        isinstance(p, (bool, np.bool_, complex, np.complexfloating, str, bytes))
+        or p is None
+        or not hasattr(p, "__float__")
+        or getattr(p, "ndim", 0) != 0
+        or kind in ("b", "c", "O", "U", "S", "V", "M", "m")
+        or getattr(dtype, "is_complex", False) is True
+        or str(dtype) == "torch.bool"
+    ):
+        raise TypeError(
+            f"{name} must be a real number in [0, 1] (the drop probability), "
+            f"got {p!r} of type {type(p).__name__}"
+        )
+    try:
+        return float(p)
+    except OverflowError:
+        return math.inf  # e.g. a huge Fraction: out of range, said by check_p
+    except (TypeError, ValueError, ArithmeticError, RuntimeError):
+        return math.nan  # e.g. Decimal("sNaN"): not a probability
 
 
 def threshold(p: float) -> int:

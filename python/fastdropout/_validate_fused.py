@@ -149,7 +149,9 @@ def plan_alpha(
     return AlphaPlan(arr, pf, train, seed, off, axes, mshape, n_mask, o, want_mask)
 
 
-def bias_shape_for_backward(bias: object, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+def bias_shape_for_backward(
+    bias: object, shape: tuple[int, ...]
+) -> tuple[int, ...] | None:
     """The shape of ``grad_bias`` for ``dropout_add_backward``'s ``bias``: None for
     ``False``; the last axis of ``grad_y`` (``()`` for a 0-d one) for ``True``; or a
     shape given as a tuple of ints, which must equal trailing axes of ``grad_y``."""
@@ -167,7 +169,9 @@ def bias_shape_for_backward(bias: object, shape: tuple[int, ...]) -> tuple[int, 
     try:
         bshape = tuple(operator.index(s) for s in bias)
     except TypeError:
-        raise TypeError(f"bias must be a tuple of ints when a shape, got {bias!r}") from None
+        raise TypeError(
+            f"bias must be a tuple of ints when a shape, got {bias!r}"
+        ) from None
     if len(bshape) > len(shape) or bshape != shape[len(shape) - len(bshape) :]:
         raise ValueError(
             f"bias shape {bshape} must equal the trailing axes of grad_y's shape {shape}"

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from . import _bfloat16, _scales
+from . import _layer_base as _layers
 from . import _validate as _v
 from . import _validate_fused as _vf
-from . import layers as _layers
+from ._interop import keeps_array_type
 from ._rowsum import round_sums, row_sums
 from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
@@ -216,7 +217,7 @@ def _kept(
     ``shape`` (``start`` a multiple of 8 for a dense mask)."""
     if axes:
         m = _mask_index(np.arange(start, stop, dtype=np.int64), shape, axes)
-        return ((bits[m >> 3] >> (m & 7)) & 1).astype(bool)
+        return np.asarray(((bits[m >> 3] >> (m & 7)) & 1).astype(bool))
     return np.unpackbits(
         bits[start // 8 : (stop + 7) // 8], count=stop - start, bitorder="little"
     ).astype(bool)
@@ -301,6 +302,7 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     return y, mask
 
 
+@keeps_array_type("x")
 def dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -320,6 +322,7 @@ def dropout(
     return _forward(plan)
 
 
+@keeps_array_type("x")
 def spatial_dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -349,6 +352,7 @@ def spatial_dropout(
     return _forward(plan)
 
 
+@keeps_array_type("grad_y")
 def dropout_backward(
     grad_y: npt.ArrayLike,
     mask: Mask | None = None,
@@ -370,18 +374,18 @@ def dropout_backward(
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, g)
     scale, scaled = _scales.backward_scale(plan.p, plan.mode, g.dtype)
-    _apply_mask(y, bits, plan.axes, _scales.round_scalar(scale, g.dtype), scaled)
+    _apply_mask(y, bits, plan.axes, _scales.round_scalar(scale, g.dtype), scaled)  # type: ignore[arg-type]
     return y
 
 
-class Dropout(_layers.Dropout):
-    __doc__ = _layers.Dropout.__doc__
+class Dropout(_layers.DropoutBase):
+    __doc__ = _layers.DropoutBase.__doc__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
 
 
-class SpatialDropout(_layers.SpatialDropout):
-    __doc__ = _layers.SpatialDropout.__doc__
+class SpatialDropout(_layers.SpatialDropoutBase):
+    __doc__ = _layers.SpatialDropoutBase.__doc__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(spatial_dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
@@ -392,6 +396,7 @@ class SpatialDropout(_layers.SpatialDropout):
 # --------------------------------------------------------------------------
 
 
+@keeps_array_type("x", "residual", "bias")
 def dropout_add(
     x: npt.ArrayLike,
     residual: npt.ArrayLike,
@@ -453,6 +458,7 @@ def dropout_add(
     )
 
 
+@keeps_array_type("grad_y")
 def dropout_add_backward(
     grad_y: npt.ArrayLike,
     mask: Mask | None = None,
@@ -485,6 +491,7 @@ def dropout_add_backward(
 # --------------------------------------------------------------------------
 
 
+@keeps_array_type("x")
 def alpha_dropout(
     x: npt.ArrayLike,
     p: float = 0.5,
@@ -522,16 +529,16 @@ def alpha_dropout(
     )
 
 
-class DropoutAdd(_layers.DropoutAdd):
-    __doc__ = _layers.DropoutAdd.__doc__
+class DropoutAdd(_layers.DropoutAddBase):
+    __doc__ = _layers.DropoutAddBase.__doc__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
     _add_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_add)
     _add_backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_add_backward)
 
 
-class AlphaDropout(_layers.AlphaDropout):
-    __doc__ = _layers.AlphaDropout.__doc__
+class AlphaDropout(_layers.AlphaDropoutBase):
+    __doc__ = _layers.AlphaDropoutBase.__doc__
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(dropout_backward)
     _alpha_fn: ClassVar[Callable[..., Any]] = staticmethod(alpha_dropout)

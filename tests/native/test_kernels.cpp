@@ -38,18 +38,20 @@ std::uint64_t rnd() {  // xorshift64*
     return g_state * 0x2545F4914F6CDD1Dull;
 }
 
-// Random bytes with the special values of each width sprinkled in.
-std::vector<unsigned char> random_data(std::size_t n, std::size_t esize) {
+// Random bytes with the special values of each dtype sprinkled in.
+std::vector<unsigned char> random_data(std::size_t n, int dt) {
+    const std::size_t esize = fd::dtype_size(static_cast<fd::Dtype>(dt));
     std::vector<unsigned char> d(n * esize);
     for (auto& c : d) {
         c = static_cast<unsigned char>(rnd());
     }
-    const std::uint64_t specials[3][6] = {
+    const std::uint64_t specials[4][6] = {
         {0x7e00, 0x7c00, 0xfc00, 0x8000, 0x0001, 0x7bff},  // f16 NaN, +-Inf, -0, subnormal, max
         {0x7fc00001, 0x7f800000, 0xff800000, 0x80000000, 0x00000001, 0x7f7fffff},
         {0x7ff8000000000001ull, 0x7ff0000000000000ull, 0xfff0000000000000ull,
-         0x8000000000000000ull, 1ull, 0x7fefffffffffffffull}};
-    const int row = esize == 2 ? 0 : (esize == 4 ? 1 : 2);
+         0x8000000000000000ull, 1ull, 0x7fefffffffffffffull},
+        {0x7fc1, 0x7f80, 0xff80, 0x8000, 0x0001, 0x7f7f}};  // bfloat16
+    const int row = dt;
     for (std::size_t k = 0; k < 6 && k < n; ++k) {
         std::memcpy(&d[(k * 7 % n) * esize], &specials[row][k], esize);
     }
@@ -87,21 +89,123 @@ void check_philox(const fd::KernelTable& t) {
     }
 }
 
+// Whether two element arrays are equal bit for bit, except that two NaNs count as
+// equal (dropout_add adds two operands, and which NaN an addition of two NaNs
+// returns depends on the compiler's operand order, in NumPy as here).
+bool same_up_to_nan(const std::vector<unsigned char>& a, const std::vector<unsigned char>& b,
+                    int dt) {
+    const std::size_t es = fd::dtype_size(static_cast<fd::Dtype>(dt));
+    for (std::size_t i = 0; i + es <= a.size(); i += es) {
+        if (std::memcmp(&a[i], &b[i], es) == 0) {
+            continue;
+        }
+        std::uint64_t u = 0;
+        std::uint64_t v = 0;
+        std::memcpy(&u, &a[i], es);
+        std::memcpy(&v, &b[i], es);
+        std::uint64_t abs_mask = 0, inf = 0;
+        switch (dt) {
+            case fd::kF16: abs_mask = 0x7fff; inf = 0x7c00; break;
+            case fd::kBF16: abs_mask = 0x7fff; inf = 0x7f80; break;
+            case fd::kF32: abs_mask = 0x7fffffff; inf = 0x7f800000; break;
+            default: abs_mask = 0x7fffffffffffffffull; inf = 0x7ff0000000000000ull; break;
+        }
+        if ((u & abs_mask) <= inf || (v & abs_mask) <= inf) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// dropout_add, alpha dropout and the grad_bias sums against the scalar table.
+void check_fused(const fd::KernelTable& t, const fd::KernelTable& ref, int dt, std::size_t n,
+                 const fd::StreamArgs& stream, const std::vector<unsigned char>& x, double scale,
+                 bool scaled, const std::string& what) {
+    const std::size_t es = fd::dtype_size(static_cast<fd::Dtype>(dt));
+    const auto r = random_data(n, dt);
+    const std::size_t bias_n = 1 + rnd() % 70;
+    const auto bias = random_data(bias_n, dt);
+    std::vector<unsigned char> y1(n * es), y2(n * es);
+    std::vector<std::uint8_t> b1((n + 7) / 8 + 1, 0xAA), b2((n + 7) / 8 + 1, 0xAA);
+    fd::FusedArgs a{};
+    a.stream = stream;
+    a.x = x.data();
+    a.residual = r.data();
+    a.bias = (rnd() & 1) != 0 ? bias.data() : nullptr;
+    a.bias_n = bias_n;
+    a.scale = scale;
+    a.scaled = scaled;
+    // alpha coefficients, exact in every dtype (p = 0.5 rounded to bfloat16)
+    a.shift = 0.77734375;
+    a.dropped = -0.77734375;
+    a.y = y1.data();
+    a.bits = b1.data();
+    t.add_forward[dt](a, 0, n);
+    a.y = y2.data();
+    a.bits = b2.data();
+    ref.add_forward[dt](a, 0, n);
+    check(same_up_to_nan(y1, y2, dt), what + " add_forward values");
+    check(b1 == b2, what + " add_forward bits");
+    const fd::MaskRun run{b1.data(), 0, fd::RunKind::kBits};
+    const fd::MaskRun kept{nullptr, 0, fd::RunKind::kAllKept};
+    for (const fd::MaskRun& mr : {run, kept}) {
+        a.y = y1.data();
+        t.add_apply[dt](a, mr, 0, n);
+        a.y = y2.data();
+        ref.add_apply[dt](a, mr, 0, n);
+        check(same_up_to_nan(y1, y2, dt), what + " add_apply");
+    }
+    a.scale = 0.88671875;
+    a.y = y1.data();
+    a.bits = b1.data();
+    t.alpha_forward[dt](a, 0, n);
+    a.y = y2.data();
+    a.bits = b2.data();
+    ref.alpha_forward[dt](a, 0, n);
+    check(y1 == y2, what + " alpha_forward values");
+    check(b1 == b2, what + " alpha_forward bits");
+    a.y = y1.data();
+    t.alpha_apply[dt](a, run, 0, n);
+    a.y = y2.data();
+    ref.alpha_apply[dt](a, run, 0, n);
+    check(y1 == y2, what + " alpha_apply");
+    // grad_bias: sums over rows of bias_n columns, from column 0
+    const std::size_t rows_n = n / bias_n * bias_n;
+    fd::ApplyArgs ap{};
+    ap.x = x.data();
+    ap.bits = b1.data();
+    ap.scale = scale;
+    ap.scaled = scaled;
+    std::vector<double> s1(bias_n, 0.0), s2(bias_n, 0.0);
+    ap.y = y1.data();
+    t.apply_sum[dt](ap, 0, rows_n, s1.data(), 0, bias_n);
+    ap.y = y2.data();
+    ref.apply_sum[dt](ap, 0, rows_n, s2.data(), 0, bias_n);
+    check(std::memcmp(y1.data(), y2.data(), rows_n * es) == 0, what + " apply_sum values");
+    bool sums_equal = true;
+    for (std::size_t c = 0; c < bias_n; ++c) {
+        sums_equal = sums_equal && (std::memcmp(&s1[c], &s2[c], sizeof(double)) == 0 ||
+                                    (s1[c] != s1[c] && s2[c] != s2[c]));
+    }
+    check(sums_equal, what + " apply_sum sums");
+}
+
 void check_kernels(const fd::KernelTable& t, const fd::KernelTable& ref) {
     const std::size_t sizes[] = {0, 1, 3, 8, 63, 64, 65, 200, 1000, 4099};
     const std::uint64_t offsets[] = {0, 1, 2, 3, 77, 0xFFFFFFFFFFFFFFFFull, 0xFFFFFFFFFFFFFF00ull,
                                      (std::uint64_t{1} << 34) - 5};
     const std::uint64_t thresholds[] = {0, 1, 0x1999999Au, 0x80000000u, 0xFFFFFFFFu,
                                         std::uint64_t{1} << 32};
-    const double scales[3][2] = {{2.0, 1.25}, {2.0, 1.1111111640930176}, {2.0, 1.0 / 0.9}};
+    const double scales[4][2] = {
+        {2.0, 1.25}, {2.0, 1.1111111640930176}, {2.0, 1.0 / 0.9}, {2.0, 1.109375}};
     for (int dt = 0; dt < fd::kNumDtypes; ++dt) {
-        const std::size_t es = dt == fd::kF16 ? 2 : (dt == fd::kF32 ? 4 : 8);
+        const std::size_t es = fd::dtype_size(static_cast<fd::Dtype>(dt));
         for (std::size_t n : sizes) {
             for (std::uint64_t off : offsets) {
                 const std::uint64_t thr = thresholds[rnd() % 6];
                 const bool scaled = (rnd() & 1) != 0;
                 const double scale = scales[dt][rnd() % 2];
-                const auto x = random_data(n, es);
+                const auto x = random_data(n, dt);
                 std::vector<unsigned char> y1(n * es), y2(n * es);
                 std::vector<std::uint8_t> b1((n + 7) / 8 + 1, 0xAA), b2((n + 7) / 8 + 1, 0xAA);
                 fd::ForwardArgs a{};
@@ -142,6 +246,7 @@ void check_kernels(const fd::KernelTable& t, const fd::KernelTable& ref) {
                 ap.y = y2.data();
                 ref.apply[dt](ap, 0, n);
                 check(y1 == y2, what + " apply");
+                check_fused(t, ref, dt, n, a.stream, x, scale, scaled, what);
             }
         }
     }

@@ -364,18 +364,8 @@ struct OpsBF16 {  // bfloat16 travels as its bit pattern (SPEC section 8)
     static FASTDROPOUT_INLINE T mul1(T x, S s) {
         return float_to_bf16_bits(bf16_bits_to_float(x) * s);
     }
-    // Widen (exact), multiply in float32 (exact for two bfloat16 values), round once
-    // to bfloat16 with integer round-half-even; dropped lanes are +0.0 before the
-    // rounding, which keeps them +0.0.
     static FASTDROPOUT_INLINE void scale64(std::uint64_t b, const T* x, T* y, S s) {
-        float f[64];
-        for (int k = 0; k < 64; ++k) {
-            f[k] = bf16_bits_to_float(x[k]);
-        }
-        scale64_f32(b, f, f, s);
-        for (int k = 0; k < 64; ++k) {
-            y[k] = bf16_round_bits(float_bits(f[k]));
-        }
+        scale64_bf16(b, x, y, s);
     }
     static FASTDROPOUT_INLINE void select64(std::uint64_t b, const T* x, T* y) {
         select64_f16(b, x, y);  // a select of 16-bit patterns, whatever they encode

@@ -34,18 +34,21 @@ FASTDROPOUT_INLINE void select64c(std::uint64_t b, const double* x, double* y) {
     select64_f64(b, x, y);
 }
 
-// t[k] = bit k of b ? t[k] : d, on the bit patterns (d is exact in the element type).
+// t[k] = bit k of b ? t[k] : d[k], through the ISA's selects: the kept values (+0.0
+// elsewhere) OR-ed with d's dropped values (+0.0 elsewhere), on the bit patterns.
 template <class C, class U>
-FASTDROPOUT_INLINE void blend64(std::uint64_t b, C* t, C d) {
-    U du;
-    std::memcpy(&du, &d, sizeof du);
+FASTDROPOUT_INLINE void blend64(std::uint64_t b, C* t, const C* d) {
+    C dd[64];
+    select64c(b, t, t);
+    select64c(~b, d, dd);
+    U tu[64];
+    U du[64];
+    std::memcpy(tu, t, sizeof tu);
+    std::memcpy(du, dd, sizeof du);
     for (int k = 0; k < 64; ++k) {
-        U v;
-        std::memcpy(&v, t + k, sizeof v);
-        const U m = static_cast<U>(static_cast<U>(0) - static_cast<U>((b >> k) & 1u));
-        v = static_cast<U>((v & m) | (du & static_cast<U>(~m)));
-        std::memcpy(t + k, &v, sizeof v);
+        tu[k] = static_cast<U>(tu[k] | du[k]);
     }
+    std::memcpy(t, tu, sizeof tu);
 }
 
 // ---- element types ------------------------------------------------------------------
@@ -168,10 +171,11 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
     E::out(t, y);
 }
 
-// y = keep ? (x * A) + B : D, for 64 elements (two roundings, no FMA).
+// y = keep ? (x * A) + B : D, for 64 elements (two roundings, no FMA); dvec holds
+// 64 copies of D.
 template <class E>
-FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a, std::size_t,
-                                    const typename E::T* x, const typename E::T*,
+FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
+                                    const typename E::C* dvec, const typename E::T* x,
                                     typename E::T* y) {
     using C = typename E::C;
     C xs[64];
@@ -187,7 +191,7 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a, std::si
         t[k] = t[k] + coef_b;
     }
     E::round(t);
-    blend64<C, typename E::UC>(b, t, static_cast<C>(a.dropped));
+    blend64<C, typename E::UC>(b, t, dvec);
     E::out(t, y);
 }
 
@@ -200,6 +204,11 @@ FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::s
     const T* x = static_cast<const T*>(a.x);
     const T* r = static_cast<const T*>(a.residual);
     T* y = static_cast<T*>(a.y);
+    using C = typename E::C;
+    C dvec[64];
+    for (int k = 0; k < 64; ++k) {
+        dvec[k] = static_cast<C>(a.dropped);
+    }
     std::size_t i = begin;
     for (; i + 64 <= end; i += 64) {
         if (prefetch) {
@@ -215,7 +224,7 @@ FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::s
         if (kAdd) {
             add_group<E>(b, a, i, x + i, r + i, y + i);
         } else {
-            alpha_group<E>(b, a, i, x + i, nullptr, y + i);
+            alpha_group<E>(b, a, dvec, x + i, y + i);
         }
     }
     if (i < end) {
@@ -229,7 +238,7 @@ FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::s
             std::memcpy(rt, r + i, rem * sizeof(T));
             add_group<E>(b, a, i, xt, rt, yt);
         } else {
-            alpha_group<E>(b, a, i, xt, nullptr, yt);
+            alpha_group<E>(b, a, dvec, xt, yt);
         }
         std::memcpy(y + i, yt, rem * sizeof(T));
     }

@@ -137,6 +137,38 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
+// bfloat16 (SPEC section 8): widen (a shift), multiply in float32 (exact for two
+// bfloat16 values; AND-ed with the lane mask, so dropped lanes are +0.0), then round
+// to nearest even in integer arithmetic; a NaN becomes the quiet NaN with its sign
+// and top payload bits.
+FASTDROPOUT_INLINE __m256i bf16_round8(__m256i p) {
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(p, 16), one);
+    const __m256i r = _mm256_add_epi32(p, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd));
+    const __m256i nan = _mm256_cmpgt_epi32(
+        _mm256_and_si256(p, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+    const __m256i q = _mm256_or_si256(p, _mm256_set1_epi32(0x00400000));
+    return _mm256_srli_epi32(_mm256_blendv_epi8(r, q, nan), 16);
+}
+FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                     float s) {
+    const __m256 vs = _mm256_set1_ps(s);
+    for (int j = 0; j < 4; ++j) {
+        __m256i r[2];
+        for (int h = 0; h < 2; ++h) {
+            const int e = 16 * j + 8 * h;
+            const __m256 m = _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> e) & 0xffu));
+            const __m256i w = _mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + e))), 16);
+            const __m256 prod = _mm256_and_ps(_mm256_mul_ps(_mm256_castsi256_ps(w), vs), m);
+            r[h] = bf16_round8(_mm256_castps_si256(prod));
+        }
+        // packus interleaves the 128-bit halves; permute them back into order
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xD8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j), packed);
+    }
+}
+
 }  // namespace
 }  // namespace avx2
 }  // namespace fastdropout

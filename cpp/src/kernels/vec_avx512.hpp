@@ -127,6 +127,34 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
+// bfloat16 (SPEC section 8): widen (a shift), multiply in float32 (exact for two
+// bfloat16 values; zero-masked, so dropped lanes are +0.0), then round to nearest
+// even in integer arithmetic -- not VCVTNEPS2BF16, which flushes subnormals -- and a
+// NaN becomes the quiet NaN with its sign and top payload bits.
+FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                     float s) {
+    const __m512 vs = _mm512_set1_ps(s);
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i half = _mm512_set1_epi32(0x7fff);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+    const __m512i inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x00400000);
+    for (int j = 0; j < 4; ++j) {
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        const __m512i w = _mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16 * j))),
+            16);
+        const __m512i p =
+            _mm512_castps_si512(_mm512_maskz_mul_ps(k, _mm512_castsi512_ps(w), vs));
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(p, 16), one);
+        __m512i r = _mm512_add_epi32(p, _mm512_add_epi32(half, odd));
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(p, abs_mask), inf);
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(p, quiet));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+}
+
 }  // namespace
 }  // namespace avx512
 }  // namespace fastdropout

@@ -98,6 +98,21 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
+// bfloat16 (SPEC section 8): widen (exact), multiply in float32 (exact for two
+// bfloat16 values), round once to bfloat16 with integer round-half-even; dropped
+// lanes are +0.0 before the rounding, which keeps them +0.0.
+FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                     float s) {
+    float f[64];
+    for (int k = 0; k < 64; ++k) {
+        f[k] = bf16_bits_to_float(x[k]);
+    }
+    scale64_f32(b, f, f, s);
+    for (int k = 0; k < 64; ++k) {
+        y[k] = bf16_round_bits(float_bits(f[k]));
+    }
+}
+
 }  // namespace
 }  // namespace scalar
 }  // namespace fastdropout

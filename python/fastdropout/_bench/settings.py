@@ -33,7 +33,7 @@ def parse_size(text: str, minimum: int = 1) -> int:
         if "**" in t or "^" in t:
             base, exp = (int(v) for v in t.split("**" if "**" in t else "^"))
             if exp > 64 and base > 1:
-                raise argparse.ArgumentTypeError(f"too large: {text!r}")
+                raise argparse.ArgumentTypeError(f"{text!r} is too large for this machine")
             value = int(base**exp)  # 2**-1 -> 0, refused below
         elif "<<" in t:
             base, exp = (int(v) for v in t.split("<<"))
@@ -43,7 +43,8 @@ def parse_size(text: str, minimum: int = 1) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
     if value > MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"too large: {text!r} (at most 2**62)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too large for this machine (and for any: at most 2**62)")
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
     return value
@@ -216,8 +217,9 @@ def check_memory(sizes: list[int], dtypes: list[str]) -> None:
             need = bytes_needed(n, dtype)
             if need > total:
                 raise ValueError(
-                    f"--sizes: {n} {dtype} elements need about {need / 2**30:.1f} GiB, "
-                    f"more than this machine's {total / 2**30:.1f} GiB of memory")
+                    f"--sizes: {n} {dtype} elements are too large for this machine: "
+                    f"they need about {need / 2**30:.1f} GiB, more than its "
+                    f"{total / 2**30:.1f} GiB of memory")
 
 
 def bfloat16_type() -> Any:

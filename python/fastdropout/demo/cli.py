@@ -16,7 +16,21 @@ import numpy as np
 import fastdropout
 
 from .nn import Array, Sequential, build_convnet, build_mlp
+from .studies import STUDIES
+from .study_run import (
+    QUICK_EPOCHS,
+    QUICK_SEEDS,
+    QUICK_VAL_SIZE,
+    STUDY_EPOCHS,
+    STUDY_SEEDS,
+    StudyOutput,
+    run_studies,
+    settings_from_args,
+    study_names,
+)
 from .train import Trainer, load_digits, require, train_pair
+
+PAIR_EPOCHS = 150
 
 DESCRIPTION = """\
 Train the same small network on scikit-learn's 8x8 handwritten digits twice, from
@@ -27,6 +41,12 @@ data and wide layers the network without dropout overfits: its training loss goe
 zero while its validation loss turns back up. Writes the curves as a PNG plot and
 every number as JSON to --out; --html also writes a self-contained page where you
 switch neurons and feature maps off by hand and watch the outputs change.
+
+--study rates|capacity|augment|all runs measured studies instead (a one-hidden-layer
+MLP, dropout after the hidden layer only, --seeds replicates per arm): dropout rate
+against layer size, a tiny network with and without dropout, and dropout with data
+augmentation. Each writes study_<name>.png and study_<name>.json and prints a table;
+with --html the comparison above also runs and the page shows every study.
 Needs scikit-learn and matplotlib: pip install 'fastdropout[demo]'.
 """
 
@@ -78,13 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
-        "--epochs", type=_positive, default=150, help="default: %(default)s"
+        "--epochs",
+        type=_positive,
+        default=None,
+        help=f"default: {PAIR_EPOCHS} for the comparison, {STUDY_EPOCHS} per "
+        f"study run; {QUICK_EPOCHS} with --quick",
     )
     ap.add_argument(
         "--p-hidden",
         type=_rate,
         default=0.5,
-        help="dropout rate on the hidden layers (default: %(default)s)",
+        help="dropout rate on the hidden layers; also the rate of the dropout arms "
+        "of the capacity and augment studies (default: %(default)s)",
     )
     ap.add_argument(
         "--p-input",
@@ -171,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
         "matrices are small, and BLAS threads only fight each other and any other "
         "load on the machine, slowing the run down severalfold)",
     )
+    ap.add_argument(
+        "--study",
+        choices=(*STUDIES, "all"),
+        default=None,
+        help="run a measured study (or all three) instead of the comparison: "
+        "rates (p against hidden-layer size), capacity (a tiny network), augment "
+        "(dropout and data augmentation)",
+    )
+    ap.add_argument(
+        "--seeds",
+        type=_positive,
+        default=None,
+        help=f"replicates per study arm: each its own split, initial weights, "
+        f"minibatches and masks, shared by all arms (default: {STUDY_SEEDS}; "
+        f"{QUICK_SEEDS} with --quick)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"check that everything runs, measure nothing: {QUICK_EPOCHS} epochs "
+        f"(unless --epochs), and for the studies {QUICK_SEEDS} replicates (unless "
+        f"--seeds) and {QUICK_VAL_SIZE} validation images (unless --val-size)",
+    )
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
     return ap
 
@@ -205,6 +253,18 @@ def _run(args: argparse.Namespace) -> int:
             print(msg, flush=True)
 
     t_start = time.perf_counter()
+    studies: list[StudyOutput] = []
+    if args.study is not None:
+        studies = run_studies(
+            study_names(args.study), settings_from_args(args), args.out, log
+        )
+        if not args.html:
+            written = [p for s in studies for p in (s.png, s.json)]
+            print("wrote " + ", ".join(str(p) for p in written))
+            sys.stdout.flush()
+            return 0
+    if args.epochs is None:
+        args.epochs = QUICK_EPOCHS if args.quick else PAIR_EPOCHS
     data = load_digits(args.train_size, args.seed, val_size=args.val_size)
     log(
         f"digits: {len(data.y_train)} training / {len(data.y_val)} validation images, "
@@ -302,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
         from .html import write_page
 
         page = args.out / "visualizer.html"
-        write_page(page, results, data, config)
+        write_page(page, results, data, config, studies)
         written.append(page)
     report["run"]["total_seconds"] = time.perf_counter() - t_start
     js = args.out / "demo_results.json"
@@ -314,6 +374,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f" {key} ({secs:.1f}s):")
         print(_line("no dropout", a.history.summary()))
         print(_line("dropout", b.history.summary()))
+    written += [p for s in studies for p in (s.png, s.json)]
     print("wrote " + ", ".join(str(p) for p in written))
     sys.stdout.flush()
     return 0

@@ -4,7 +4,9 @@ The page is the template ``visualizer.html`` next to this module with the traine
 weights, a few validation images and the training curves embedded as JSON in a
 ``<script type="application/json" id="model-data">`` element. Arrays are stored as
 ``{"shape": [...], "dtype": "float32", "data": <base64 of little-endian float32>}``:
-exact and about a third of the size of decimal text. :func:`read_page_data` and
+exact and about a third of the size of decimal text. Studies run in the same
+invocation (``--study``) are embedded as their PNG (base64, shown through a
+``data:`` URL) with their title, claim and reading. :func:`read_page_data` and
 :func:`decode_tensor` read them back (the tests use them).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import numpy as np
 import fastdropout
 
 from .nn import Array, Conv2D, Dense, Sequential
+from .study_run import StudyOutput
 from .train import Dataset, Trainer
 
 PLACEHOLDER = "__FASTDROPOUT_DATA__"
@@ -83,10 +86,29 @@ def _curves(trainer: Trainer) -> dict[str, list[float]]:
     }
 
 
+def study_sections(studies: Sequence[StudyOutput]) -> list[dict[str, Any]]:
+    """What the page shows of each study: title, claim, reading, replicates and
+    the plot (PNG bytes in base64, shown through a ``data:`` URL)."""
+    return [
+        {
+            "name": s.name,
+            "title": s.report["title"],
+            "claim": s.report["claim"],
+            "reading": s.report["reading"],
+            "verdict": s.report["verdict"],
+            "seeds": s.report["settings"]["seeds"],
+            "epochs": s.report["settings"]["epochs"],
+            "png": base64.b64encode(s.png.read_bytes()).decode("ascii"),
+        }
+        for s in studies
+    ]
+
+
 def page_data(
     results: Mapping[str, tuple[Trainer, Trainer, float]],
     data: Dataset,
     config: Mapping[str, Any],
+    studies: Sequence[StudyOutput] = (),
 ) -> dict[str, Any]:
     idx = pick_examples(data)
     out: dict[str, Any] = {
@@ -113,6 +135,7 @@ def page_data(
             key: {"no_dropout": _curves(a), "dropout": _curves(b)}
             for key, (a, b, _) in results.items()
         },
+        "studies": study_sections(studies),
     }
     for key, (a, b, _) in results.items():
         out[key] = {
@@ -138,8 +161,11 @@ def write_page(
     results: Mapping[str, tuple[Trainer, Trainer, float]],
     data: Dataset,
     config: Mapping[str, Any],
+    studies: Sequence[StudyOutput] = (),
 ) -> None:
-    path.write_text(render_page(page_data(results, data, config)), encoding="utf-8")
+    path.write_text(
+        render_page(page_data(results, data, config, studies)), encoding="utf-8"
+    )
 
 
 def read_page_data(html: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 import time
@@ -128,17 +129,40 @@ def lr_at(lr: float, epoch: int, epochs: int, schedule: str) -> float:
 
 
 class Trainer:
-    """One model, its optimiser and its own (seeded) minibatch order."""
+    """One model, its optimiser and its own (seeded) minibatch order.
+
+    ``augment``, if given, maps each training minibatch (as stored in the data set)
+    to the one the model sees. :attr:`minibatch_digest` and :attr:`input_digest`
+    fingerprint (SHA-256) the minibatch indices and the model's inputs so far: two
+    trainers with equal digests saw the same minibatches (the same inputs).
+    """
 
     def __init__(
-        self, name: str, model: Sequential, lr: float, batch_size: int, seed: int
+        self,
+        name: str,
+        model: Sequential,
+        lr: float,
+        batch_size: int,
+        seed: int,
+        augment: Callable[[Array], Array] | None = None,
     ) -> None:
         self.name = name
         self.model = model
         self.opt = Adam(model.params, lr=lr)
         self.batch_size = batch_size
         self.rng = np.random.default_rng([seed, 0x5EED])
+        self.augment = augment
         self.history = History(name)
+        self._batches = hashlib.sha256()
+        self._inputs = hashlib.sha256()
+
+    @property
+    def minibatch_digest(self) -> str:
+        return self._batches.hexdigest()
+
+    @property
+    def input_digest(self) -> str:
+        return self._inputs.hexdigest()
 
     def epoch(
         self, data: Dataset, reshape: Callable[[Array], Array], lr: float | None = None
@@ -150,7 +174,12 @@ class Trainer:
         losses = []
         for i in range(0, n, self.batch_size):
             idx = order[i : i + self.batch_size]
-            logits = self.model.forward(reshape(data.x_train[idx]), training=True)
+            xb = data.x_train[idx]
+            if self.augment is not None:
+                xb = self.augment(xb)
+            self._batches.update(idx.astype("<i8").tobytes())
+            self._inputs.update(np.ascontiguousarray(xb).tobytes())
+            logits = self.model.forward(reshape(xb), training=True)
             loss, grad = softmax_cross_entropy(logits, data.y_train[idx])
             self.model.backward(grad)
             self.opt.step()
