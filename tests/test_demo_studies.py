@@ -457,3 +457,11 @@ def test_study_with_html_embeds_the_study_in_the_page(tmp_path: Path) -> None:
     assert (sec["seeds"], sec["epochs"]) == (1, 3)
     png = (tmp_path / "study_capacity.png").read_bytes()
     assert base64.b64decode(sec["png"]) == png
+
+
+def test_help_lists_the_study_options() -> None:
+    from fastdropout.demo.cli import build_parser
+
+    text = build_parser().format_help()
+    for opt in ("--study", "{rates,capacity,augment,all}", "--seeds", "--quick"):
+        assert opt in text

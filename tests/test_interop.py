@@ -219,12 +219,25 @@ def test_gpu_arrays_are_refused_with_a_pointer(
 
 
 def test_dask_arrays_are_not_computed(impl: Any) -> None:
+    """The package sends dask arrays to fastdropout.dask (lazy, tested in
+    tests/test_dask.py); the reference, NumPy's, refuses them."""
     fake = type("Array", (), {"__module__": "dask.array.core"})()
     with pytest.raises(TypeError, match=r"fastdropout\.dask"):
         impl.dropout(fake, 0.5)
     da = pytest.importorskip("dask.array")
-    with pytest.raises(TypeError, match=r"x is a dask array.*fastdropout\.dask"):
-        impl.spatial_dropout(da.ones((2, 3, 4), chunks=2), 0.5)
+    x = da.ones((2, 3, 4), chunks=2)
+    if impl is reference:
+        with pytest.raises(TypeError, match=r"x is a dask array.*fastdropout\.dask"):
+            impl.spatial_dropout(x, 0.5)
+        return
+    for y in (
+        impl.spatial_dropout(x, 0.5, seed=1),
+        impl.alpha_dropout(x, 0.5, seed=1),
+        impl.dropout_add(x, x, 0.5, seed=1),
+    ):
+        assert isinstance(y, da.Array)  # lazy: nothing computed
+    with pytest.raises(TypeError, match=r"grad_y is a dask array.*fastdropout\.dask"):
+        impl.dropout_add_backward(x, p=0.5, seed=1)  # no lazy form
 
 
 def test_the_core_imports_no_framework() -> None:

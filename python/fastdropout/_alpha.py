@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core, _scales
+from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
 from ._fused import _finish, _readable, _same_memory, _target
@@ -35,6 +35,7 @@ def alpha_dropout(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Alpha dropout (Klambauer et al. 2017), as PyTorch's ``F.alpha_dropout``
     and Keras's ``AlphaDropout`` compute it.
@@ -47,12 +48,14 @@ def alpha_dropout(
     unchanged (a copy). ``broadcast_axes`` gives feature alpha dropout (one
     decision per feature map). The mask records ``mode="alpha"``; its backward
     pass is ``dropout_backward(grad_y, mask)``: ``grad_y * A`` where kept,
-    ``+0.0`` where dropped.
+    ``+0.0`` where dropped. ``window`` as in :func:`fastdropout.dropout`
+    (docs/spec.md section 11).
     """
     plan = _vf.plan_alpha(
         x, p, training, seed, offset, broadcast_axes, out, return_mask
     )
     xa = plan.x
+    win = None if window is None else _window.check_window(window, xa.shape)
     y = _target(xa, plan.out)
     if not plan.training:  # x unchanged, as a copy (or into out)
         if not _same_memory(xa, y):
@@ -62,26 +65,32 @@ def alpha_dropout(
     s = resolve_seed(plan.seed)
     bits = (
         np.empty((plan.n_mask + 7) >> 3, np.uint8)
-        if (plan.return_mask or plan.axes)
+        if (plan.return_mask or plan.axes or win is not None)
         else None
     )
     coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)
-    _core.alpha_forward(
-        _readable(xa, y),
-        y,
-        s,
-        plan.offset,
-        _v.threshold(plan.p),
-        float(coef_a),
-        float(coef_b),
-        float(coef_d),
-        bits,
-        plan.axes,
-    )
+    coefs = (float(coef_a), float(coef_b), float(coef_d))
+    src = _readable(xa, y)
+    t = _v.threshold(plan.p)
+    if win is None:
+        _core.alpha_forward(src, y, s, plan.offset, t, *coefs, bits, plan.axes)
+    else:
+        first, strides = _window.layout(win, plan.axes, plan.offset)
+        _core.window_alpha_forward(
+            src, y, s, first, strides, t, *coefs, bits, plan.axes
+        )
     y = _finish(y, plan.out)
     if not plan.return_mask:
         return y
     assert bits is not None
     return y, Mask._new(
-        bits, plan.mask_shape, plan.n_mask, plan.p, "alpha", s, plan.offset, plan.axes
+        bits,
+        plan.mask_shape,
+        plan.n_mask,
+        plan.p,
+        "alpha",
+        s,
+        plan.offset,
+        plan.axes,
+        win,
     )

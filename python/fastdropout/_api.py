@@ -13,6 +13,7 @@ this module only decides how to feed the core without hidden temporaries:
 
 from __future__ import annotations
 
+import importlib
 import math
 import operator
 import secrets
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
 
 import numpy as np
 
-from . import _bfloat16, _core, _scales
+from . import _bfloat16, _core, _scales, _window
 from . import _validate as _v
 from ._interop import keeps_array_type
 from ._seed import resolve_seed
@@ -28,6 +29,8 @@ from ._validate import DEFAULT_MODE
 from .mask import Mask
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
 
     from ._typing import (
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
         Probability,
         Seed,
     )
+
+    # window=(global_shape, start) (docs/spec.md section 11)
+    WindowArg = tuple[Sequence[int], Sequence[int]]
 
 __all__ = [
     "dropout",
@@ -140,7 +146,42 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 _ndarray = np.ndarray
 
 
-def _forward(plan: _v.ForwardPlan) -> Any:
+def _is_dask(x: object) -> bool:
+    """A dask collection, recognised without importing dask (docs/spec.md section
+    11: such arrays go to fastdropout.dask instead of being computed here)."""
+    return type(x).__module__.startswith("dask.")
+
+
+def _dask() -> Any:
+    """``fastdropout.dask``, imported at the first dask array (dask is then
+    importable, since the array exists)."""
+    return importlib.import_module("fastdropout.dask")
+
+
+def _check_window(window: object, shape: tuple[int, ...]) -> _window.Window | None:
+    return None if window is None else _window.check_window(window, shape)
+
+
+def _run_window(
+    src: FloatArray,
+    y: FloatArray,
+    seed: int,
+    offset: int,
+    win: _window.Window,
+    axes: tuple[int, ...],
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+) -> None:
+    """The windowed forward pass (docs/spec.md section 11) from ``src`` into ``y``."""
+    first, strides = _window.layout(win, axes, offset)
+    _core.window_forward(
+        src, y, seed, first, strides, threshold, scale, scaled, bits, axes
+    )
+
+
+def _forward(plan: _v.ForwardPlan, win: _window.Window | None = None) -> Any:
     x, p, training, mode, seed_arg, offset, axes, mask_shape, n_mask, out, want_mask = (
         plan
     )
@@ -152,14 +193,17 @@ def _forward(plan: _v.ForwardPlan) -> Any:
     bits = _empty((n_mask + 7) >> 3, _uint8) if (want_mask or axes) else None
     scaled = mode == "inverted"
     scale = float(_inverted_scale(p, x.dtype)) if scaled else 1.0
-    _core.forward(
-        _source(x, y, out), y, seed, offset, _threshold(p), scale, scaled, bits, axes
-    )
+    src = _source(x, y, out)
+    if win is None:
+        _core.forward(src, y, seed, offset, _threshold(p), scale, scaled, bits, axes)
+    else:
+        t = _threshold(p)
+        _run_window(src, y, seed, offset, win, axes, t, scale, scaled, bits)
     y = _finish(y, out)
     if not want_mask:
         return y
     assert bits is not None
-    return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes)
+    return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes, win)
 
 
 # Typing: a float ndarray type in, the same type out (dtype kept); anything else
@@ -177,6 +221,7 @@ def dropout(
     broadcast_axes: Axes = ...,
     out: ArrayT | None = ...,
     return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
 ) -> ArrayT: ...
 @overload
 def dropout(
@@ -190,6 +235,7 @@ def dropout(
     broadcast_axes: Axes = ...,
     out: ArrayT | None = ...,
     return_mask: Literal[True],
+    window: WindowArg | None = ...,
 ) -> tuple[ArrayT, Mask]: ...
 @overload
 def dropout(
@@ -203,6 +249,7 @@ def dropout(
     broadcast_axes: Axes = ...,
     out: ArrayT | None = ...,
     return_mask: Literal[True],
+    window: WindowArg | None = ...,
 ) -> tuple[ArrayT, Mask | None]: ...
 @overload
 def dropout(
@@ -216,6 +263,7 @@ def dropout(
     broadcast_axes: Axes = ...,
     out: FloatArray | None = ...,
     return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
 ) -> FloatArray: ...
 @overload
 def dropout(
@@ -229,6 +277,7 @@ def dropout(
     broadcast_axes: Axes = ...,
     out: FloatArray | None = ...,
     return_mask: Literal[True],
+    window: WindowArg | None = ...,
 ) -> tuple[FloatArray, Mask]: ...
 @overload
 def dropout(
@@ -242,6 +291,7 @@ def dropout(
     broadcast_axes: Axes = ...,
     out: FloatArray | None = ...,
     return_mask: bool,
+    window: WindowArg | None = ...,
 ) -> FloatArray | tuple[FloatArray, Mask | None]: ...
 
 
@@ -256,6 +306,7 @@ def dropout(
     broadcast_axes: Axes = None,
     out: Any = None,
     return_mask: bool = False,
+    window: WindowArg | None = None,
 ) -> Any:
     """Dropout of ``x`` with drop probability ``p``.
 
@@ -285,6 +336,11 @@ def dropout(
         Writeable, C-contiguous array of ``x``'s shape and dtype; may be ``x``.
     return_mask : bool
         Also return the :class:`~fastdropout.Mask` (``None`` in evaluation).
+    window : (global_shape, start), optional
+        ``x`` is the block ``X[start[0]:start[0] + x.shape[0], ...]`` of an array
+        ``X`` of ``global_shape``: mask elements are numbered over ``X``'s mask, so
+        the block gets exactly the values the call on ``X`` gives there
+        (docs/spec.md section 11). The mask is the block's window of ``X``'s mask.
 
     Returns
     -------
@@ -292,7 +348,7 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
-    if training is True and broadcast_axes is None:
+    if training is True and broadcast_axes is None and window is None:
         # A plain call (see _core.dense) is checked, allocated and run in C++;
         # None means "not plain": the general path below validates and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
@@ -302,8 +358,14 @@ def dropout(
                 y, bits = fast
                 return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
+    if _is_dask(x):  # lazy, block by block
+        return _dask().dropout(
+            x, p, training=training, mode=mode, seed=seed, offset=offset,
+            broadcast_axes=broadcast_axes, out=out, return_mask=return_mask,
+            window=window,
+        )  # fmt: skip
     return _dropout_general(
-        x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
+        x, p, training, mode, seed, offset, broadcast_axes, out, return_mask, window
     )
 
 
@@ -318,12 +380,13 @@ def _dropout_general(
     broadcast_axes: object,
     out: Any,
     return_mask: object,
+    window: object,
 ) -> Any:
     """``dropout`` for every call but the plain ones (any array type)."""
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
-    return _forward(plan)
+    return _forward(plan, _check_window(window, plan.x.shape))
 
 
 @overload
@@ -338,6 +401,7 @@ def spatial_dropout(
     offset: Offset = ...,
     out: ArrayT | None = ...,
     return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
 ) -> ArrayT: ...
 @overload
 def spatial_dropout(
@@ -351,6 +415,7 @@ def spatial_dropout(
     offset: Offset = ...,
     out: ArrayT | None = ...,
     return_mask: Literal[True],
+    window: WindowArg | None = ...,
 ) -> tuple[ArrayT, Mask]: ...
 @overload
 def spatial_dropout(
@@ -364,6 +429,7 @@ def spatial_dropout(
     offset: Offset = ...,
     out: ArrayT | None = ...,
     return_mask: Literal[True],
+    window: WindowArg | None = ...,
 ) -> tuple[ArrayT, Mask | None]: ...
 @overload
 def spatial_dropout(
@@ -377,6 +443,7 @@ def spatial_dropout(
     offset: Offset = ...,
     out: FloatArray | None = ...,
     return_mask: Literal[False] = ...,
+    window: WindowArg | None = ...,
 ) -> FloatArray: ...
 @overload
 def spatial_dropout(
@@ -390,6 +457,7 @@ def spatial_dropout(
     offset: Offset = ...,
     out: FloatArray | None = ...,
     return_mask: Literal[True],
+    window: WindowArg | None = ...,
 ) -> tuple[FloatArray, Mask]: ...
 @overload
 def spatial_dropout(
@@ -403,6 +471,7 @@ def spatial_dropout(
     offset: Offset = ...,
     out: FloatArray | None = ...,
     return_mask: bool,
+    window: WindowArg | None = ...,
 ) -> FloatArray | tuple[FloatArray, Mask | None]: ...
 
 
@@ -417,6 +486,7 @@ def spatial_dropout(
     offset: Any = 0,
     out: Any = None,
     return_mask: bool = False,
+    window: WindowArg | None = None,
 ) -> Any:
     """Dropout of whole feature maps (channels) of a 3-, 4- or 5-D ``x``.
 
@@ -425,7 +495,7 @@ def spatial_dropout(
     and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
     for the same seed and offset. Other arguments as :func:`dropout`.
     """
-    if training is True and type(data_format) is str:
+    if training is True and type(data_format) is str and window is None:
         channels_last = _CHANNELS_LAST.get(data_format)
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
@@ -440,8 +510,13 @@ def spatial_dropout(
                     shape = (n, *ones, c) if channels_last else (n, c, *ones)
                     return y, Mask._new(bits, shape, n * c, p, mode, s, offset, axes)
                 return fast
+    if _is_dask(x):  # lazy, block by block
+        return _dask().spatial_dropout(
+            x, p, data_format=data_format, training=training, mode=mode, seed=seed,
+            offset=offset, out=out, return_mask=return_mask, window=window,
+        )  # fmt: skip
     return _spatial_dropout_general(
-        x, p, data_format, training, mode, seed, offset, out, return_mask
+        x, p, data_format, training, mode, seed, offset, out, return_mask, window
     )
 
 
@@ -456,6 +531,7 @@ def _spatial_dropout_general(
     offset: object,
     out: Any,
     return_mask: object,
+    window: object,
 ) -> Any:
     """``spatial_dropout`` for every call but the plain ones (any array type)."""
     plan = _v.plan_forward(
@@ -471,7 +547,7 @@ def _spatial_dropout_general(
         spatial=True,
         data_format=data_format,
     )
-    return _forward(plan)
+    return _forward(plan, _check_window(window, plan.x.shape))
 
 
 @overload
@@ -485,6 +561,7 @@ def dropout_backward(
     offset: Offset = ...,
     broadcast_axes: Axes = ...,
     out: ArrayT | None = ...,
+    window: WindowArg | None = ...,
 ) -> ArrayT: ...
 @overload
 def dropout_backward(
@@ -497,6 +574,7 @@ def dropout_backward(
     offset: Offset = ...,
     broadcast_axes: Axes = ...,
     out: FloatArray | None = ...,
+    window: WindowArg | None = ...,
 ) -> FloatArray: ...
 
 
@@ -510,6 +588,7 @@ def dropout_backward(
     offset: Offset = 0,
     broadcast_axes: Axes = None,
     out: Any = None,
+    window: WindowArg | None = None,
 ) -> Any:
     """Gradient of dropout: ``grad_y * s`` (inverted) or ``grad_y`` (classic)
     where kept, ``+0.0`` where dropped.
@@ -519,9 +598,14 @@ def dropout_backward(
     ``p`` with the integer ``seed`` and the ``offset`` (and
     ``broadcast_axes``) of the forward call to regenerate the mask without
     storing it (``mode="alpha"`` regenerates an alpha dropout mask). The
-    result has ``grad_y``'s dtype; ``out`` as in :func:`dropout`.
+    result has ``grad_y``'s dtype; ``out`` as in :func:`dropout`. ``window``
+    (with ``p`` and ``seed``, not with a mask): the ``window`` of a block's
+    forward call, whose mask is regenerated; a mask from a block call already
+    covers just the block.
     """
-    if (
+    if window is not None:
+        pass  # validated and run below
+    elif (
         type(mask) is Mask
         and mask.mode != "alpha"
         and p is None
@@ -544,8 +628,13 @@ def dropout_backward(
         grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
+    if _is_dask(grad_y):  # lazy, block by block
+        return _dask().dropout_backward(
+            grad_y, mask, p, mode=mode, seed=seed, offset=offset,
+            broadcast_axes=broadcast_axes, out=out, window=window,
+        )  # fmt: skip
     return _dropout_backward_general(
-        grad_y, mask, p, mode, seed, offset, broadcast_axes, out
+        grad_y, mask, p, mode, seed, offset, broadcast_axes, out, window
     )
 
 
@@ -559,9 +648,11 @@ def _dropout_backward_general(
     offset: object,
     broadcast_axes: object,
     out: Any,
+    window: object,
 ) -> Any:
     """``dropout_backward`` for every call but the plain ones (any array type)."""
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    win = _window.check_backward(window, plan.mask is not None, plan.g.shape)
     g = plan.g
     out_ = plan.out
     y = _target(g, out_)
@@ -569,6 +660,13 @@ def _dropout_backward_general(
     if plan.mask is not None:
         _core.backward_mask(
             _source(g, y, out_), y, plan.mask.bits, scale, scaled, plan.axes
+        )
+    elif win is not None:
+        bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None
+        src = _source(g, y, out_)
+        t = _threshold(plan.p)
+        _run_window(
+            src, y, plan.seed, plan.offset, win, plan.axes, t, scale, scaled, bits
         )
     else:
         bits = _empty((plan.n_mask + 7) >> 3, _uint8) if plan.axes else None

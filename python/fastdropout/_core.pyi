@@ -232,3 +232,55 @@ def _stream_add(
 ) -> None:
     """out = a + b (float32, C-contiguous) split over the kernels' threads and chunks:
     the read-two-write-one baseline of the benchmarks."""
+
+# ---- windows (cpp/bindings/register_window.cpp): docs/spec.md section 11 ----
+
+def window_forward(
+    x: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    seed: int,
+    offset: int,
+    strides: tuple[int, ...],
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """forward() for a block of a larger array (cpp/src/window.hpp): the block's
+    mask element c (C order over x.shape with broadcast_axes set to 1) is at stream
+    position offset + sum(c[k] * strides[k]) (mod 2**64), where strides are the
+    global mask's strides of x's axes and offset already includes the window's
+    start. bits receives the window's mask bits (required with broadcast axes)."""
+
+def window_add_forward(
+    x: npt.NDArray[Any],
+    residual: npt.NDArray[Any],
+    bias: npt.NDArray[Any] | None,
+    y: npt.NDArray[Any],
+    seed: int,
+    offset: int,
+    strides: tuple[int, ...],
+    threshold: int,
+    scale: float,
+    scaled: bool,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """add_forward() for a block: the window's mask bits (required) are generated
+    as in window_forward(), then applied with the residual add in one pass."""
+
+def window_alpha_forward(
+    x: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    seed: int,
+    offset: int,
+    strides: tuple[int, ...],
+    threshold: int,
+    coef_a: float,
+    coef_b: float,
+    coef_d: float,
+    bits: npt.NDArray[np.uint8] | None,
+    broadcast_axes: tuple[int, ...],
+) -> None:
+    """alpha_forward() for a block, as window_add_forward()."""

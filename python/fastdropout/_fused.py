@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core, _scales
+from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
 from ._api import dropout_backward
@@ -77,6 +77,7 @@ def dropout_add(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Dropout of ``x + bias`` added to ``residual``, in one pass over memory.
 
@@ -90,7 +91,10 @@ def dropout_add(
     ``x``'s shape; ``bias.shape`` equals ``x``'s trailing axes. ``out`` may be
     ``residual`` or ``x`` (in place). The mask is ``x``'s (or the broadcast
     mask of ``broadcast_axes``); ``seed``, ``offset``, ``return_mask`` as in
-    :func:`fastdropout.dropout`. See docs/spec.md section 9.
+    :func:`fastdropout.dropout`. See docs/spec.md section 9. ``window`` as in
+    :func:`fastdropout.dropout` (``x`` and ``residual`` are the block, ``bias``
+    the block's part of the bias; the window's mask bits are generated first,
+    then applied in one pass).
     """
     plan = _vf.plan_add(
         x,
@@ -106,6 +110,7 @@ def dropout_add(
         return_mask,
     )
     xa, ra, ba = plan.x, plan.residual, plan.bias
+    win = None if window is None else _window.check_window(window, xa.shape)
     y = _target(xa, plan.out)
     xs = _readable(xa, y)
     rs = _readable(ra, y)
@@ -119,30 +124,35 @@ def dropout_add(
     s = resolve_seed(plan.seed)
     bits = (
         np.empty((plan.n_mask + 7) >> 3, np.uint8)
-        if (plan.return_mask or plan.axes)
+        if (plan.return_mask or plan.axes or win is not None)
         else None
     )
     scaled = plan.mode == "inverted"
     scale = float(_scales.inverted_scale(plan.p, xa.dtype)) if scaled else 1.0
-    _core.add_forward(
-        xs,
-        rs,
-        bs,
-        y,
-        s,
-        plan.offset,
-        _v.threshold(plan.p),
-        scale,
-        scaled,
-        bits,
-        plan.axes,
-    )
+    t = _v.threshold(plan.p)
+    if win is None:
+        _core.add_forward(
+            xs, rs, bs, y, s, plan.offset, t, scale, scaled, bits, plan.axes
+        )
+    else:
+        first, strides = _window.layout(win, plan.axes, plan.offset)
+        _core.window_add_forward(
+            xs, rs, bs, y, s, first, strides, t, scale, scaled, bits, plan.axes
+        )
     y = _finish(y, plan.out)
     if not plan.return_mask:
         return y
     assert bits is not None
     mask = Mask._new(
-        bits, plan.mask_shape, plan.n_mask, plan.p, plan.mode, s, plan.offset, plan.axes
+        bits,
+        plan.mask_shape,
+        plan.n_mask,
+        plan.p,
+        plan.mode,
+        s,
+        plan.offset,
+        plan.axes,
+        win,
     )
     return y, mask
 

@@ -23,8 +23,10 @@ sees ndarrays; its array results are turned back into the callers' kind:
   ``bfloat16`` tensor is read and returned through ``ml_dtypes`` when that is
   installed (``_dlpack_in`` / ``_to_producer``), so it gets the same dtype
   check as a NumPy ``bfloat16`` array.
-- dask arrays (recognised by their module, dask is not imported) would have to be
-  computed whole: TypeError naming ``fastdropout.dask``.
+- dask arrays (recognised by their module, dask is not imported) go to the lazy
+  function of the same name in ``fastdropout.dask`` (docs/spec.md section 11);
+  where there is none they would have to be computed whole: TypeError naming
+  ``fastdropout.dask``.
 
 With ``out=`` the result is ``out`` itself, as for ufuncs (a DLPack ``out`` is
 written through its zero-copy view and returned as given). An array result that
@@ -211,6 +213,12 @@ class _Call:
         return np.ma.MaskedArray(r, mask=mask, fill_value=first.fill_value)
 
 
+# Functions that fastdropout.dask provides with the same signature.
+_LAZY = frozenset(
+    ("dropout", "spatial_dropout", "dropout_backward", "alpha_dropout", "dropout_add")
+)
+
+
 def keeps_array_type(*names: str, out: str | None = "out") -> Callable[[_F], _F]:
     """Decorator: the array arguments ``names`` (and ``out``) of the function may be
     masked arrays, ndarray subclasses or DLPack CPU arrays; results come back as
@@ -230,6 +238,13 @@ def keeps_array_type(*names: str, out: str | None = "out") -> Callable[[_F], _F]
         spots = tuple((n, positional.get(n)) for n in names)
         out_spot = (out, positional.get(out)) if out is not None else None
         fn_name = fn.__name__.lstrip("_").replace("_general", "")
+        # a public function with a lazy counterpart takes dask arrays there (the
+        # _general helpers' callers dispatch before them; the reference is NumPy's)
+        lazy = (
+            fn.__name__
+            if fn.__name__ in _LAZY and fn.__module__ != "fastdropout.reference"
+            else None
+        )
 
         # The common case first: one array argument, given positionally, an
         # exact ndarray (one length test and one type test).
@@ -249,6 +264,9 @@ def keeps_array_type(*names: str, out: str | None = "out") -> Callable[[_F], _F]
                 value = args[i] if in_args else kwargs.get(name)  # type: ignore[index]
                 if type(value) is _ndarray or value is None:
                     continue
+                if lazy and _root_module(value) == "dask":
+                    lazy_fn = getattr(importlib.import_module("fastdropout.dask"), lazy)
+                    return lazy_fn(*args, **kwargs)  # the same call, block by block
                 if call is None:
                     call = _Call()
                     new_args = list(args)  # type: ignore[assignment]

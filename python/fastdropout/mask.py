@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
+from ._window import Window, check_window
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -26,16 +28,28 @@ class Mask:
       (``"inverted"``, ``"classic"``, or ``"alpha"`` for alpha dropout).
     - ``seed``, ``offset``: the stream position it was drawn from (SPEC section 2).
     - ``broadcast_axes``: the axes of the input along which decisions are shared.
+    - ``window``: ``None``, or the ``(global_shape, start)`` of a block call
+      (docs/spec.md section 11): the mask is then the block's window of the
+      global mask, C order within the window.
 
     ``to_bool()`` gives the decisions as a bool array of ``shape``.
     """
 
-    # One slot holding (bits, shape, size, p, mode, seed, offset, axes): a mask is
-    # made on every training step, and one attribute store is cheaper than eight.
+    # One slot holding (bits, shape, size, p, mode, seed, offset, axes, window): a
+    # mask is made on every training step, and one attribute store is cheaper than
+    # nine.
     __slots__ = ("_s",)
 
     _s: tuple[
-        npt.NDArray[np.uint8], tuple[int, ...], int, float, str, int, int, tuple[int, ...]
+        npt.NDArray[np.uint8],
+        tuple[int, ...],
+        int,
+        float,
+        str,
+        int,
+        int,
+        tuple[int, ...],
+        Window | None,
     ]
 
     def __init__(
@@ -47,6 +61,7 @@ class Mask:
         seed: int,
         offset: int,
         broadcast_axes: tuple[int, ...] = (),
+        window: object = None,
     ) -> None:
         from . import _validate as v
 
@@ -75,6 +90,9 @@ class Mask:
         arr = arr.copy()
         arr.flags.writeable = False
         axes = tuple(int(a) for a in broadcast_axes)
+        # a window's block may be any size along broadcast axes: check lengths and
+        # signs only (as for an empty block)
+        win = None if window is None else check_window(window, (0,) * len(shp))
         self._set(
             arr,
             shp,
@@ -84,6 +102,7 @@ class Mask:
             v.check_offset(seed, "seed"),
             v.check_offset(offset),
             axes,
+            win,
         )
 
     def _set(
@@ -96,8 +115,11 @@ class Mask:
         seed: int,
         offset: int,
         axes: tuple[int, ...],
+        window: Window | None = None,
     ) -> None:
-        object.__setattr__(self, "_s", (bits, shape, size, p, mode, seed, offset, axes))
+        object.__setattr__(
+            self, "_s", (bits, shape, size, p, mode, seed, offset, axes, window)
+        )
 
     @classmethod
     def _new(
@@ -110,11 +132,12 @@ class Mask:
         seed: int,
         offset: int,
         axes: tuple[int, ...],
+        window: Window | None = None,
     ) -> Mask:
         """Wrap freshly made, already validated bits (no copy): internal."""
         bits.setflags(write=False)
         self = cls.__new__(cls)
-        self._set(bits, shape, size, p, mode, seed, offset, axes)
+        self._set(bits, shape, size, p, mode, seed, offset, axes, window)
         return self
 
     # -- read-only attributes ------------------------------------------------
@@ -151,6 +174,10 @@ class Mask:
     def broadcast_axes(self) -> tuple[int, ...]:
         return self._s[7]
 
+    @property
+    def window(self) -> Window | None:
+        return self._s[8]
+
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"Mask is read-only: cannot set {name!r}")
 
@@ -177,7 +204,9 @@ class Mask:
         return (
             f"Mask(shape={self.shape}, p={self.p!r}, mode={self.mode!r}, "
             f"seed={self.seed}, offset={self.offset}, "
-            f"broadcast_axes={self.broadcast_axes}, nbytes={self.bits.size})"
+            f"broadcast_axes={self.broadcast_axes}, "
+            + ("" if self.window is None else f"window={tuple(self.window)}, ")
+            + f"nbytes={self.bits.size})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -190,6 +219,7 @@ class Mask:
             and self.seed == other.seed
             and self.offset == other.offset
             and self.broadcast_axes == other.broadcast_axes
+            and self.window == other.window
             and bool(np.array_equal(self.bits, other.bits))
         )
 
@@ -202,6 +232,7 @@ class Mask:
                 self.seed,
                 self.offset,
                 self.broadcast_axes,
+                self.window,
                 self.bits.tobytes(),
             )
         )
@@ -219,6 +250,7 @@ class Mask:
                 self.seed,
                 self.offset,
                 self.broadcast_axes,
+                self.window,
             ),
         )
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
-from . import _bfloat16, _scales
+from . import _bfloat16, _scales, _window
 from . import _layer_base as _layers
 from . import _validate as _v
 from . import _validate_fused as _vf
@@ -49,6 +49,7 @@ __all__ = [
     "mask_bits",
     "philox",
     "spatial_dropout",
+    "window_mask_bits",
 ]
 
 
@@ -160,6 +161,31 @@ def keep(
     w = (j & np.uint64(3)).astype(np.intp)
     r = np.take_along_axis(words, w[..., np.newaxis], axis=-1)[..., 0]
     return np.asarray(r.astype(np.uint64) >= t)
+
+
+def window_mask_bits(
+    seed: int,
+    offset: int,
+    window: _window.Window,
+    axes: tuple[int, ...],
+    mask_shape: tuple[int, ...],
+    p: float,
+) -> npt.NDArray[np.uint8]:
+    """Packed decisions of a block's window of the global mask (docs/spec.md
+    section 11): window element ``c`` (C order over ``mask_shape``, the block's
+    shape with the broadcast ``axes`` set to 1) is global mask element
+    ``start + c``, numbered in C order over ``global_shape`` with the broadcast
+    axes set to 1, at stream position ``offset`` plus that number."""
+    first, strides = _window.layout(window, axes, offset)
+    n = 1
+    for size in mask_shape:
+        n *= size
+    parts = [np.zeros(0, np.uint8)]
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        index = _window.global_indices(mask_shape, strides, start, stop)
+        parts.append(np.packbits(keep(seed, first, index, p), bitorder="little"))
+    return np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------
@@ -275,14 +301,20 @@ def _evaluate(x: FloatArray, p: float, mode: str, y: FloatArray) -> FloatArray:
 # --------------------------------------------------------------------------
 
 
-def _forward(plan: _v.ForwardPlan) -> Any:
+def _forward(plan: _v.ForwardPlan, window: object = None) -> Any:
     x = plan.x
+    win = None if window is None else _window.check_window(window, x.shape)
     y = plan.out if plan.out is not None else np.empty(x.shape, x.dtype)
     if not plan.training:
         _evaluate(x, plan.p, plan.mode, y)
         return (y, None) if plan.return_mask else y
     seed = resolve_seed(plan.seed)
-    bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
+    if win is None:
+        bits = mask_bits(seed, plan.offset, plan.n_mask, plan.p)
+    else:
+        bits = window_mask_bits(
+            seed, plan.offset, win, plan.axes, plan.mask_shape, plan.p
+        )
     _copy_input(y, x)
     _apply_mask(
         y, bits, plan.axes, _v.inverted_scale(plan.p, x.dtype), plan.mode == "inverted"
@@ -298,6 +330,7 @@ def _forward(plan: _v.ForwardPlan) -> Any:
         seed,
         plan.offset,
         plan.axes,
+        win,
     )
     return y, mask
 
@@ -314,12 +347,13 @@ def dropout(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Reference of :func:`fastdropout.dropout` (same arguments and result)."""
     plan = _v.plan_forward(
         x, p, training, mode, seed, offset, broadcast_axes, out, return_mask
     )
-    return _forward(plan)
+    return _forward(plan, window)
 
 
 @keeps_array_type("x")
@@ -334,6 +368,7 @@ def spatial_dropout(
     offset: int = 0,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Reference of :func:`fastdropout.spatial_dropout` (SPEC 4)."""
     plan = _v.plan_forward(
@@ -349,7 +384,7 @@ def spatial_dropout(
         spatial=True,
         data_format=data_format,
     )
-    return _forward(plan)
+    return _forward(plan, window)
 
 
 @keeps_array_type("grad_y")
@@ -363,13 +398,19 @@ def dropout_backward(
     offset: int = 0,
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> FloatArray:
     """Reference of :func:`fastdropout.dropout_backward` (SPEC 3, last item)."""
     plan = _v.plan_backward(grad_y, mask, p, mode, seed, offset, broadcast_axes, out)
+    win = _window.check_backward(window, plan.mask is not None, plan.g.shape)
     g = plan.g
     y = plan.out if plan.out is not None else np.empty(g.shape, g.dtype)
     if plan.mask is not None:
         bits = plan.mask.bits
+    elif win is not None:  # regenerate a block's window of the forward's mask
+        bits = window_mask_bits(
+            plan.seed, plan.offset, win, plan.axes, plan.mask_shape, plan.p
+        )
     else:  # regenerate the forward's mask from (seed, offset)
         bits = mask_bits(plan.seed, plan.offset, plan.n_mask, plan.p)
     _copy_input(y, g)
@@ -396,6 +437,14 @@ class SpatialDropout(_layers.SpatialDropoutBase):
 # --------------------------------------------------------------------------
 
 
+def _bits_of(seed: int, plan: Any, win: _window.Window | None) -> npt.NDArray[np.uint8]:
+    """The mask bits of a plan (with ``offset``, ``n_mask``, ``p``, ``axes`` and
+    ``mask_shape``): the whole mask, or a block's window of the global mask."""
+    if win is None:
+        return mask_bits(seed, plan.offset, plan.n_mask, plan.p)
+    return window_mask_bits(seed, plan.offset, win, plan.axes, plan.mask_shape, plan.p)
+
+
 @keeps_array_type("x", "residual", "bias")
 def dropout_add(
     x: npt.ArrayLike,
@@ -410,6 +459,7 @@ def dropout_add(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Reference of :func:`fastdropout.dropout_add`: ``residual +
     select(keep, (x + bias) * s, +0.0)``, one NumPy operation at a time, each
@@ -419,6 +469,7 @@ def dropout_add(
         return_mask,
     )
     xa, ra, ba = plan.x, plan.residual, plan.bias
+    win = None if window is None else _window.check_window(window, xa.shape)
     dt = xa.dtype
     # Copies first: out may be x or residual.
     xf = np.array(xa, order="C", copy=True).reshape(-1)
@@ -430,7 +481,7 @@ def dropout_add(
     seed_used = 0
     if plan.training:
         seed_used = resolve_seed(plan.seed)
-        bits = mask_bits(seed_used, plan.offset, plan.n_mask, plan.p)
+        bits = _bits_of(seed_used, plan, win)
     scale = _scales.inverted_scale(plan.p, dt)
     factor = _scales.classic_factor(plan.p, dt)
     zero = np.zeros((), dt)
@@ -454,7 +505,7 @@ def dropout_add(
         return y, None
     return y, Mask._new(
         bits, plan.mask_shape, plan.n_mask, plan.p, plan.mode, seed_used,
-        plan.offset, plan.axes,
+        plan.offset, plan.axes, win,
     )
 
 
@@ -502,17 +553,19 @@ def alpha_dropout(
     broadcast_axes: int | tuple[int, ...] | None = None,
     out: FloatArray | None = None,
     return_mask: bool = False,
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     """Reference of :func:`fastdropout.alpha_dropout`: kept ``(x * A) + B``
     (two roundings), dropped ``D``."""
     plan = _vf.plan_alpha(x, p, training, seed, offset, broadcast_axes, out, return_mask)
     xa = plan.x
+    win = None if window is None else _window.check_window(window, xa.shape)
     y = plan.out if plan.out is not None else np.empty(xa.shape, xa.dtype)
     _copy_input(y, xa)
     if not plan.training:
         return (y, None) if plan.return_mask else y
     s = resolve_seed(plan.seed)
-    bits = mask_bits(s, plan.offset, plan.n_mask, plan.p)
+    bits = _bits_of(s, plan, win)
     coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)
     dropped = np.asarray(coef_d, xa.dtype)
     flat = y.reshape(-1)
@@ -525,7 +578,8 @@ def alpha_dropout(
     if not plan.return_mask:
         return y
     return y, Mask._new(
-        bits, plan.mask_shape, plan.n_mask, plan.p, "alpha", s, plan.offset, plan.axes
+        bits, plan.mask_shape, plan.n_mask, plan.p, "alpha", s, plan.offset, plan.axes,
+        win,
     )
 
 

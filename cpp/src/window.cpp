@@ -1,0 +1,235 @@
+// The run walk behind windows (see window.hpp).
+//
+// Threads split the window's elements [0, n) exactly as the dense kernels do (chunk
+// edges at multiples of 64, so no two threads write one mask byte); inside its chunk a
+// thread walks the runs with an odometer over the outer axes (no division per run)
+// and calls the kernel once per run, with x, y and the stream rebased to the run's
+// start: the kernel then always starts at element 0, the alignment it asks for.
+// A run whose first mask bit is not at a byte boundary gets its bits through a small
+// per-thread buffer and is merged in with a shift.
+#include "window.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "parallel.hpp"
+
+namespace fastdropout {
+namespace {
+
+// Mask bits of one run go through the per-thread buffer in pieces of this many
+// elements (a multiple of 64: 8 KiB of bits).
+constexpr std::size_t kPieceBits = std::size_t{1} << 16;
+
+struct OuterDim {
+    std::size_t size;
+    std::uint64_t gstride;
+};
+
+// Runs of the window: drop size-1 axes, merge neighbours that are contiguous in the
+// global stream (memory is C-contiguous anyway); the innermost axis is the run when its
+// global stride is 1, else every run is one element long.
+struct Runs {
+    std::vector<OuterDim> outer;  // outer axes, C order
+    std::size_t run = 1;          // elements per run
+};
+
+Runs plan_runs(const WindowLayout& w) {
+    std::vector<OuterDim> m;
+    for (std::size_t k = 0; k < w.dims.size(); ++k) {
+        if (w.dims[k] == 1) {
+            continue;
+        }
+        const OuterDim d{w.dims[k], w.gstride[k]};
+        if (!m.empty() && m.back().gstride == d.gstride * d.size) {
+            m.back().size *= d.size;
+            m.back().gstride = d.gstride;
+        } else {
+            m.push_back(d);
+        }
+    }
+    Runs r;
+    if (!m.empty() && m.back().gstride == 1) {
+        r.run = m.back().size;
+        m.pop_back();
+    }
+    r.outer = m;
+    return r;
+}
+
+// seg(i, g, len) for the runs (or parts of runs) covering elements [b, e): element i
+// of the window (C order) is global mask index g, and the next len elements follow it
+// in memory and in the stream.
+template <class Seg>
+void walk_runs(const Runs& r, std::size_t b, std::size_t e, const Seg& seg) {
+    if (b >= e) {
+        return;
+    }
+    const std::size_t nd = r.outer.size();  // <= kMaxWindowDims (checked by the caller)
+    std::size_t coord[kMaxWindowDims] = {};
+    std::size_t item = b / r.run;
+    std::size_t w = b % r.run;
+    std::uint64_t g = 0;
+    for (std::size_t k = nd; k-- > 0;) {
+        coord[k] = item % r.outer[k].size;
+        item /= r.outer[k].size;
+        g += static_cast<std::uint64_t>(coord[k]) * r.outer[k].gstride;
+    }
+    for (std::size_t i = b; i < e;) {
+        const std::size_t len = std::min(r.run - w, e - i);
+        seg(i, g + w, len);
+        i += len;
+        w = 0;
+        // next run: odometer over the outer axes
+        for (std::size_t k = nd; k-- > 0;) {
+            g += r.outer[k].gstride;
+            if (++coord[k] < r.outer[k].size) {
+                break;
+            }
+            g -= static_cast<std::uint64_t>(coord[k]) * r.outer[k].gstride;
+            coord[k] = 0;
+        }
+    }
+}
+
+// Writes bits [pos, pos + n) of dst from bits [0, n) of src (whose unused high bits
+// are 0): the bits below pos in the first byte are kept, those above pos + n in the
+// last byte are set to 0 (a later run of the same thread fills them).
+void put_bits(std::uint8_t* dst, std::size_t pos, const std::uint8_t* src, std::size_t n) {
+    const std::size_t src_bytes = (n + 7) / 8;
+    std::uint8_t* d = dst + pos / 8;
+    const unsigned sh = static_cast<unsigned>(pos % 8);
+    if (sh == 0) {
+        std::memcpy(d, src, src_bytes);
+        return;
+    }
+    const std::size_t out_bytes = (sh + n + 7) / 8;
+    unsigned carry = d[0] & ((1u << sh) - 1u);
+    for (std::size_t k = 0; k < out_bytes; ++k) {
+        const unsigned s = k < src_bytes ? src[k] : 0u;
+        d[k] = static_cast<std::uint8_t>(carry | (s << sh));
+        carry = s >> (8 - sh);
+    }
+}
+
+void check_layout(const WindowLayout& w) {
+    if (w.dims.size() > kMaxWindowDims || w.gstride.size() != w.dims.size()) {
+        throw std::invalid_argument("window layout: at most 64 axes, one stride per axis");
+    }
+}
+
+// body(t, begin, end) over parallel.hpp's chunks (a lambda through run_chunks' plain
+// function pointer and context).
+template <class Body>
+void for_each_chunk(std::size_t n, std::size_t nt, const Body& body) {
+    run_chunks(
+        n, nt,
+        [](void* ctx, std::size_t t, std::size_t b, std::size_t e) {
+            (*static_cast<const Body*>(ctx))(t, b, e);
+        },
+        const_cast<Body*>(&body));
+}
+
+std::size_t count_of(const WindowLayout& w) {
+    std::size_t n = 1;
+    for (std::size_t d : w.dims) {
+        n *= d;
+    }
+    return n;
+}
+
+struct FusedApplyCtx {
+    const FusedArgs* a;
+    void (*fn)(const FusedArgs&, const MaskRun&, std::size_t, std::size_t);
+};
+
+void fused_segment(void* ctx, const MaskRun& run, std::size_t b, std::size_t e) {
+    const auto* c = static_cast<const FusedApplyCtx*>(ctx);
+    c->fn(*c->a, run, b, e);
+}
+
+}  // namespace
+
+void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a,
+                        const WindowLayout& w) {
+    check_layout(w);
+    const std::size_t n = count_of(w);
+    if (n == 0) {
+        return;
+    }
+    const Runs r = plan_runs(w);
+    const auto fn = table.forward[dt];
+    const std::size_t es = dtype_size(dt);
+    const auto* x = static_cast<const unsigned char*>(a.x);
+    auto* y = static_cast<unsigned char*>(a.y);
+    const std::size_t nt = plan_chunks(n);
+    // Per-thread bit buffers, allocated here so nothing in the parallel region throws.
+    std::vector<std::vector<std::uint8_t>> bufs(a.bits != nullptr ? nt : 0,
+                                                std::vector<std::uint8_t>(kPieceBits / 8));
+    for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            ForwardArgs run = a;
+            run.stream.offset = a.stream.offset + g;  // mod 2**64, as the stream wraps
+            if (a.bits == nullptr || i % 8 == 0) {
+                run.x = x + i * es;
+                run.y = y + i * es;
+                run.bits = a.bits == nullptr ? nullptr : a.bits + i / 8;
+                run.n = len;
+                fn(run, 0, len);
+                return;
+            }
+            std::uint8_t* buf = bufs[t].data();
+            for (std::size_t done = 0; done < len; done += kPieceBits) {
+                const std::size_t m = std::min(kPieceBits, len - done);
+                run.x = x + (i + done) * es;
+                run.y = y + (i + done) * es;
+                run.stream.offset = a.stream.offset + g + done;
+                run.bits = buf;
+                run.n = m;
+                fn(run, 0, m);
+                put_bits(a.bits, i + done, buf, m);
+            }
+        });
+    });
+}
+
+void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* bits,
+                         const WindowLayout& w) {
+    check_layout(w);
+    const std::size_t n = count_of(w);
+    if (n == 0) {
+        return;
+    }
+    const Runs r = plan_runs(w);
+    const auto fn = table.gen_bits;
+    const std::size_t nt = plan_chunks(n);
+    std::vector<std::vector<std::uint8_t>> bufs(nt, std::vector<std::uint8_t>(kPieceBits / 8));
+    for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            StreamArgs run = s;
+            if (i % 8 == 0) {
+                run.offset = s.offset + g;
+                fn(run, bits + i / 8, 0, len);
+                return;
+            }
+            std::uint8_t* buf = bufs[t].data();
+            for (std::size_t done = 0; done < len; done += kPieceBits) {
+                const std::size_t m = std::min(kPieceBits, len - done);
+                run.offset = s.offset + g + done;
+                fn(run, buf, 0, m);
+                put_bits(bits, i + done, buf, m);
+            }
+        });
+    });
+}
+
+void run_window_fused(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
+                      const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                      const WindowLayout& w) {
+    run_window_gen_bits(table, a.stream, a.bits, w);
+    FusedApplyCtx ctx{&a, op == FusedOp::kAdd ? table.add_apply[dt] : table.alpha_apply[dt]};
+    run_masked(dims, broadcast, a.bits, &fused_segment, &ctx);
+}
+
+}  // namespace fastdropout

@@ -1,0 +1,433 @@
+"""The custom operators (``torch.library.custom_op``) and their autograd.
+
+Each operator runs a NumPy function of fastdropout on views of the tensors'
+memory. ``register_fake`` gives their output shapes to ``torch.compile`` and
+``torch.func``; ``register_autograd`` gives their gradients. The random state
+travels as ``rng``: an int64 tensor ``[seed, offset]`` (bit patterns, see
+``_convert.encode``), so a changing offset is data, not a recompile.
+
+Operators (namespace ``fastdropout``):
+
+- ``forward(x, rng, p, mode, axes, training, keep) -> (y, bits)``: dropout
+  (``mode`` "inverted" or "classic") or alpha dropout (``mode="alpha"``) with
+  one decision shared along ``axes``; ``bits`` is the 1-bit mask (``keep`` and
+  ``training``) or empty.
+- ``forward_(x, rng, p, mode, axes)``: the same in training, written into ``x``.
+- ``backward(grad, saved, p, mode, axes, regenerate) -> grad_x``: from the
+  mask bits, or with ``regenerate`` from ``saved = rng``.
+- ``dropout_add(x, residual, bias, rng, p, mode, axes, training, keep)``.
+- ``dropout_add_bias_grad(grad, saved, p, mode, axes, regenerate, bias_ndim)
+  -> (grad_x, grad_bias)``.
+- ``advance_(state, n)``: adds ``n`` to ``state[1]`` modulo 2**64 (a module's
+  stream position).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+import fastdropout
+
+from ..mask import Mask
+from ._convert import Call, as_numpy, decode, from_numpy, new_like, run_layout
+
+__all__ = [
+    "DropoutAdd",
+    "Forward",
+    "advance_",
+    "apply_dropout_add",
+    "apply_forward",
+    "backward",
+    "dropout_add",
+    "forward",
+    "forward_",
+]
+
+_EMPTY_BITS = (0,)
+# The NumPy API, called with values checked at run time (a mode is a str here,
+# not one of the Literal types its overloads name).
+_fd: Any = fastdropout
+
+
+def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
+    pair = rng.numpy()
+    return decode(int(pair[0])), decode(int(pair[1]))
+
+
+def _mask_size(shape: Any, axes: list[int]) -> Any:
+    n: Any = 1
+    for d, s in enumerate(shape):
+        if d not in axes:
+            n = n * s
+    return n
+
+
+def _bits_of(mask: Mask) -> torch.Tensor:
+    bits = mask.bits
+    try:  # the array is the mask's own, made for this call: hand it over
+        bits.setflags(write=True)
+    except ValueError:
+        bits = bits.copy()
+    return torch.from_numpy(bits)
+
+
+def _no_bits(x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(_EMPTY_BITS, dtype=torch.uint8)
+
+
+# ---- forward --------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastdropout::forward", mutates_args=())
+def forward(
+    x: torch.Tensor,
+    rng: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    training: bool,
+    keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    seed, offset = _seed_offset(rng)
+    want = keep and training
+    masks: list[Mask] = []
+
+    def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
+        kw: dict[str, Any] = {
+            "training": training,
+            "seed": seed,
+            "offset": offset,
+            "broadcast_axes": ax or None,
+            "out": oa,
+            "return_mask": want,
+        }
+        if mode == "alpha":
+            r = _fd.alpha_dropout(xa, p, **kw)
+        else:
+            r = _fd.dropout(xa, p, mode=mode, **kw)
+        if want:
+            masks.append(r[1])
+            return r[0]
+        return r
+
+    out = run_layout(x, new_like(x), tuple(axes), call)
+    return out, (_bits_of(masks[0]) if want else _no_bits(x))
+
+
+@forward.register_fake
+def _(
+    x: torch.Tensor,
+    rng: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    training: bool,
+    keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    del rng, p, mode
+    if keep and training:
+        n = _mask_size(x.shape, axes)
+        return torch.empty_like(x), x.new_empty(((n + 7) // 8,), dtype=torch.uint8)
+    return torch.empty_like(x), _no_bits(x)
+
+
+def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    _x, rng, p, mode, axes, training, keep = inputs
+    ctx.p, ctx.mode, ctx.axes, ctx.training = p, mode, axes, training
+    ctx.regenerate = not keep
+    ctx.save_for_backward(output[1] if keep and training else rng)
+
+
+def _forward_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, ...]:
+    (saved,) = ctx.saved_tensors
+    if ctx.training:
+        g = backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
+    else:  # evaluation is a diagonal linear map: its own adjoint
+        g = forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
+    return g, None, None, None, None, None, None
+
+
+forward.register_autograd(_forward_backward, setup_context=_forward_setup)
+
+
+class Forward(torch.autograd.Function):
+    """``forward`` as an autograd.Function with a ``setup_context``: the
+    functorch transforms (``torch.func.grad``, ``vjp``, ``jacrev``) need one, and
+    the function registered by ``register_autograd`` lacks it (pytorch#168393)."""
+
+    @staticmethod
+    def forward(*args: Any) -> Any:
+        return forward(*args)
+
+    setup_context = staticmethod(_forward_setup)
+    backward = staticmethod(_forward_backward)
+
+
+def apply_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Forward.apply`` (typed)."""
+    return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+
+
+@torch.library.custom_op("fastdropout::forward_", mutates_args=("x",))
+def forward_(
+    x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]
+) -> None:
+    """Training-mode ``forward`` written into ``x`` itself (no autograd: for
+    ``inplace=True`` calls that record no gradient)."""
+    seed, offset = _seed_offset(rng)
+
+    def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
+        kw = {"seed": seed, "offset": offset, "broadcast_axes": ax or None, "out": oa}
+        if mode == "alpha":
+            return _fd.alpha_dropout(xa, p, **kw)
+        return _fd.dropout(xa, p, mode=mode, **kw)
+
+    run_layout(x, x, tuple(axes), call)
+
+
+@forward_.register_fake
+def _(x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]) -> None:
+    del x, rng, p, mode, axes
+
+
+# ---- backward -------------------------------------------------------------------
+
+
+def _regenerated(rng: torch.Tensor, p: float, mode: str) -> Call:
+    """A layout call: the gradient with the mask regenerated from ``rng``."""
+    seed, offset = _seed_offset(rng)
+
+    def call(ga: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
+        return _fd.dropout_backward(
+            ga,
+            p=p,
+            mode=mode,
+            seed=seed,
+            offset=offset,
+            broadcast_axes=ax or None,
+            out=oa,
+        )
+
+    return call
+
+
+def _stored(
+    bits_t: torch.Tensor, grad: torch.Tensor, p: float, mode: str, axes: list[int]
+) -> Call:
+    """A layout call: the gradient from the stored mask bits (numbered over the
+    logical mask shape; a view permutes the shape, not the numbering)."""
+    bits = bits_t.numpy()
+    shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
+    n = _mask_size(grad.shape, axes)
+
+    def call(ga: Any, ax: tuple[int, ...], perm: Any, oa: Any) -> Any:
+        mask = Mask._new(bits, tuple(shape[d] for d in perm), n, p, mode, 0, 0, ax)
+        return _fd.dropout_backward(ga, mask, out=oa)
+
+    return call
+
+
+@torch.library.custom_op("fastdropout::backward", mutates_args=())
+def backward(
+    grad: torch.Tensor,
+    saved: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    regenerate: bool,
+) -> torch.Tensor:
+    call = (
+        _regenerated(saved, p, mode)
+        if regenerate
+        else _stored(saved, grad, p, mode, axes)
+    )
+    return run_layout(grad, new_like(grad), tuple(axes), call)
+
+
+@backward.register_fake
+def _(
+    grad: torch.Tensor,
+    saved: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    regenerate: bool,
+) -> torch.Tensor:
+    del saved, p, mode, axes, regenerate
+    return torch.empty_like(grad)
+
+
+def _backward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    del output
+    _grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate = inputs
+    ctx.save_for_backward(saved)
+
+
+def _backward_backward(ctx: Any, gg: torch.Tensor) -> tuple[Any, ...]:
+    # backward() is linear in grad with a diagonal matrix: its own adjoint.
+    (saved,) = ctx.saved_tensors
+    g = backward(gg, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
+    return g, None, None, None, None, None
+
+
+backward.register_autograd(_backward_backward, setup_context=_backward_setup)
+
+
+# ---- dropout + residual add -----------------------------------------------------
+
+
+@torch.library.custom_op("fastdropout::dropout_add", mutates_args=())
+def dropout_add(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    bias: Optional[torch.Tensor],  # noqa: UP045 (the schema parser wants Optional)
+    rng: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    training: bool,
+    keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    seed, offset = _seed_offset(rng)
+    want = keep and training
+    out = new_like(x, contiguous=True)
+    r = _fd.dropout_add(
+        as_numpy(x),
+        as_numpy(residual),
+        p,
+        bias=None if bias is None else as_numpy(bias),
+        training=training,
+        mode=mode,
+        seed=seed,
+        offset=offset,
+        broadcast_axes=tuple(axes) or None,
+        out=as_numpy(out),
+        return_mask=want,
+    )
+    return out, (_bits_of(r[1]) if want else _no_bits(x))
+
+
+@dropout_add.register_fake
+def _(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    bias: Optional[torch.Tensor],  # noqa: UP045
+    rng: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    training: bool,
+    keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    del residual, bias, rng, p, mode
+    out = x.new_empty(x.shape)
+    if keep and training:
+        n = _mask_size(x.shape, axes)
+        return out, x.new_empty(((n + 7) // 8,), dtype=torch.uint8)
+    return out, _no_bits(x)
+
+
+@torch.library.custom_op("fastdropout::dropout_add_bias_grad", mutates_args=())
+def dropout_add_bias_grad(
+    grad: torch.Tensor,
+    saved: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    regenerate: bool,
+    bias_ndim: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    del bias_ndim  # the NumPy function takes it from the shapes
+    gx = new_like(grad, contiguous=True)
+    kw: dict[str, Any] = {"bias": True, "out": as_numpy(gx)}
+    if regenerate:
+        seed, offset = _seed_offset(saved)
+        kw.update(
+            p=p, mode=mode, seed=seed, offset=offset, broadcast_axes=tuple(axes) or None
+        )
+        res = _fd.dropout_add_backward(as_numpy(grad), **kw)
+    else:
+        shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
+        n = _mask_size(grad.shape, axes)
+        mask = Mask._new(saved.numpy(), shape, n, p, mode, 0, 0, tuple(axes))
+        res = _fd.dropout_add_backward(as_numpy(grad), mask, **kw)
+    return gx, from_numpy(np.asarray(res[2]))
+
+
+@dropout_add_bias_grad.register_fake
+def _(
+    grad: torch.Tensor,
+    saved: torch.Tensor,
+    p: float,
+    mode: str,
+    axes: list[int],
+    regenerate: bool,
+    bias_ndim: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    del saved, p, mode, axes, regenerate
+    lead = grad.ndim - bias_ndim
+    return grad.new_empty(grad.shape), grad.new_empty(grad.shape[lead:])
+
+
+def _add_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    _x, _residual, bias, rng, p, mode, axes, training, keep = inputs
+    ctx.p, ctx.mode, ctx.axes, ctx.training = p, mode, axes, training
+    ctx.regenerate = not keep
+    ctx.bias_ndim = -1 if bias is None else bias.ndim
+    ctx.save_for_backward(output[1] if keep and training else rng)
+
+
+def _add_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, ...]:
+    (saved,) = ctx.saved_tensors
+    gb = None
+    if ctx.training and ctx.bias_ndim >= 0:
+        gx, gb = dropout_add_bias_grad(
+            grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate, ctx.bias_ndim
+        )
+        return gx, grad, gb, None, None, None, None, None, None
+    if ctx.training:
+        gx = backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
+    elif ctx.mode == "classic":
+        gx = forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
+    else:
+        gx = grad
+    if ctx.bias_ndim >= 0:  # evaluation: summed in float64, rounded once
+        lead = tuple(range(grad.ndim - ctx.bias_ndim))
+        gb = gx.to(torch.float64).sum(dim=lead).to(grad.dtype)
+    return gx, grad, gb, None, None, None, None, None, None
+
+
+dropout_add.register_autograd(_add_backward, setup_context=_add_setup)
+
+
+class DropoutAdd(torch.autograd.Function):
+    """``dropout_add`` for the functorch transforms (see :class:`Forward`)."""
+
+    @staticmethod
+    def forward(*args: Any) -> Any:
+        return dropout_add(*args)
+
+    setup_context = staticmethod(_add_setup)
+    backward = staticmethod(_add_backward)
+
+
+def apply_dropout_add(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DropoutAdd.apply`` (typed)."""
+    return DropoutAdd.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+
+
+# ---- stream position of a module ------------------------------------------------
+
+
+@torch.library.custom_op("fastdropout::advance_", mutates_args=("state",))
+def advance_(state: torch.Tensor, n: int) -> None:
+    pair = state.numpy().view(np.uint64)
+    pair[1:] += np.uint64(n)  # an array add: wraps modulo 2**64
+
+
+@advance_.register_fake
+def _(state: torch.Tensor, n: int) -> None:
+    del state, n
