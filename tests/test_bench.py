@@ -24,6 +24,7 @@ FAST = ["--repeats", "1", "--min-time", "0", "--budget", "0", "--memory-n", "409
 @pytest.fixture
 def bench() -> Any:
     from fastdropout import _bench
+    from fastdropout._bench import constants, data, report, settings  # noqa: F401
 
     return _bench
 
@@ -92,6 +93,29 @@ def test_smoke_run_structure(
                 assert rows(data, op=op, impl="core", n=n, threads=t)
         assert rows(data, op="forward", impl="numpy", n=n)[0]["status"] == "ok"
     assert not rows(data, impl="torch")
+
+    # the bounds: a native copy and, for the ops that draw a mask, the mask alone
+    for n in (1 << 10, 1 << 12):
+        for t in threads:
+            (gen,) = rows(data, op="gen_bits", impl="gen_bits", n=n, threads=t)
+            assert gen["status"] == "ok"
+            assert gen["simd"] == simd_before
+    assert "| x bound | bound |" in md
+    idx = bench.report.Index(data["results"])
+    for op in bench.OPS:
+        r = idx.get(op, "api", "float32", 1 << 12, 1, simd_before)
+        value, name = idx.bound(r, op, "float32", 1 << 12, 1, simd_before)
+        assert value is not None
+        assert value > 0
+        generating = op in ("forward", "forward_mask", "backward_regen", "alpha_dropout",
+                            "dropout_add")
+        stream = "stream2" if op == "dropout_add" else "copy"
+        assert name in ((stream, "gen_bits") if generating else (stream,))
+    # dropout_add: the read-two-write-one stream and the unfused sequence are timed
+    assert rows(data, op="stream2", impl="stream2", n=1 << 12, threads=1)[0]["status"] == "ok"
+    (unfused,) = rows(data, op="dropout_add", impl="unfused", n=1 << 12, threads=1)
+    assert unfused["status"] == "ok"
+    assert unfused["checked"] == "full"
 
     verdicts = {t["verdict"] for t in data["targets"]}
     assert verdicts <= {"PASS", "MISS", "n/a"}
@@ -192,30 +216,30 @@ def test_wrong_result_is_not_timed(
 
 def test_bad_arguments(bench: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--help"]) == 0
-    assert "--sizes" in capsys.readouterr().out
-    for args in (
-        ["--dtypes", "int8"],
-        ["--simd", "nope"],
-        ["--sizes", "0"],
-        ["--ops", "sideways"],
-        ["--quick", "--full"],
-        ["--repeats", "0"],
-    ):
+    help_text = capsys.readouterr().out
+    assert "--sizes" in help_text
+    assert "_core" not in help_text  # no private names in the help
+    for args in (["--dtypes", "int8"], ["--simd", "nope"], ["--sizes", "0"],
+                 ["--ops", "sideways"], ["--quick", "--full"], ["--repeats", "0"],
+                 ["--sizes", "2**40"], ["--sizes", "2**100"], ["--sizes", "10**10**10"],
+                 ["--sizes", "1<<70"]):
         assert bench.main(args) == 2, args
-        assert capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err
+        assert "Traceback" not in err
+    assert bench.main(["--sizes", "2**40", "--dtypes", "float64"]) == 2
+    assert "GiB" in capsys.readouterr().err  # says how much it would need
 
 
 def test_parse_size(bench: Any) -> None:
-    assert [bench._parse_size(s) for s in ("1024", "2**10", "2^10", "1<<10")] == [
-        1024
-    ] * 4
+    assert [bench.settings.parse_size(s) for s in ("1024", "2**10", "2^10", "1<<10")] == [1024] * 4
 
 
 def test_spatial_shapes(bench: Any) -> None:
     for k in range(5, 27):
-        n, c, h, w = bench.spatial_shape(1 << k)
+        n, c, h, w = bench.data.spatial_shape(1 << k)
         assert n * c * h * w == 1 << k
-    assert bench.spatial_shape(1000) is None
+    assert bench.data.spatial_shape(1000) is None
 
 
 def test_plot(bench: Any, tmp_path: Path) -> None:
@@ -320,13 +344,10 @@ def test_script_wrapper() -> None:
 def test_numpy_reference_used_for_checks(bench: Any) -> None:
     """The windows of a sampled check are the reference at the window's offset:
     pieced together, they equal the reference of the whole array."""
-    settings = bench._settings(
-        bench._build_parser().parse_args(
-            ["--sizes", "2**14", "--check-full-max", "1024", "--dtypes", "float32"]
-        ),
-        fastdropout._core,
-    )
-    d = bench.Data(fastdropout, "float32", 1 << 14, settings)
+    settings = bench.settings.make_settings(bench.settings.build_parser().parse_args(
+        ["--sizes", "2**14", "--check-full-max", "1024", "--dtypes", "float32"]),
+        fastdropout._core)
+    d = bench.data.Data(fastdropout, "float32", 1 << 14, settings)
     whole, mask = fastdropout.reference.dropout(d.x, d.p, seed=d.seed, return_mask=True)
     for w in d.expected("forward_mask"):
         np.testing.assert_array_equal(
@@ -351,15 +372,36 @@ def test_ratio_pairs_rounds_of_one_group(bench: Any) -> None:
     # both slowed down 3x in the last two rounds: each round's ratio is exactly 1.2
     a = row([1.2, 1.2, 1.2, 3.6, 3.6], 2)
     b = row([1.0, 1.0, 1.0, 3.0, 3.0], 2)
-    assert bench.Index.ratio(a, b) == pytest.approx(1.2)
+    assert bench.report.Index.ratio(a, b) == pytest.approx(1.2)
     # a drift that hits the rounds of a and b differently shows up in the median
     c = row([1.0, 1.0, 3.0, 3.0, 3.0], 2)
-    assert bench.Index.ratio(a, c) == pytest.approx(1.2)
+    assert bench.report.Index.ratio(a, c) == pytest.approx(1.2)
     # fewer rounds for the slow baseline: the common rounds are paired
-    assert bench.Index.ratio(a, row([1.0, 1.0, 1.0], 2)) == pytest.approx(1.2)
+    assert bench.report.Index.ratio(a, row([1.0, 1.0, 1.0], 2)) == pytest.approx(1.2)
     # different groups (the NumPy idiom has no thread count): ratio of medians
-    assert bench.Index.ratio(a, row([1.0, 2.0, 3.0], None)) == pytest.approx(1.2 / 2.0)
-    assert bench.Index.ratio(None, b) is None
-    assert (
-        bench.Index.ratio(a, {"samples_s": [], "median_s": None, "threads": 2}) is None
-    )
+    assert bench.report.Index.ratio(a, row([1.0, 2.0, 3.0], None)) == pytest.approx(1.2 / 2.0)
+    assert bench.report.Index.ratio(None, b) is None
+    assert bench.report.Index.ratio(a, {"samples_s": [], "median_s": None, "threads": 2}) is None
+
+
+def test_bfloat16_and_fused_ops(bench: Any, tmp_path: Path) -> None:
+    """bfloat16 (with ml_dtypes) and the fused ops, checked against the reference
+    in windows above --check-full-max."""
+    pytest.importorskip("ml_dtypes")
+    rc, data, _ = run_bench(bench, tmp_path, "--sizes", "2**14", "--threads", "1",
+                            "--no-torch", "--dtypes", "bfloat16,float16",
+                            "--ops", "fused,forward_mask", "--check-full-max", "1024")
+    assert rc == 0
+    for dtype in ("bfloat16", "float16"):
+        for op in ("alpha_dropout", "dropout_add", "forward_mask"):
+            (r,) = rows(data, op=op, impl="api", dtype=dtype)
+            assert r["status"] == "ok", r["detail"]
+            assert r["checked"].startswith("sampled")
+
+
+def test_bfloat16_needs_ml_dtypes(bench: Any, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes -> ImportError
+    monkeypatch.delitem(bench.constants.DTYPES, "bfloat16", raising=False)
+    assert bench.main(["--dtypes", "bfloat16"]) == 2
+    assert "pip install ml_dtypes" in capsys.readouterr().err

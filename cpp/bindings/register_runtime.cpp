@@ -66,6 +66,52 @@ void register_runtime(py::module_& m) {
         py::gil_scoped_release release;
         run_copy(s, d, n);
     }, "Multi-threaded memcpy with the kernels' chunking (benchmark baseline).");
+    m.def("_stream2", [](const py::array& a, const py::array& b, const py::array& dst) {
+        require_c_contiguous(a, "a");
+        require_c_contiguous(b, "b");
+        require_c_contiguous(dst, "dst");
+        require_writeable(dst, "dst");
+        if (a.nbytes() != dst.nbytes() || b.nbytes() != dst.nbytes()) {
+            throw py::value_error("a, b and dst must have the same number of bytes");
+        }
+        require_same_or_disjoint(a, dst);
+        require_same_or_disjoint(b, dst);
+        const void* pa = a.data();
+        const void* pb = b.data();
+        void* d = const_cast<void*>(dst.data());
+        const auto n = static_cast<std::size_t>(dst.nbytes());
+        py::gil_scoped_release release;
+        run_stream2(pa, pb, d, n);
+    }, "dst = a XOR b bytewise, threaded (benchmark bound of read-two-write-one kernels).");
+    m.def("_stream_threshold", &stream_threshold,
+          "Outputs of at least this many bytes are written with streaming stores.");
+    m.def("_set_stream_threshold", [](const py::object& nbytes) {
+        set_stream_threshold(nbytes.is_none() ? kDefaultStreamThreshold
+                                              : static_cast<std::size_t>(
+                                                    to_u64(nbytes, "nbytes")));
+    }, "Set the streaming-store threshold in bytes (tests); None restores the default.");
+    m.def("_last_level_cache", &last_level_cache_bytes,
+          "The last-level cache's size in bytes as the OS reports it (0: unknown).");
+    m.def("_gen_bits", [](const py::array& bits, py::ssize_t n, const py::object& seed,
+                          const py::object& offset, const py::object& threshold) {
+        require_c_contiguous(bits, "bits");
+        require_writeable(bits, "bits");
+        if (n < 0 || bits.itemsize() != 1 ||
+            static_cast<std::uint64_t>(bits.nbytes()) < (static_cast<std::uint64_t>(n) + 7) / 8) {
+            throw py::value_error("bits must be a byte array of at least ceil(n / 8) bytes");
+        }
+        const std::uint64_t s = to_u64(seed, "seed");
+        const std::uint64_t t = to_u64(threshold, "threshold");
+        if (t > (std::uint64_t{1} << 32)) {
+            throw py::value_error("threshold must be in [0, 2**32]");
+        }
+        const StreamArgs sa{static_cast<std::uint32_t>(s), static_cast<std::uint32_t>(s >> 32),
+                            to_u64(offset, "offset"), t};
+        auto* p = static_cast<std::uint8_t*>(const_cast<void*>(bits.data()));
+        const KernelTable& table = active_table();
+        py::gil_scoped_release release;
+        run_gen_bits(table, sa, p, static_cast<std::size_t>(n));
+    }, "Mask bits only (Philox + threshold) for n elements: the forward pass's bound.");
     m.def("philox", [](const py::object& c0, const py::object& c1, const py::object& c2,
                        const py::object& c3, const py::object& k0, const py::object& k1) {
         const PhiloxBlock r = philox4x32_10(

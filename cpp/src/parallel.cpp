@@ -8,8 +8,19 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <thread>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>  // baseline on x86-64: the streaming baseline of run_stream2
+#endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #if defined(FASTDROPOUT_OPENMP)
 #include <omp.h>
@@ -28,6 +39,9 @@ constexpr std::size_t kMinPerThread = std::size_t{1} << 16;
 // (channels_last spatial dropout) so the kernels see long runs.
 constexpr std::size_t kPatternMaxPeriod = 1024;
 constexpr std::size_t kPatternBits = 4096;
+// Broadcast runs shorter than this (channels_first feature maps of fewer elements)
+// are spread into dense bits rather than applied one kernel call per run.
+constexpr std::size_t kExpandMaxRun = 64;
 
 // A team is never larger than this many threads per processor: the kernels are
 // memory-bound, and GNU libgomp terminates the process (rather than failing the
@@ -186,6 +200,9 @@ std::vector<MergedDim> merge_dims(const std::vector<std::size_t>& dims,
 // Mask index of the first element of `item`, where items enumerate the C-order
 // product of outer[0..k).
 std::uint64_t item_mask_index(const std::vector<MergedDim>& outer, std::size_t item) {
+    if (outer.size() == 1) {  // the common case, (N*C) items: no division
+        return static_cast<std::uint64_t>(item) * outer[0].mask_stride;
+    }
     std::uint64_t m = 0;
     for (std::size_t k = outer.size(); k-- > 0;) {
         m += static_cast<std::uint64_t>(item % outer[k].size) * outer[k].mask_stride;
@@ -214,17 +231,53 @@ std::uint64_t read_bits64(const std::uint8_t* p, std::size_t pos) {
 // multiple of period). The period is first laid out bit by bit, once and then 64
 // bits past its end, in `ext`; every 64-bit word of the pattern is then one
 // unaligned read from ext at the word's phase within the period.
+// Sets bits [pos, pos + count) of d.
+void set_bits(std::uint8_t* d, std::size_t pos, std::size_t count) {
+    while (count > 0) {
+        const std::size_t c = std::min<std::size_t>(count, 56);  // fits shifted by <= 7
+        const std::uint64_t ones = ((std::uint64_t{1} << c) - 1) << (pos & 7u);
+        for (std::size_t k = 0; k * 8 < (pos & 7u) + c; ++k) {  // <= 8 bytes
+            d[(pos >> 3) + k] = static_cast<std::uint8_t>(d[(pos >> 3) + k] | (ones >> (8 * k)));
+        }
+        pos += c;
+        count -= c;
+    }
+}
+
+// Bits [pos, pos + count) of `bits` (count <= 56) as an integer; reads only the
+// bytes that hold them.
+std::uint64_t read_bits_upto56(const std::uint8_t* bits, std::uint64_t pos, std::size_t count) {
+    const std::uint8_t* p = bits + (pos >> 3);
+    const auto sh = static_cast<unsigned>(pos & 7u);
+    const std::size_t nbytes = (sh + count + 7) / 8;  // <= 8
+    std::uint64_t v = 0;
+    for (std::size_t k = 0; k < nbytes; ++k) {
+        v |= static_cast<std::uint64_t>(p[k]) << (8 * k);
+    }
+    return (v >> sh) & ((std::uint64_t{1} << count) - 1);
+}
+
 void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t period,
                    std::size_t pattern_bits, std::uint8_t* ext, std::uint8_t* pat) {
     const std::size_t ext_bits = period + 64;
     std::memset(ext, 0, ext_bits / 8 + 16);
-    for (std::size_t q = 0; q < ext_bits; ++q) {
-        if (bit_at(bits, m0 + q % period)) {
-            ext[q >> 3] = static_cast<std::uint8_t>(ext[q >> 3] | (1u << (q & 7u)));
+    // Up to 56 bits at a time (a bit at a time, with a division for the phase, cost
+    // more than the rest of a small channels_last call).
+    for (std::size_t q = 0, r = 0; q < ext_bits;) {
+        const std::size_t count = std::min({std::size_t{56}, period - r, ext_bits - q});
+        const std::uint64_t v = read_bits_upto56(bits, m0 + r, count) << (q & 7u);
+        for (std::size_t k = 0; k * 8 < (q & 7u) + count; ++k) {  // <= 8 bytes
+            ext[(q >> 3) + k] = static_cast<std::uint8_t>(ext[(q >> 3) + k] | (v >> (8 * k)));
+        }
+        q += count;
+        r += count;
+        if (r == period) {
+            r = 0;
         }
     }
-    for (std::size_t w = 0; w * 64 < pattern_bits; ++w) {
-        const std::uint64_t v = read_bits64(ext, (w * 64) % period);
+    for (std::size_t w = 0, r = 0; w * 64 < pattern_bits; ++w) {
+        const std::uint64_t v = read_bits64(ext, r);
+        r = (r + 64) % period;  // (w * 64) % period
         for (std::size_t k = 0; k < 8; ++k) {
             pat[8 * w + k] = static_cast<std::uint8_t>(v >> (8 * k));
         }
@@ -248,7 +301,70 @@ void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
     });
 }
 
+// ---- streaming stores ---------------------------------------------------------------
+// The last-level cache's size in bytes, 0 if the OS does not say.
+std::size_t query_llc_bytes() {
+    long best = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    best = std::max(sysconf(_SC_LEVEL3_CACHE_SIZE), sysconf(_SC_LEVEL2_CACHE_SIZE));
+#endif
+#if defined(__linux__)
+    // sysconf may say 0 (musl, some VMs): ask sysfs, whose sizes read "266240K".
+    for (int index = 0; best <= 0 && index < 8; ++index) {
+        char path[80];
+        std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+        if (std::FILE* f = std::fopen(path, "r")) {
+            long kib = 0;
+            if (std::fscanf(f, "%ldK", &kib) == 1) {
+                best = std::max(best, kib * 1024);
+            }
+            std::fclose(f);
+        }
+    }
+#endif
+#if defined(__APPLE__)
+    for (const char* name : {"hw.l3cachesize", "hw.l2cachesize"}) {
+        std::int64_t v = 0;
+        std::size_t len = sizeof v;
+        if (best <= 0 && sysctlbyname(name, &v, &len, nullptr, 0) == 0) {
+            best = static_cast<long>(v);
+        }
+    }
+#endif
+    return best > 0 ? static_cast<std::size_t>(best) : 0;
+}
+
+// Outputs of at least this many bytes are written with streaming stores: a quarter
+// of the last-level cache (input and output then fill half of it, so the output
+// would not be in the cache when it is next read; below that it may, and normal
+// stores leave it there). 32 MiB when the cache size is unknown.
+std::size_t default_stream_threshold() {
+    const std::size_t llc = query_llc_bytes();
+    return llc != 0 ? llc / 4 : (std::size_t{32} << 20);
+}
+
+std::atomic<std::size_t>& stream_threshold_setting() {
+    static std::atomic<std::size_t> t{default_stream_threshold()};
+    return t;
+}
+
+bool stream_output(std::size_t out_bytes) {
+    return out_bytes >= stream_threshold_setting().load(std::memory_order_relaxed);
+}
+
 }  // namespace
+
+std::size_t last_level_cache_bytes() {
+    static const std::size_t llc = query_llc_bytes();
+    return llc;
+}
+
+std::size_t stream_threshold() { return stream_threshold_setting().load(); }
+
+void set_stream_threshold(std::size_t bytes) {
+    stream_threshold_setting().store(bytes == kDefaultStreamThreshold ? default_stream_threshold()
+                                                                      : bytes);
+}
 
 void set_num_threads(int n) {
     initial_openmp_threads();  // remember OpenMP's own setting before changing it
@@ -288,7 +404,9 @@ bool has_openmp() {
 
 void run_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a) {
     const auto fn = table.forward[dt];
-    parallel_chunks(a.n, [&](std::size_t b, std::size_t e) { fn(a, b, e); });
+    ForwardArgs args = a;
+    args.stream_stores = stream_output(a.n * dtype_size(dt));
+    parallel_chunks(a.n, [&](std::size_t b, std::size_t e) { fn(args, b, e); });
 }
 
 void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* bits,
@@ -306,6 +424,46 @@ void run_copy(const void* src, void* dst, std::size_t nbytes) {
     });
     const std::size_t done = nbytes / 4 * 4;
     std::memcpy(d + done, s + done, nbytes - done);
+}
+
+void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes) {
+    const auto* pa = static_cast<const unsigned char*>(a);
+    const auto* pb = static_cast<const unsigned char*>(b);
+    auto* d = static_cast<unsigned char*>(dst);
+    const bool nt = stream_output(nbytes);
+    // dst = a XOR b, 8 bytes at a time: the traffic of a binary elementwise operation.
+    // Same chunking as a float32 kernel over nbytes / 4 elements; streaming stores
+    // (SSE2, 16 bytes) on aligned lines when the output is as large as the kernels'.
+    parallel_chunks(nbytes / 4, [&](std::size_t lo, std::size_t hi) {
+        std::size_t i = 4 * lo;
+        const std::size_t end = 4 * hi;
+#if defined(__SSE2__) || defined(_M_X64)
+        if (nt) {
+            for (; i < end && (reinterpret_cast<std::uintptr_t>(d + i) % 16) != 0; ++i) {
+                d[i] = static_cast<unsigned char>(pa[i] ^ pb[i]);
+            }
+            for (; i + 16 <= end; i += 16) {
+                const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + i));
+                const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + i));
+                _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_xor_si128(va, vb));
+            }
+            _mm_sfence();
+        }
+#endif
+        for (; i + 8 <= end; i += 8) {
+            std::uint64_t u, v;
+            std::memcpy(&u, pa + i, 8);
+            std::memcpy(&v, pb + i, 8);
+            u ^= v;
+            std::memcpy(d + i, &u, 8);
+        }
+        for (; i < end; ++i) {
+            d[i] = static_cast<unsigned char>(pa[i] ^ pb[i]);
+        }
+    });
+    for (std::size_t i = nbytes / 4 * 4; i < nbytes; ++i) {
+        d[i] = static_cast<unsigned char>(pa[i] ^ pb[i]);
+    }
 }
 
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
@@ -347,6 +505,40 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
     }
 
     const MergedDim inner = m.back();
+    if (inner.broadcast && inner.size < kExpandMaxRun) {
+        // Short runs (small channels_first feature maps): a kernel call per run cost
+        // more than its elements, so the runs' decisions are spread into dense bits,
+        // kPatternBits elements at a time, one segment per block.
+        m.pop_back();
+        const std::vector<MergedDim> outer = m;
+        const std::size_t unit = inner.size;
+        parallel_chunks(n, [&](std::size_t b, std::size_t e) {
+            alignas(8) std::uint8_t dense[kPatternBits / 8 + 8];
+            std::size_t item = b / unit;
+            std::size_t w = b % unit;
+            for (std::size_t i = b; i < e;) {
+                const std::size_t len = std::min(e - i, kPatternBits);
+                std::memset(dense, 0, sizeof dense);
+                for (std::size_t j = 0; j < len;) {
+                    const std::size_t run = std::min(unit - w, len - j);
+                    if (bit_at(bits, item_mask_index(outer, item))) {
+                        set_bits(dense, j, run);
+                    }
+                    j += run;
+                    w += run;
+                    if (w == unit) {
+                        w = 0;
+                        ++item;
+                    }
+                }
+                // element i is bit 0 of dense: bit0 = -i, mod 2**64 on purpose
+                const MaskRun run{dense, std::uint64_t{0} - i, RunKind::kBits};
+                seg(run, i, i + len);
+                i += len;
+            }
+        });
+        return;
+    }
     if (inner.broadcast) {
         // One decision per run of inner.size elements (channels_first feature maps).
         m.pop_back();
@@ -388,14 +580,20 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
         (std::min(kPatternBits, unit) + period - 1) / period * period;
     // One pattern buffer per chunk, allocated here so nothing inside the parallel
     // region can throw.
+    // Small calls use a buffer on the stack (an allocation costs as much as them).
     const std::size_t nt = plan_threads(n);
-    std::vector<std::vector<std::uint8_t>> patterns(
-        nt, std::vector<std::uint8_t>(pattern_bits / 8 + 8, 0));
-    std::vector<std::vector<std::uint8_t>> exts(
-        nt, std::vector<std::uint8_t>((period + 64) / 8 + 16, 0));
+    const std::size_t pat_bytes = (pattern_bits / 8 + 8 + 7) / 8 * 8;
+    const std::size_t ext_bytes = ((period + 64) / 8 + 16 + 7) / 8 * 8;
+    alignas(8) std::uint8_t local[1024];
+    std::vector<std::uint8_t> heap;
+    std::uint8_t* scratch = local;
+    if (nt * (pat_bytes + ext_bytes) > sizeof local) {
+        heap.resize(nt * (pat_bytes + ext_bytes));
+        scratch = heap.data();
+    }
     parallel_chunks(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
-        std::uint8_t* pat = patterns[t].data();
-        std::uint8_t* ext = exts[t].data();
+        std::uint8_t* pat = scratch + t * (pat_bytes + ext_bytes);
+        std::uint8_t* ext = pat + pat_bytes;
         std::size_t built_for = ~std::size_t{0};
         std::size_t item = b / unit;
         std::size_t w = b % unit;
@@ -421,10 +619,16 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
 
 }  // namespace
 
-void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
+void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
     const auto apply = table.apply[dt];
     const std::size_t esize = dtype_size(dt);
+    std::size_t n = 1;
+    for (std::size_t d : dims) {
+        n *= d;
+    }
+    ApplyArgs a = a_in;
+    a.stream_stores = stream_output(n * esize);
     auto* y = static_cast<unsigned char*>(a.y);
     walk_mask(dims, broadcast, a.bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
         if (run.kind == RunKind::kAllDropped) {

@@ -37,6 +37,16 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
 void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
 
+// Streaming stores for large outputs: the forward and apply kernels write outputs of
+// at least stream_threshold() bytes with non-temporal stores (by default a quarter of
+// the last-level cache, last_level_cache_bytes(), 0 if unknown).
+// set_stream_threshold(kDefaultStreamThreshold) restores the default (tests set 0 to
+// stream every output).
+constexpr std::size_t kDefaultStreamThreshold = ~std::size_t{0};
+std::size_t last_level_cache_bytes();
+std::size_t stream_threshold();
+void set_stream_threshold(std::size_t bytes);
+
 // The layout walk of run_apply with a caller's segment function: seg(ctx, run, begin,
 // end) for runs of elements [begin, end) whose decisions `run` gives, split over the
 // threads (fused kernels of docs/spec.md sections 9 and 10 with broadcast masks).
@@ -49,6 +59,11 @@ void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& b
 using ChunkFn = void (*)(void* ctx, std::size_t t, std::size_t begin, std::size_t end);
 std::size_t plan_chunks(std::size_t n);
 void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx);
+
+// dst = a XOR b over nbytes, split like run_copy: the bound of a kernel that reads two
+// arrays and writes one (dropout_add), streaming stores for outputs as large as the
+// kernels stream.
+void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes);
 
 // memcpy of nbytes split over the same threads as the kernels: the benchmarks'
 // physical-limit baseline (same bytes moved, same thread count).

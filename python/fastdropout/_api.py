@@ -58,6 +58,12 @@ _dense = _core.dense
 _spatial = _core.spatial
 _backward = _core.backward
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
+# (rank, channels_last) -> the feature-map axes, for the fast path's masks
+_SPATIAL_AXES = {
+    (nd, cl): _v.spatial_axes(nd, fmt)
+    for nd in _v.SPATIAL_RANKS
+    for fmt, cl in _CHANNELS_LAST.items()
+}
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -491,13 +497,14 @@ def spatial_dropout(
             s: Any = secrets.randbits(64) if seed is None else seed
             fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
             if fast is not None:
-                if return_mask is True:
+                if return_mask is True:  # mask shape (N, C, 1, ...) / (N, 1, ..., C)
                     y, bits = fast
-                    axes = _v.spatial_axes(y.ndim, data_format)
-                    shape = _v.mask_shape_of(y.shape, axes)
-                    return y, Mask._new(
-                        bits, shape, _prod(shape), p, mode, s, offset, axes
-                    )
+                    shp = y.shape
+                    axes = _SPATIAL_AXES[len(shp), channels_last]
+                    ones = (1,) * len(axes)
+                    n, c = shp[0], shp[-1] if channels_last else shp[1]
+                    shape = (n, *ones, c) if channels_last else (n, c, *ones)
+                    return y, Mask._new(bits, shape, n * c, p, mode, s, offset, axes)
                 return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().spatial_dropout(
@@ -604,14 +611,10 @@ def dropout_backward(
         and offset == 0
         and broadcast_axes is None
     ):  # a plain backward from a stored mask: checked and run in C++
+        # (bits, shape, size, p, mode, seed, offset, axes), read once (see Mask)
+        ms = mask._s
         grad: FloatArray | None = _backward(
-            grad_y,
-            mask.bits,
-            mask.p,
-            mask.mode == "inverted",
-            out,
-            mask.shape,
-            mask.broadcast_axes,
+            grad_y, ms[0], ms[3], ms[4] == "inverted", out, ms[1], ms[7]
         )
         if grad is not None:
             return grad

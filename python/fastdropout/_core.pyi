@@ -42,6 +42,27 @@ def _stream_copy(src: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]) -> 
     """memcpy of src into dst (C-contiguous, same byte count) split over the kernels'
     threads and chunks: the benchmarks' physical-limit baseline."""
 
+def _stream2(
+    a: npt.NDArray[np.generic], b: npt.NDArray[np.generic], dst: npt.NDArray[np.generic]
+) -> None:
+    """dst = a XOR b bytewise, threaded like the kernels: the benchmarks' bound of a
+    kernel that reads two arrays and writes one."""
+
+def _stream_threshold() -> int:
+    """Outputs of at least this many bytes are written with streaming stores."""
+
+def _set_stream_threshold(nbytes: int | None) -> None:
+    """Set the streaming-store threshold in bytes (tests); None restores the default."""
+
+def _last_level_cache() -> int:
+    """The last-level cache's size in bytes as the OS reports it (0: unknown)."""
+
+def _gen_bits(
+    bits: npt.NDArray[np.uint8], n: int, seed: int, offset: int, threshold: int
+) -> None:
+    """Mask bits only for n elements (Philox words at offset + i >= threshold),
+    threaded like the kernels: the benchmarks' generator bound."""
+
 def philox(
     c0: int, c1: int, c2: int, c3: int, k0: int, k1: int
 ) -> tuple[int, int, int, int]:

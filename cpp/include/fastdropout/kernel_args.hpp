@@ -34,6 +34,7 @@ struct ForwardArgs {
     std::size_t n;
     double scale;  // already rounded to the element type, so exactly representable
     bool scaled;
+    bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
 };
 
 // Applying existing mask bits: y[i] = bit(bit0 + i) ? (scaled ? x[i]*scale : x[i]) : +0.0
@@ -46,6 +47,7 @@ struct ApplyArgs {
     double scale;
     bool scaled;
     bool all_kept;
+    bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
 };
 
 // Where the decisions of a run of elements come from when they are not generated:

@@ -431,6 +431,130 @@ FASTDROPOUT_INLINE void prefetch_ahead(const T* x, T* y, std::size_t i, std::siz
     }
 }
 
+#if defined(FASTDROPOUT_VEC_STREAM)
+// ---- streaming stores (large outputs) ---------------------------------------------------
+// parallel.cpp sets stream_stores when the output is too large to stay in the last-level
+// cache. Then y is written with streaming stores (vec_x86_common.hpp), which need
+// 64-byte aligned lines: the head of the chunk up to the first aligned element of y
+// goes element by element, the body in 64-element groups computed into an aligned
+// buffer in L1 and streamed out, the tail element by element. The keep bits stay
+// those of the same elements: the forward pass stitches each group's 64 bits from two
+// consecutive words of the stream (whose mask bytes are written as they come, on
+// their own 64-element grid); applying a stored mask reads them at any bit position.
+
+// Elements of y before the first 64-byte aligned one (0 if y is not aligned to its
+// element size, which the core refuses anyway).
+template <class T>
+FASTDROPOUT_INLINE std::size_t stream_head(const T* y) {
+    const auto address = reinterpret_cast<std::uintptr_t>(y);
+    return (address % sizeof(T)) != 0 ? 0 : ((64 - address % 64) % 64) / sizeof(T);
+}
+
+template <class Ops>
+FASTDROPOUT_INLINE void apply_group_stream(std::uint64_t b, const typename Ops::T* x,
+                                           typename Ops::T* y, typename Ops::S s,
+                                           bool scaled) {
+    alignas(64) typename Ops::T buffer[64];
+    apply_group<Ops>(b, x, buffer, s, scaled);
+    stream_store(y, buffer, sizeof buffer);
+}
+
+// The stream's words on the 64-element grid from `begin`, each one's mask bytes
+// stored (if wanted) as it is taken.
+class GridWords {
+  public:
+    FASTDROPOUT_INLINE GridWords(BitStream& s, std::uint8_t* bits, std::size_t begin,
+                                 std::size_t end)
+        : s_(s), bits_(bits), next_(begin), end_(end) {}
+    FASTDROPOUT_INLINE bool more() const { return next_ < end_; }
+    FASTDROPOUT_INLINE std::uint64_t take() {
+        const std::size_t rem = end_ - next_;
+        std::uint64_t w = s_.next();
+        if (rem < 64) {
+            w &= low_bits(rem);  // unused high bits of the last mask byte are 0
+        }
+        if (bits_ != nullptr) {
+            store_bits(bits_ + next_ / 8, w, rem < 64 ? (rem + 7) / 8 : 8);
+        }
+        next_ += 64;
+        return w;
+    }
+
+  private:
+    BitStream& s_;
+    std::uint8_t* bits_;
+    std::size_t next_;
+    std::size_t end_;
+};
+
+template <class Ops>
+void forward_stream_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
+    using T = typename Ops::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    BitStream stream(a.stream, begin);
+    GridWords grid(stream, a.bits, begin, end);
+    // `cur` is the grid word of elements [i - h, i - h + 64).
+    std::uint64_t cur = grid.take();
+    const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
+                                                                : end - begin;
+    apply_tail<Ops>(cur & low_bits(h), x + begin, y + begin, h, s, a.scaled);
+    std::size_t i = begin + h;
+    for (; i + 64 <= end; i += 64) {
+        if (i + kPrefetchBytes / sizeof(T) + 64 <= end) {  // x only: y is not read
+            const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
+            for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
+                prefetch_line(px + l, false);
+            }
+        }
+        std::uint64_t b;
+        if (h == 0) {
+            b = cur;
+            cur = grid.more() ? grid.take() : 0;
+        } else {
+            const std::uint64_t later = grid.take();
+            b = (cur >> h) | (later << (64 - h));
+            cur = later;
+        }
+        apply_group_stream<Ops>(b, x + i, y + i, s, a.scaled);
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        std::uint64_t b = cur >> h;
+        if (h != 0 && rem > 64 - h) {
+            b |= grid.take() << (64 - h);
+        }
+        apply_tail<Ops>(b & low_bits(rem), x + i, y + i, rem, s, a.scaled);
+    }
+    stream_fence();
+}
+
+template <class Ops>
+void apply_stream_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end) {
+    using T = typename Ops::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    auto bits_at = [&a](std::size_t i, std::size_t count) {
+        return a.all_kept ? low_bits(count) : load_bits(a.bits, a.bit0 + i, count);
+    };
+    const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
+                                                                : end - begin;
+    if (h != 0) {
+        apply_tail<Ops>(bits_at(begin, h), x + begin, y + begin, h, s, a.scaled);
+    }
+    std::size_t i = begin + h;
+    for (; i + 64 <= end; i += 64) {
+        apply_group_stream<Ops>(bits_at(i, 64), x + i, y + i, s, a.scaled);
+    }
+    if (i < end) {
+        apply_tail<Ops>(bits_at(i, end - i), x + i, y + i, end - i, s, a.scaled);
+    }
+    stream_fence();
+}
+#endif  // FASTDROPOUT_VEC_STREAM
+
 // docs/spec.md sections 2-3, fused: one pass reads x, writes y and (optionally) the mask bits.
 template <class Ops>
 void forward_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
@@ -438,6 +562,12 @@ void forward_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
     const T* x = static_cast<const T*>(a.x);
     T* y = static_cast<T*>(a.y);
     const typename Ops::S s = Ops::scale_of(a.scale);
+#if defined(FASTDROPOUT_VEC_STREAM)
+    if (a.stream_stores) {
+        forward_stream_kernel<Ops>(a, begin, end);
+        return;
+    }
+#endif
     BitStream stream(a.stream, begin);
     std::size_t i = begin;
     for (; i + 64 <= end; i += 64) {
@@ -478,6 +608,12 @@ void apply_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end) {
     const T* x = static_cast<const T*>(a.x);
     T* y = static_cast<T*>(a.y);
     const typename Ops::S s = Ops::scale_of(a.scale);
+#if defined(FASTDROPOUT_VEC_STREAM)
+    if (a.stream_stores) {
+        apply_stream_kernel<Ops>(a, begin, end);
+        return;
+    }
+#endif
     std::size_t i = begin;
     for (; i + 64 <= end; i += 64) {
         const std::uint64_t b = a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);

@@ -1,0 +1,1 @@
+"""airspeed velocity (asv) benchmarks of fastdropout (see asv.conf.json)."""

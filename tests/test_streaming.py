@@ -1,0 +1,122 @@
+"""Streaming (non-temporal) stores for large outputs give the same bits.
+
+The core writes outputs of at least ``_core._stream_threshold()`` bytes with
+streaming stores, after an element-by-element head up to the first 64-byte aligned
+element of the output (README "Performance", streaming stores). These tests set the
+threshold to 0 so that small arrays take that path, and hold every operation to
+``fastdropout.reference`` bit for bit: every SIMD level, dtype and thread count,
+outputs starting at every element offset within a cache line, stream offsets that
+are not multiples of 4 or 64, in place, and the spatial layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from _util import (
+    HAVE_CORE,
+    NO_CORE_REASON,
+    assert_same,
+    core,
+    fastdropout,
+    make_input,
+    reference,
+)
+
+pytestmark = pytest.mark.skipif(not HAVE_CORE, reason=NO_CORE_REASON)
+
+P = 0.3
+SEED = 0x1234_5678_9ABC_DEF0
+
+
+@pytest.fixture
+def streaming() -> Iterator[None]:
+    """Every output written with streaming stores, then the default restored."""
+    before = core._stream_threshold()
+    core._set_stream_threshold(0)
+    try:
+        yield
+    finally:
+        core._set_stream_threshold(None)
+    assert core._stream_threshold() == before
+
+
+def shifted(a: np.ndarray, k: int) -> np.ndarray:
+    """A copy of ``a`` whose data start ``k`` elements after a 64-byte boundary."""
+    item = a.dtype.itemsize
+    buf = np.zeros(a.nbytes + 128 + k * item, np.uint8)
+    start = (-buf.ctypes.data) % 64 + k * item
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_threshold_controls() -> None:
+    default = core._stream_threshold()
+    llc = core._last_level_cache()
+    assert llc >= 0
+    assert default == (llc // 4 if llc else 32 << 20)
+    core._set_stream_threshold(12345)
+    try:
+        assert core._stream_threshold() == 12345
+    finally:
+        core._set_stream_threshold(None)
+    assert core._stream_threshold() == default
+
+
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000, 3 * 4096 + 17])
+@pytest.mark.parametrize("head", [0, 1, 3, 7])
+@pytest.mark.parametrize("offset", [0, 3, 64 + 1, 2**64 - 5])
+def test_forward_and_apply(simd: str, dtype: Any, n: int, head: int, offset: int) -> None:
+    del simd
+    x = shifted(make_input((n,), dtype, seed=n), head)
+    y = shifted(np.zeros(n, dtype), (head * 5) % 8)
+    want, want_mask = reference.dropout(x, P, seed=SEED, offset=offset, return_mask=True)
+    got, mask = fastdropout.dropout(x, P, seed=SEED, offset=offset, out=y,
+                                    return_mask=True)
+    assert got is y
+    assert_same(got, want, "forward")
+    np.testing.assert_array_equal(mask.bits, want_mask.bits)
+    assert_same(fastdropout.dropout(x, P, seed=SEED, offset=offset), want, "forward, no mask")
+    g = shifted(make_input((n,), dtype, seed=n + 1), head)
+    out = shifted(np.zeros(n, dtype), 3)
+    assert_same(fastdropout.dropout_backward(g, mask, out=out),
+                reference.dropout_backward(g, want_mask), "backward from mask")
+    assert_same(fastdropout.dropout_backward(g, p=P, seed=SEED, offset=offset),
+                reference.dropout_backward(g, p=P, seed=SEED, offset=offset),
+                "backward regenerated")
+
+
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("head", [0, 5])
+def test_threads_and_in_place(nthreads: int, dtype: Any, head: int) -> None:
+    del nthreads
+    n = 2 * 65536 * 3 + 77  # several threads' chunks, odd tail
+    x = shifted(make_input((n,), dtype, seed=7), head)
+    want, want_mask = reference.dropout(x, P, seed=SEED, offset=9, return_mask=True)
+    y, mask = fastdropout.dropout(x, P, seed=SEED, offset=9, return_mask=True)
+    assert_same(y, want)
+    np.testing.assert_array_equal(mask.bits, want_mask.bits)
+    fastdropout.dropout(x, P, seed=SEED, offset=9, out=x)  # in place
+    assert_same(x, want, "in place")
+
+
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (4, 16, 16, 32), (2, 64, 64, 3)])
+def test_spatial(simd: str, dtype: Any, data_format: str, shape: tuple[int, ...]) -> None:
+    del simd
+    x = shifted(make_input(shape, dtype, seed=3), 1)
+    want, want_mask = reference.spatial_dropout(x, P, data_format=data_format, seed=SEED,
+                                                return_mask=True)
+    got, mask = fastdropout.spatial_dropout(x, P, data_format=data_format, seed=SEED,
+                                            return_mask=True)
+    assert_same(got, want, "spatial forward")
+    np.testing.assert_array_equal(mask.bits, want_mask.bits)
+    out = shifted(np.zeros(shape, dtype), 2)
+    assert_same(fastdropout.dropout_backward(x, mask, out=out),
+                reference.dropout_backward(x, want_mask), "spatial backward")
