@@ -430,7 +430,9 @@ void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes) {
     const auto* pa = static_cast<const unsigned char*>(a);
     const auto* pb = static_cast<const unsigned char*>(b);
     auto* d = static_cast<unsigned char*>(dst);
+#if defined(__SSE2__) || defined(_M_X64)
     const bool nt = stream_output(nbytes);
+#endif
     // dst = a XOR b, 8 bytes at a time: the traffic of a binary elementwise operation.
     // Same chunking as a float32 kernel over nbytes / 4 elements; streaming stores
     // (SSE2, 16 bytes) on aligned lines when the output is as large as the kernels'.
