@@ -372,3 +372,23 @@ def test_layer(native: Any, any_dtype: Any) -> None:
         assert a.offset == e.offset == 2 * x.size
     with pytest.raises(RuntimeError, match="before any forward"):
         native.DropoutAdd(0.5).backward(x)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_grad_bias_rows_wider_than_a_sum_tile(native: Any, threads: int) -> None:
+    """Rows wider than the 2048-column accumulator tile (so a thread sums its columns
+    tile by tile, also alone): grad_x and grad_bias equal the reference bit for bit."""
+    from _util import core
+
+    g = (np.random.default_rng(11).standard_normal((37, 5003)) * 1e3).astype(np.float32)
+    before = core.get_num_threads()
+    try:
+        core.set_num_threads(threads)
+        gx, _, gb = native.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
+                                                bias=True)
+    finally:
+        core.set_num_threads(before)
+    rx, _, rb = reference.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
+                                               bias=True)
+    assert_same(gx, rx)
+    assert_same(gb, rb)
