@@ -98,6 +98,18 @@ struct EBF16 {
     using C = float;
     using UC = std::uint32_t;
     using Ops = OpsBF16;
+#if defined(FASTDROPOUT_VEC_BF16_64)
+    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
+        widen64_bf16(p, buf);
+        return buf;
+    }
+    static FASTDROPOUT_INLINE void round(C* t) {
+        T h[64];
+        narrow64_bf16(t, h);
+        widen64_bf16(h, t);
+    }
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { narrow64_bf16(t, y); }
+#else
     static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
         for (int k = 0; k < 64; ++k) {
             buf[k] = bf16_bits_to_float(p[k]);
@@ -114,6 +126,7 @@ struct EBF16 {
             y[k] = bf16_round_bits(float_bits(t[k]));
         }
     }
+#endif
     static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(bf16_bits_to_float(v)); }
 };
 
@@ -299,6 +312,14 @@ void alpha_apply_kernel(const FusedArgs& a, const MaskRun& run, std::size_t begi
 
 // grad_x as apply_kernel computes it, and each grad_x element (as written, in the
 // element type) added in float64 to its column's accumulator, in element order.
+// One step of a column's sum (docs/spec.md section 9): once the sum is NaN it stays
+// the first NaN it met. IEEE leaves open which payload a NaN + NaN returns, and a
+// compiler may swap the operands of an addition, so this is spelled out: the same
+// bits whatever the ISA, the vectoriser or the thread split.
+FASTDROPOUT_INLINE double add_keeping_nan(double acc, double v) {
+    return acc != acc ? acc : acc + v;
+}
+
 template <class E>
 void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, double* acc,
                       std::size_t col0, std::size_t ncols) {
@@ -318,7 +339,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
         if (col + 64 <= ncols) {  // no wrap: a plain vectorisable sum into 64 columns
             double* acc_c = acc + col;
             for (int k = 0; k < 64; ++k) {
-                acc_c[k] += static_cast<double>(c[k]);
+                acc_c[k] = add_keeping_nan(acc_c[k], static_cast<double>(c[k]));
             }
             col += 64;
             if (col == ncols) {
@@ -326,7 +347,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
             }
         } else {
             for (int k = 0; k < 64; ++k) {
-                acc[col] += static_cast<double>(c[k]);
+                acc[col] = add_keeping_nan(acc[col], static_cast<double>(c[k]));
                 if (++col == ncols) {
                     col = 0;
                 }
@@ -338,7 +359,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
         const std::uint64_t b = a.all_kept ? low_bits(rem) : load_bits(a.bits, a.bit0 + i, rem);
         apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
         for (std::size_t k = 0; k < rem; ++k) {
-            acc[col] += E::wide(y[i + k]);
+            acc[col] = add_keeping_nan(acc[col], E::wide(y[i + k]));
             if (++col == ncols) {
                 col = 0;
             }

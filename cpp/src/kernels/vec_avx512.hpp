@@ -158,6 +158,30 @@ FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
+// bfloat16 <-> float32 for 64 elements (the fused kernels). Narrowing is
+// bf16_round_bits (half.hpp) sixteen lanes at a time, NaN rule included: there the
+// value may come from any float32 arithmetic, so the quiet-NaN select stays.
+#define FASTDROPOUT_VEC_BF16_64 1
+FASTDROPOUT_INLINE void widen64_bf16(const std::uint16_t* h, float* f) {
+    for (int j = 0; j < 4; ++j) {
+        const __m512i w = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 16 * j)));
+        _mm512_storeu_si512(f + 16 * j, _mm512_slli_epi32(w, 16));
+    }
+}
+FASTDROPOUT_INLINE void narrow64_bf16(const float* f, std::uint16_t* h) {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+    const __m512i inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x00400000);
+    for (int j = 0; j < 4; ++j) {
+        const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(f + 16 * j));
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+        const __m512i r = _mm512_mask_mov_epi32(bf16_round_hi(u), nan, _mm512_or_si512(u, quiet));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + 16 * j),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+}
+
 }  // namespace
 }  // namespace avx512
 }  // namespace fastdropout
