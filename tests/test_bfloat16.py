@@ -85,7 +85,7 @@ def test_all_bit_patterns_fused(native: Any, simd: str, p: float) -> None:
     residual = ALL_PATTERNS[::-1].reshape(256, 256)
     bias = bf16_input((256,), seed=4)
     for mode in ("inverted", "classic"):
-        kw: dict[str, Any] = dict(bias=bias, mode=mode, seed=3, offset=5)
+        kw: dict[str, Any] = {"bias": bias, "mode": mode, "seed": 3, "offset": 5}
         assert_same(native.dropout_add(x, residual, p, **kw),
                     reference.dropout_add(x, residual, p, **kw))
         g = residual
