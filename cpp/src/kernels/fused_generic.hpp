@@ -76,59 +76,41 @@ struct EF64 {
     static FASTDROPOUT_INLINE void out(const C* t, T* y) { std::memcpy(y, t, 64 * sizeof(T)); }
     static FASTDROPOUT_INLINE double wide(T v) { return v; }
 };
-struct EF16 {
-    using T = std::uint16_t;
-    using C = float;
-    using UC = std::uint32_t;
-    using Ops = OpsF16;
-    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
-        widen64_f16(p, buf);
-        return buf;
+// The 16-bit types: widened to float32 64 at a time, rounded back the same way.
+#if !defined(FASTDROPOUT_VEC_BF16_64)
+FASTDROPOUT_INLINE void widen64_bf16(const std::uint16_t* h, float* f) {
+    for (int k = 0; k < 64; ++k) {
+        f[k] = bf16_bits_to_float(h[k]);
     }
-    static FASTDROPOUT_INLINE void round(C* t) {
-        T h[64];
-        narrow64_f16(t, h);
-        widen64_f16(h, t);
+}
+FASTDROPOUT_INLINE void narrow64_bf16(const float* f, std::uint16_t* h) {
+    for (int k = 0; k < 64; ++k) {
+        h[k] = bf16_round_bits(float_bits(f[k]));
     }
-    static FASTDROPOUT_INLINE void out(const C* t, T* y) { narrow64_f16(t, y); }
-    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(half_bits_to_float(v)); }
-};
-struct EBF16 {
-    using T = std::uint16_t;
-    using C = float;
-    using UC = std::uint32_t;
-    using Ops = OpsBF16;
-#if defined(FASTDROPOUT_VEC_BF16_64)
-    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
-        widen64_bf16(p, buf);
-        return buf;
-    }
-    static FASTDROPOUT_INLINE void round(C* t) {
-        T h[64];
-        narrow64_bf16(t, h);
-        widen64_bf16(h, t);
-    }
-    static FASTDROPOUT_INLINE void out(const C* t, T* y) { narrow64_bf16(t, y); }
-#else
-    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
-        for (int k = 0; k < 64; ++k) {
-            buf[k] = bf16_bits_to_float(p[k]);
-        }
-        return buf;
-    }
-    static FASTDROPOUT_INLINE void round(C* t) {
-        for (int k = 0; k < 64; ++k) {
-            t[k] = bf16_bits_to_float(bf16_round_bits(float_bits(t[k])));
-        }
-    }
-    static FASTDROPOUT_INLINE void out(const C* t, T* y) {
-        for (int k = 0; k < 64; ++k) {
-            y[k] = bf16_round_bits(float_bits(t[k]));
-        }
-    }
+}
 #endif
-    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(bf16_bits_to_float(v)); }
+
+template <class O, void (*Widen)(const std::uint16_t*, float*),
+          void (*Narrow)(const float*, std::uint16_t*), float (*ToFloat)(std::uint16_t)>
+struct E16 {
+    using T = std::uint16_t;
+    using C = float;
+    using UC = std::uint32_t;
+    using Ops = O;
+    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
+        Widen(p, buf);
+        return buf;
+    }
+    static FASTDROPOUT_INLINE void round(C* t) {
+        T h[64];
+        Narrow(t, h);
+        Widen(h, t);
+    }
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { Narrow(t, y); }
+    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(ToFloat(v)); }
 };
+using EF16 = E16<OpsF16, widen64_f16, narrow64_f16, half_bits_to_float>;
+using EBF16 = E16<OpsBF16, widen64_bf16, narrow64_bf16, bf16_bits_to_float>;
 
 // The bias of elements i .. i + 63 as C values: a view into bias when those 64 columns
 // do not wrap, else gathered (with wrap-around) into tb first.

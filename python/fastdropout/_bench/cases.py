@@ -300,17 +300,6 @@ def torch_cases(d: Data, s: Settings, threads: int, torch: Any) -> list[Case]:
 
         add("dropout_add_backward", "native_dropout_backward; grad_x.sum(0)", add_backward,
             d.add_shape, nb + d.n)
-    if "dropout_add_backward" in ops:  # what autograd runs for residual + dropout(x + b)
-        g2 = xt.reshape(d.add_shape)
-        m2 = torch.rand(d.add_shape) >= p
-        scale2 = 1.0 / (1.0 - p)
-
-        def add_backward() -> Any:
-            gx = torch.ops.aten.native_dropout_backward(g2, m2, scale2)
-            return gx, gx.sum(0)
-
-        add("dropout_add_backward", "native_dropout_backward; grad_x.sum(0)", add_backward,
-            d.add_shape, nb + d.n)
     if d.sshape is not None:
         for op in SPATIAL_OPS:
             if op in ops:
