@@ -49,10 +49,10 @@ def run(
     place when autograd records nothing, else through a new tensor that is
     copied into ``x`` (so autograd sees the copy)."""
     if inplace and training and not (x.requires_grad and torch.is_grad_enabled()):
-        _ops.forward_(x, rng, p, mode, list(axes))
+        _ops.run_forward_(x, rng, p, mode, list(axes))
         return x
     args = (x, rng, p, mode, list(axes), training, keep)
-    y = (_ops.apply_forward(*args) if _tracks(x) else _ops.forward(*args))[0]
+    y = (_ops.apply_forward(*args) if _tracks(x) else _ops.run_forward(*args))[0]
     if inplace:
         return x.copy_(y)
     return y

@@ -44,9 +44,17 @@ __all__ = [
     "dropout_add",
     "forward",
     "forward_",
+    "plain_eager",
+    "run_advance_",
+    "run_backward",
+    "run_forward",
+    "run_forward_",
 ]
 
 _EMPTY_BITS = (0,)
+_C: Any = torch._C
+_is_compiling = torch.compiler.is_compiling
+_increment_version = torch.autograd.graph.increment_version
 # The NumPy API, called with values checked at run time (a mode is a str here,
 # not one of the Literal types its overloads name).
 _fd: Any = fastdropout
@@ -78,11 +86,61 @@ def _no_bits(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(_EMPTY_BITS, dtype=torch.uint8)
 
 
+# ---- eager calls without the dispatcher ------------------------------------------
+# Going through a Python custom operator costs tens of microseconds per call
+# (the autograd, ADInplaceOrView and backend kernels are Python functions, each
+# redispatching). The operator's only work beyond its implementation is routing:
+# to fake tensors, tracing, functorch transforms, dispatch or function modes, the
+# profiler, and autograd. When none of them can see the call, the implementation
+# is called directly; it computes the same bits (tests/test_torch_fast.py).
+
+
+def plain_eager(t: torch.Tensor) -> bool:
+    """True when ``t`` is a plain tensor that autograd does not record and no
+    compiler, transform, mode or profiler is active: an operator call would
+    reach its CPU implementation unchanged."""
+    return (
+        type(t) is torch.Tensor
+        and not (t.requires_grad and _C.is_grad_enabled())
+        and not _is_compiling()
+        and _C._len_torch_dispatch_stack() == 0
+        and not _C._is_torch_function_mode_enabled()
+        and _C._functorch.peek_interpreter_stack() is None
+        and not _C._autograd._profiler_enabled()
+    )
+
+
+def run_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward(*args)``, directly when :func:`plain_eager`."""
+    if plain_eager(args[0]):
+        return forward_impl(*args)
+    return forward(*args)  # type: ignore[no-any-return]
+
+
+def run_backward(*args: Any) -> torch.Tensor:
+    """``backward(*args)``, directly when :func:`plain_eager`."""
+    if plain_eager(args[0]):
+        return backward_impl(*args)
+    return backward(*args)  # type: ignore[no-any-return]
+
+
+def run_forward_(
+    x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]
+) -> None:
+    """``forward_`` (in place), directly when :func:`plain_eager`; the direct
+    call bumps ``x``'s version counter as the operator does, so autograd still
+    refuses a backward through a saved tensor that was overwritten."""
+    if plain_eager(x):
+        forward_impl_(x, rng, p, mode, axes)
+        _increment_version(x)
+    else:
+        forward_(x, rng, p, mode, axes)
+
+
 # ---- forward --------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdropout::forward", mutates_args=())
-def forward(
+def forward_impl(
     x: torch.Tensor,
     rng: torch.Tensor,
     p: float,
@@ -117,6 +175,11 @@ def forward(
     return out, (_bits_of(masks[0]) if want else _no_bits(x))
 
 
+forward = torch.library.custom_op(
+    "fastdropout::forward", forward_impl, mutates_args=()
+)
+
+
 @forward.register_fake
 def _(
     x: torch.Tensor,
@@ -144,9 +207,9 @@ def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
 def _forward_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, ...]:
     (saved,) = ctx.saved_tensors
     if ctx.training:
-        g = backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
+        g = run_backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
     else:  # evaluation is a diagonal linear map: its own adjoint
-        g = forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
+        g = run_forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
     return g, None, None, None, None, None, None
 
 
@@ -160,7 +223,7 @@ class Forward(torch.autograd.Function):
 
     @staticmethod
     def forward(*args: Any) -> Any:
-        return forward(*args)
+        return run_forward(*args)
 
     setup_context = staticmethod(_forward_setup)
     backward = staticmethod(_forward_backward)
@@ -171,8 +234,7 @@ def apply_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
 
 
-@torch.library.custom_op("fastdropout::forward_", mutates_args=("x",))
-def forward_(
+def forward_impl_(
     x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]
 ) -> None:
     """Training-mode ``forward`` written into ``x`` itself (no autograd: for
@@ -186,6 +248,11 @@ def forward_(
         return _fd.dropout(xa, p, mode=mode, **kw)
 
     run_layout(x, x, tuple(axes), call)
+
+
+forward_ = torch.library.custom_op(
+    "fastdropout::forward_", forward_impl_, mutates_args=("x",)
+)
 
 
 @forward_.register_fake
@@ -230,8 +297,7 @@ def _stored(
     return call
 
 
-@torch.library.custom_op("fastdropout::backward", mutates_args=())
-def backward(
+def backward_impl(
     grad: torch.Tensor,
     saved: torch.Tensor,
     p: float,
@@ -245,6 +311,11 @@ def backward(
         else _stored(saved, grad, p, mode, axes)
     )
     return run_layout(grad, new_like(grad), tuple(axes), call)
+
+
+backward = torch.library.custom_op(
+    "fastdropout::backward", backward_impl, mutates_args=()
+)
 
 
 @backward.register_fake
@@ -422,10 +493,24 @@ def apply_dropout_add(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
 # ---- stream position of a module ------------------------------------------------
 
 
-@torch.library.custom_op("fastdropout::advance_", mutates_args=("state",))
-def advance_(state: torch.Tensor, n: int) -> None:
+def advance_impl_(state: torch.Tensor, n: int) -> None:
     pair = state.numpy().view(np.uint64)
     pair[1:] += np.uint64(n)  # an array add: wraps modulo 2**64
+
+
+advance_ = torch.library.custom_op(
+    "fastdropout::advance_", advance_impl_, mutates_args=("state",)
+)
+
+
+def run_advance_(state: torch.Tensor, n: int) -> None:
+    """``advance_``, directly when :func:`plain_eager` (bumping the version
+    counter as the operator does)."""
+    if plain_eager(state):
+        advance_impl_(state, n)
+        _increment_version(state)
+    else:
+        advance_(state, n)
 
 
 @advance_.register_fake
