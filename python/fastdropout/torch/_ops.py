@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 import fastdropout
+from fastdropout import _core
 
 from ..mask import Mask
-from ._convert import Call, as_numpy, decode, from_numpy, new_like, run_layout
+from ._convert import Call, as_numpy, from_numpy, new_like, run_layout
 
 __all__ = [
     "DropoutAdd",
@@ -58,11 +59,15 @@ _increment_version = torch.autograd.graph.increment_version
 # The NumPy API, called with values checked at run time (a mode is a str here,
 # not one of the Literal types its overloads name).
 _fd: Any = fastdropout
+_dense = _core.dense
+_DENSE_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
-    pair = rng.numpy()
-    return decode(int(pair[0])), decode(int(pair[1]))
+    """The int64 bit patterns of ``rng`` as values in ``[0, 2**64)`` (the
+    uint64 view is :func:`decode` of each)."""
+    seed, offset = rng.numpy().view(np.uint64).tolist()
+    return seed, offset
 
 
 def _mask_size(shape: Any, axes: list[int]) -> Any:
@@ -151,6 +156,14 @@ def forward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     seed, offset = _seed_offset(rng)
     want = keep and training
+    out = new_like(x)
+    if training and not axes and mode != "alpha" and x.dtype in _DENSE_DTYPES:
+        # The NumPy API's one-call path (fastdropout.dropout tries the same
+        # core function first); the mask bits come back as a new uint8 array.
+        # None: not plain (not contiguous, say), and nothing was written.
+        r = _dense(as_numpy(x), p, mode, seed, offset, as_numpy(out), want)
+        if r is not None:
+            return (out, torch.from_numpy(r[1])) if want else (out, _no_bits(x))
     masks: list[Mask] = []
 
     def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
@@ -171,13 +184,11 @@ def forward_impl(
             return r[0]
         return r
 
-    out = run_layout(x, new_like(x), tuple(axes), call)
+    out = run_layout(x, out, tuple(axes), call)
     return out, (_bits_of(masks[0]) if want else _no_bits(x))
 
 
-forward = torch.library.custom_op(
-    "fastdropout::forward", forward_impl, mutates_args=()
-)
+forward = torch.library.custom_op("fastdropout::forward", forward_impl, mutates_args=())
 
 
 @forward.register_fake
