@@ -324,3 +324,19 @@ def test_direct_calls_in_inference_mode():
         ft.dropout(xi, 0.5, seed=1, inplace=True)
     np.testing.assert_array_equal(bits(y), bits(want))
     np.testing.assert_array_equal(bits(xi), bits(want))
+
+
+def test_tracked_eager_calls_record_the_functions():
+    x = torch.randn(3, 40, requires_grad=True)
+    g = torch.randn(3, 40)
+    y = ft.dropout(x, 0.3, seed=4, mask="regenerate")
+    assert type(y.grad_fn).__name__ == "ForwardBackward"
+    (gx,) = torch.autograd.grad(y, x, g)
+    want = fd.dropout_backward(g.numpy(), p=0.3, seed=4)
+    np.testing.assert_array_equal(bits(gx), bits(want))
+    r = torch.randn(3, 40, requires_grad=True)
+    z = ft.dropout_add(x, r, 0.3, seed=4)
+    assert type(z.grad_fn).__name__ == "DropoutAddBackward"
+    gx, gr = torch.autograd.grad(z, (x, r), g)
+    np.testing.assert_array_equal(bits(gx), bits(want))
+    np.testing.assert_array_equal(bits(gr), bits(g))

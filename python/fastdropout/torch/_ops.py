@@ -56,6 +56,14 @@ _EMPTY_BITS = (0,)
 _C: Any = torch._C
 _is_compiling = torch.compiler.is_compiling
 _increment_version = torch.autograd.graph.increment_version
+_unwrap_dead_wrappers = torch._functorch.utils.unwrap_dead_wrappers
+
+
+def _base_apply(cls: type[torch.autograd.Function]) -> Any:
+    """The C++ ``apply`` of ``cls`` (what ``Function.apply`` calls last)."""
+    return super(torch.autograd.Function, cls).apply  # type: ignore[misc]
+
+
 # The NumPy API, called with values checked at run time (a mode is a str here,
 # not one of the Literal types its overloads name).
 _fd: Any = fastdropout
@@ -241,8 +249,14 @@ class Forward(torch.autograd.Function):
 
 
 def apply_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Forward.apply`` (typed)."""
-    return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+    """``Forward.apply`` (typed). Without functorch transforms this is the
+    C++ ``apply`` that ``Function.apply`` ends in, minus its binding of the
+    arguments to ``forward``'s signature with ``inspect`` (a third of an eager
+    call at 2**10 elements; ``forward`` takes ``*args``, so the binding
+    changes nothing)."""
+    if _C._are_functorch_transforms_active():
+        return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+    return _base_apply(Forward)(*_unwrap_dead_wrappers(args))  # type: ignore[no-any-return]
 
 
 def forward_impl_(
@@ -497,8 +511,10 @@ class DropoutAdd(torch.autograd.Function):
 
 
 def apply_dropout_add(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``DropoutAdd.apply`` (typed)."""
-    return DropoutAdd.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+    """``DropoutAdd.apply`` (typed; see :func:`apply_forward`)."""
+    if _C._are_functorch_transforms_active():
+        return DropoutAdd.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+    return _base_apply(DropoutAdd)(*_unwrap_dead_wrappers(args))  # type: ignore[no-any-return]
 
 
 # ---- stream position of a module ------------------------------------------------
