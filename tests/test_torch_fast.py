@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -292,6 +293,17 @@ def test_modes_and_profiler_see_the_operator():
     assert any("fastdropout::forward" in e.name for e in prof.events())
     with torch.device("cpu"):  # a function mode
         assert not _ops.plain_eager(x)
+    traced: list[bool] = []
+
+    def f(t: Any) -> Any:
+        traced.append(_ops.plain_eager(t))
+        return ft.dropout(t, 0.5, seed=1, mask="regenerate")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the seed tensor becomes a constant
+        graph = torch.jit.trace(f, x, check_trace=False).graph
+    assert traced == [False]
+    assert "fastdropout::forward" in str(graph)
     xg = x.clone().requires_grad_()
     assert not _ops.plain_eager(xg)
     with torch.no_grad():

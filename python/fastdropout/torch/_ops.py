@@ -120,6 +120,7 @@ def plain_eager(t: torch.Tensor) -> bool:
         and not _C._is_torch_function_mode_enabled()
         and _C._functorch.peek_interpreter_stack() is None
         and not _C._autograd._profiler_enabled()
+        and _C._get_tracing_state() is None  # torch.jit.trace
     )
 
 
