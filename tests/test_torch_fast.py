@@ -352,3 +352,12 @@ def test_tracked_eager_calls_record_the_functions():
     gx, gr = torch.autograd.grad(z, (x, r), g)
     np.testing.assert_array_equal(bits(gx), bits(want))
     np.testing.assert_array_equal(bits(gr), bits(g))
+
+
+def test_a_forked_child_gets_a_new_lock():
+    c = _cache.BufferCache()
+    c._lock.acquire()  # as if another thread held it at a fork
+    c._after_fork()
+    a = c.empty_array((1 << 19,), np.dtype(np.float32))  # would block on the old lock
+    del a
+    assert c.info()["free_blocks"] == 1

@@ -27,6 +27,7 @@ operators overwrite every element before returning the tensor.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -68,6 +69,11 @@ class BufferCache:
         self._live: dict[int, tuple[weakref.ref[Any], np.ndarray[Any, Any]]] = {}
         self.hits = 0
         self.misses = 0
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (another thread of the parent may have
+        held the old one at the fork)."""
+        self._lock = threading.RLock()
 
     # ---- settings and state ---------------------------------------------------
 
@@ -162,6 +168,8 @@ class BufferCache:
 
 
 CACHE = BufferCache()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=CACHE._after_fork)
 
 
 # ---- the public functions (fastdropout.torch) ----------------------------------------
