@@ -52,7 +52,10 @@ def owner(a: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def cache() -> Iterator[None]:
-    """The global cache, empty and at its default limit before and after."""
+    """The global cache, empty and at its default limit before and after (the
+    garbage of earlier tests collected first, so that none of it comes back
+    during the test)."""
+    gc.collect()
     ft.empty_cache()
     limit = _cache.CACHE.limit
     ft.set_cache_limit(_cache.DEFAULT_LIMIT)
