@@ -364,3 +364,27 @@ def test_a_forked_child_gets_a_new_lock():
     a = c.empty_array((1 << 19,), np.dtype(np.float32))  # would block on the old lock
     del a
     assert c.info()["free_blocks"] == 1
+
+
+@pytest.mark.parametrize("mode", ["inverted", "classic"])
+def test_direct_dropout_add_equals_the_operator(mode: str):
+    x, r = torch.randn(4, 33), torch.randn(4, 33)
+    bias = torch.randn(33)
+    rng = rng_tensor(9, 2**64 - 50)
+    for b in (None, bias):
+        for training in (True, False):
+            args = (x, r, b, rng, 0.4, mode, [], training, True)
+            a, abits = _ops.run_dropout_add(*args)
+            c, cbits = _ops.dropout_add(*args)
+            np.testing.assert_array_equal(bits(a), bits(c))
+            np.testing.assert_array_equal(abits.numpy(), cbits.numpy())
+    g = torch.randn(4, 33)
+    _, stored = _ops.dropout_add(x, r, bias, rng, 0.4, mode, [], True, True)
+    for saved, regen in ((stored, False), (rng, True)):
+        da = _ops.run_dropout_add_bias_grad(g, saved, 0.4, mode, [], regen, 1)
+        dc = _ops.dropout_add_bias_grad(g, saved, 0.4, mode, [], regen, 1)
+        for u, v in zip(da, dc):
+            np.testing.assert_array_equal(bits(u), bits(v))
+    with _Seen() as seen:
+        ft.dropout_add(x, r, 0.4, bias=bias, seed=1)
+    assert "fastdropout.dropout_add.default" in seen.ops

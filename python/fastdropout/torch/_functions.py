@@ -214,5 +214,5 @@ def dropout_add(
     rng = rng_tensor(seed, offset)
     args = (x, residual, bias, rng, p, mode, list(axes), training, keep)
     tracked = _tracks(x) or _tracks(residual) or (bias is not None and _tracks(bias))
-    y = _ops.apply_dropout_add(*args) if tracked else _ops.dropout_add(*args)
+    y = _ops.apply_dropout_add(*args) if tracked else _ops.run_dropout_add(*args)
     return y[0]

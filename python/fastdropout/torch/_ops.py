@@ -48,6 +48,8 @@ __all__ = [
     "plain_eager",
     "run_advance_",
     "run_backward",
+    "run_dropout_add",
+    "run_dropout_add_bias_grad",
     "run_forward",
     "run_forward_",
 ]
@@ -376,8 +378,7 @@ backward.register_autograd(_backward_backward, setup_context=_backward_setup)
 # ---- dropout + residual add -----------------------------------------------------
 
 
-@torch.library.custom_op("fastdropout::dropout_add", mutates_args=())
-def dropout_add(
+def dropout_add_impl(
     x: torch.Tensor,
     residual: torch.Tensor,
     bias: Optional[torch.Tensor],  # noqa: UP045 (the schema parser wants Optional)
@@ -407,6 +408,20 @@ def dropout_add(
     return out, (_bits_of(r[1]) if want else _no_bits(x))
 
 
+dropout_add = torch.library.custom_op(
+    "fastdropout::dropout_add", dropout_add_impl, mutates_args=()
+)
+
+
+def run_dropout_add(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dropout_add(*args)``, directly when :func:`plain_eager` holds for
+    ``x``, ``residual`` and ``bias``."""
+    x, residual, bias = args[:3]
+    if plain_eager(x) and plain_eager(residual) and (bias is None or plain_eager(bias)):
+        return dropout_add_impl(*args)
+    return dropout_add(*args)  # type: ignore[no-any-return]
+
+
 @dropout_add.register_fake
 def _(
     x: torch.Tensor,
@@ -427,8 +442,7 @@ def _(
     return out, _no_bits(x)
 
 
-@torch.library.custom_op("fastdropout::dropout_add_bias_grad", mutates_args=())
-def dropout_add_bias_grad(
+def dropout_add_bias_grad_impl(
     grad: torch.Tensor,
     saved: torch.Tensor,
     p: float,
@@ -452,6 +466,18 @@ def dropout_add_bias_grad(
         mask = Mask._new(saved.numpy(), shape, n, p, mode, 0, 0, tuple(axes))
         res = _fd.dropout_add_backward(as_numpy(grad), mask, **kw)
     return gx, from_numpy(np.asarray(res[2]))
+
+
+dropout_add_bias_grad = torch.library.custom_op(
+    "fastdropout::dropout_add_bias_grad", dropout_add_bias_grad_impl, mutates_args=()
+)
+
+
+def run_dropout_add_bias_grad(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dropout_add_bias_grad(*args)``, directly when :func:`plain_eager`."""
+    if plain_eager(args[0]):
+        return dropout_add_bias_grad_impl(*args)
+    return dropout_add_bias_grad(*args)  # type: ignore[no-any-return]
 
 
 @dropout_add_bias_grad.register_fake
@@ -481,14 +507,14 @@ def _add_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, .
     (saved,) = ctx.saved_tensors
     gb = None
     if ctx.training and ctx.bias_ndim >= 0:
-        gx, gb = dropout_add_bias_grad(
+        gx, gb = run_dropout_add_bias_grad(
             grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate, ctx.bias_ndim
         )
         return gx, grad, gb, None, None, None, None, None, None
     if ctx.training:
-        gx = backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
+        gx = run_backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
     elif ctx.mode == "classic":
-        gx = forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
+        gx = run_forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
     else:
         gx = grad
     if ctx.bias_ndim >= 0:  # evaluation: summed in float64, rounded once
@@ -505,7 +531,7 @@ class DropoutAdd(torch.autograd.Function):
 
     @staticmethod
     def forward(*args: Any) -> Any:
-        return dropout_add(*args)
+        return run_dropout_add(*args)
 
     setup_context = staticmethod(_add_setup)
     backward = staticmethod(_add_backward)
