@@ -21,7 +21,7 @@ if not HAVE_CORE:  # pragma: no cover - depends on the build
     pytest.skip(NO_CORE_REASON, allow_module_level=True)
 
 import fastdropout.torch as ft
-from fastdropout.torch import _cache, _ops
+from fastdropout.torch import _add_ops, _cache, _ops
 from fastdropout.torch._convert import as_numpy, rng_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -374,15 +374,15 @@ def test_direct_dropout_add_equals_the_operator(mode: str):
     for b in (None, bias):
         for training in (True, False):
             args = (x, r, b, rng, 0.4, mode, [], training, True)
-            a, abits = _ops.run_dropout_add(*args)
-            c, cbits = _ops.dropout_add(*args)
+            a, abits = _add_ops.run_dropout_add(*args)
+            c, cbits = _add_ops.dropout_add(*args)
             np.testing.assert_array_equal(bits(a), bits(c))
             np.testing.assert_array_equal(abits.numpy(), cbits.numpy())
     g = torch.randn(4, 33)
-    _, stored = _ops.dropout_add(x, r, bias, rng, 0.4, mode, [], True, True)
+    _, stored = _add_ops.dropout_add(x, r, bias, rng, 0.4, mode, [], True, True)
     for saved, regen in ((stored, False), (rng, True)):
-        da = _ops.run_dropout_add_bias_grad(g, saved, 0.4, mode, [], regen, 1)
-        dc = _ops.dropout_add_bias_grad(g, saved, 0.4, mode, [], regen, 1)
+        da = _add_ops.run_dropout_add_bias_grad(g, saved, 0.4, mode, [], regen, 1)
+        dc = _add_ops.dropout_add_bias_grad(g, saved, 0.4, mode, [], regen, 1)
         for u, v in zip(da, dc):
             np.testing.assert_array_equal(bits(u), bits(v))
     with _Seen() as seen:

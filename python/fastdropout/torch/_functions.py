@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import _validate as _v
-from . import _ops
+from . import _add_ops, _ops
 from ._convert import check_tensor, rng_tensor
 
 __all__ = ["alpha_dropout", "dropout", "dropout_add", "spatial_dropout"]
@@ -214,5 +214,9 @@ def dropout_add(
     rng = rng_tensor(seed, offset)
     args = (x, residual, bias, rng, p, mode, list(axes), training, keep)
     tracked = _tracks(x) or _tracks(residual) or (bias is not None and _tracks(bias))
-    y = _ops.apply_dropout_add(*args) if tracked else _ops.run_dropout_add(*args)
+    y = (
+        _add_ops.apply_dropout_add(*args)
+        if tracked
+        else _add_ops.run_dropout_add(*args)
+    )
     return y[0]
