@@ -240,10 +240,50 @@ def _forward_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[An
 forward.register_autograd(_forward_backward, setup_context=_forward_setup)
 
 
+def _batched_axes(axes: list[int]) -> list[int]:
+    """The broadcast axes of a call that prepends a batch axis, which is one of
+    them: the mask stays the un-batched call's (docs/spec.md section 4 numbers
+    a mask over its non-broadcast axes only)."""
+    return [0, *(a + 1 for a in axes)]
+
+
+def _per_example(op: Any, batch: int, in_dims: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+    """op once per example (a batched random state: a stream per example)."""
+    results = []
+    for i in range(batch):
+        results.append(op(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims))))
+    return results
+
+
+def _forward_vmap(
+    info: Any, in_dims: tuple[Any, ...], x: torch.Tensor, rng: torch.Tensor, p: float,
+    mode: str, axes: list[int], training: bool, keep: bool,
+) -> Any:
+    """vmap over x: one call in which the batch axis is broadcast, so every example
+    gets the mask of one un-batched call, as the per-example fallback would, at the
+    cost of one call. A batched [seed, offset] runs each example on its own."""
+    x_dim, rng_dim = in_dims[0], in_dims[1]
+    if rng_dim is not None:
+        rs = _per_example(
+            forward, info.batch_size, in_dims,
+            (x, rng, p, mode, axes, training, keep),
+        )
+        return (torch.stack([r[0] for r in rs]), torch.stack([r[1] for r in rs])), (0, 0)
+    out, bits = forward(x.movedim(x_dim, 0), rng, p, mode, _batched_axes(axes), training, keep)
+    return (out, bits), (0, None)
+
+
+forward.register_vmap(_forward_vmap)
+
+
 class Forward(torch.autograd.Function):
     """``forward`` as an autograd.Function with a ``setup_context``: the
     functorch transforms (``torch.func.grad``, ``vjp``, ``jacrev``) need one, and
-    the function registered by ``register_autograd`` lacks it (pytorch#168393)."""
+    the function registered by ``register_autograd`` lacks it (pytorch#168393).
+    Under vmap, forward and backward are mapped through the operators' own
+    batching rules."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(*args: Any) -> Any:
@@ -375,6 +415,25 @@ def _backward_backward(ctx: Any, gg: torch.Tensor) -> tuple[Any, ...]:
 
 
 backward.register_autograd(_backward_backward, setup_context=_backward_setup)
+
+
+def _backward_vmap(
+    info: Any, in_dims: tuple[Any, ...], grad: torch.Tensor, saved: torch.Tensor, p: float,
+    mode: str, axes: list[int], regenerate: bool,
+) -> Any:
+    """vmap over grad with one mask (or [seed, offset]) for every example, as
+    _forward_vmap makes it; a batched mask runs each example on its own."""
+    g_dim, s_dim = in_dims[0], in_dims[1]
+    if s_dim is not None or g_dim is None:
+        rs = _per_example(
+            backward, info.batch_size, in_dims,
+            (grad, saved, p, mode, axes, regenerate),
+        )
+        return torch.stack(rs), 0
+    return backward(grad.movedim(g_dim, 0), saved, p, mode, _batched_axes(axes), regenerate), 0
+
+
+backward.register_vmap(_backward_vmap)
 
 
 # ---- stream position of a module ------------------------------------------------
