@@ -57,6 +57,7 @@ _prod = math.prod
 _dense = _core.dense
 _spatial = _core.spatial
 _backward = _core.backward
+_alpha_regen = _core.alpha_regen
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
 # (rank, channels_last) -> the feature-map axes, for the fast path's masks
 _SPATIAL_AXES = {
@@ -136,7 +137,8 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # ---- fast paths ------------------------------------------------------------------
 # Plain calls (exact float ndarrays, C-contiguous and aligned; a float p; int or no
 # seed; int offset; no out, out=x or a disjoint plain out; training) are recognised
-# and run by _core.dense / _core.spatial / _core.backward in one C++ call each, which
+# and run by _core.dense / _core.spatial / _core.backward / _core.alpha_regen in one
+# C++ call each, which
 # return None for anything else; the general path below then validates everything.
 # Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
@@ -603,7 +605,6 @@ def dropout_backward(
         pass  # validated and run below
     elif (
         type(mask) is Mask
-        and mask.mode != "alpha"
         and p is None
         and mode is DEFAULT_MODE
         and seed is None
@@ -614,14 +615,17 @@ def dropout_backward(
         # (bits, shape, size, p, mode, seed, offset, axes), read once (see Mask)
         ms = mask._s
         grad: FloatArray | None = _backward(
-            grad_y, ms[0], ms[3], ms[4] == "inverted", out, ms[1], ms[7]
+            grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7]
         )
         if grad is not None:
             return grad
     elif mask is None and broadcast_axes is None:
         # the dense mask regenerated: the forward pass of grad_y, same stream
         m = "inverted" if mode is DEFAULT_MODE else mode  # the default is a marker str
-        grad = _dense(grad_y, p, m, seed, offset, out, False)
+        if type(m) is str and m == "alpha":  # grad_y * A where kept
+            grad = _alpha_regen(grad_y, p, seed, offset, out)
+        else:
+            grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
     if _is_dask(grad_y):  # lazy, block by block
