@@ -17,6 +17,7 @@ the medians of the per-round times. Every fastdropout call is checked against
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -92,6 +93,10 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     b = -a * ALPHA_PRIME * p
     keep = rng.random(x.shape) >= p
     rows: list[tuple[str, Fn, Fn, Fn]] = []
+    # forward calls draw a new mask every call, as the idioms do and as a training
+    # loop does (the offset advances): a fixed mask would let the branch predictor
+    # learn it
+    nxt = itertools.count(0, n).__next__
 
     def add(label: str, ours: Fn, idiom: Fn, check: Fn) -> None:
         rows.append((label, ours, idiom, check))
@@ -100,10 +105,11 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     bwd_idiom = lambda: g * keep / (1 - p)  # noqa: E731
 
     # dense
-    add("dropout(x, p, seed=)", lambda: fd.dropout(x, p, seed=seed), fwd_idiom,
+    add("dropout(x, p, seed=)", lambda: fd.dropout(x, p, seed=seed, offset=nxt()), fwd_idiom,
         lambda: _same(fd.dropout(x, p, seed=seed), ref.dropout(x, p, seed=seed)))
     add("dropout(out=, return_mask=True)",
-        lambda: fd.dropout(x, p, seed=seed, out=y, return_mask=True), fwd_idiom,
+        lambda: fd.dropout(x, p, seed=seed, offset=nxt(), out=y, return_mask=True),
+        fwd_idiom,
         lambda: _same(fd.dropout(x, p, seed=seed, out=y, return_mask=True)[0],
                       ref.dropout(x, p, seed=seed)))
     mask = fd.dropout(x, p, seed=seed, return_mask=True)[1]
@@ -111,7 +117,7 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
         bwd_idiom,
         lambda: _same(fd.dropout_backward(g, mask), ref.dropout_backward(g, mask)))
     add("dropout_backward(g, p=, seed=, out=)",
-        lambda: fd.dropout_backward(g, p=p, seed=seed, out=y), fwd_idiom,
+        lambda: fd.dropout_backward(g, p=p, seed=seed, offset=nxt(), out=y), fwd_idiom,
         lambda: _same(fd.dropout_backward(g, p=p, seed=seed),
                       ref.dropout_backward(g, p=p, seed=seed)))
     # spatial
@@ -123,12 +129,14 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
                 xs * (rng.random(mshape) >= p) / (1 - p))
         add(f"spatial_dropout({fmt}, out=, return_mask=True)",
             lambda xs=xs, ys=ys, fmt=fmt: fd.spatial_dropout(
-                xs, p, data_format=fmt, seed=seed, out=ys, return_mask=True), sfwd,
+                xs, p, data_format=fmt, seed=seed, offset=nxt(), out=ys,
+                return_mask=True), sfwd,
             lambda xs=xs, fmt=fmt: _same(
                 fd.spatial_dropout(xs, p, data_format=fmt, seed=seed),
                 ref.spatial_dropout(xs, p, data_format=fmt, seed=seed)))
         add(f"spatial_dropout({fmt})",
-            lambda xs=xs, fmt=fmt: fd.spatial_dropout(xs, p, data_format=fmt, seed=seed),
+            lambda xs=xs, fmt=fmt: fd.spatial_dropout(xs, p, data_format=fmt, seed=seed,
+                                                      offset=nxt()),
             sfwd, lambda: True)
         smask = fd.spatial_dropout(xs, p, data_format=fmt, seed=seed, return_mask=True)[1]
         add(f"dropout_backward({fmt} mask, out=)",
@@ -139,13 +147,14 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     # alpha
     alpha_idiom = lambda: np.where(  # noqa: E731
         rng.random(x.shape) >= p, x * a + b, a * ALPHA_PRIME + b)
-    add("alpha_dropout(out=)", lambda: fd.alpha_dropout(x, p, seed=seed, out=y),
+    add("alpha_dropout(out=)", lambda: fd.alpha_dropout(x, p, seed=seed, offset=nxt(), out=y),
         alpha_idiom,
         lambda: _same(fd.alpha_dropout(x, p, seed=seed), ref.alpha_dropout(x, p, seed=seed)))
-    add("alpha_dropout()", lambda: fd.alpha_dropout(x, p, seed=seed), alpha_idiom,
+    add("alpha_dropout()", lambda: fd.alpha_dropout(x, p, seed=seed, offset=nxt()), alpha_idiom,
         lambda: True)
     add("alpha_dropout(out=, return_mask=True)",
-        lambda: fd.alpha_dropout(x, p, seed=seed, out=y, return_mask=True), alpha_idiom,
+        lambda: fd.alpha_dropout(x, p, seed=seed, offset=nxt(), out=y, return_mask=True),
+        alpha_idiom,
         lambda: _same(fd.alpha_dropout(x, p, seed=seed, return_mask=True)[1].bits,
                       ref.alpha_dropout(x, p, seed=seed, return_mask=True)[1].bits))
     amask = fd.alpha_dropout(x, p, seed=seed, return_mask=True)[1]
@@ -153,7 +162,7 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
         lambda: fd.dropout_backward(g, amask, out=y), lambda: g * keep * a,
         lambda: _same(fd.dropout_backward(g, amask), ref.dropout_backward(g, amask)))
     add('dropout_backward(g, p=, seed=, mode="alpha", out=)',
-        lambda: fd.dropout_backward(g, p=p, seed=seed, mode="alpha", out=y),
+        lambda: fd.dropout_backward(g, p=p, seed=seed, offset=nxt(), mode="alpha", out=y),
         lambda: g * (rng.random(x.shape) >= p) * a,
         lambda: _same(fd.dropout_backward(g, p=p, seed=seed, mode="alpha"),
                       ref.dropout_backward(g, p=p, seed=seed, mode="alpha")))
@@ -161,19 +170,23 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     add_idiom = lambda: res + (x2 + bias) * (rng.random(shape2) >= p) / (1 - p)  # noqa: E731
     add_idiom_nb = lambda: res + x2 * (rng.random(shape2) >= p) / (1 - p)  # noqa: E731
     add("dropout_add(bias=, out=)",
-        lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, out=y2), add_idiom,
+        lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, offset=nxt(), out=y2),
+        add_idiom,
         lambda: _same(fd.dropout_add(x2, res, p, bias=bias, seed=seed),
                       ref.dropout_add(x2, res, p, bias=bias, seed=seed)))
     add("dropout_add(bias=)",
-        lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed), add_idiom, lambda: True)
-    add("dropout_add(out=)", lambda: fd.dropout_add(x2, res, p, seed=seed, out=y2),
+        lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, offset=nxt()), add_idiom,
+        lambda: True)
+    add("dropout_add(out=)", lambda: fd.dropout_add(x2, res, p, seed=seed, offset=nxt(), out=y2),
         add_idiom_nb,
         lambda: _same(fd.dropout_add(x2, res, p, seed=seed),
                       ref.dropout_add(x2, res, p, seed=seed)))
-    add("dropout_add()", lambda: fd.dropout_add(x2, res, p, seed=seed), add_idiom_nb,
+    add("dropout_add()", lambda: fd.dropout_add(x2, res, p, seed=seed, offset=nxt()),
+        add_idiom_nb,
         lambda: True)
     add("dropout_add(bias=, out=, return_mask=True)",
-        lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, out=y2, return_mask=True),
+        lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, offset=nxt(), out=y2,
+                               return_mask=True),
         add_idiom, lambda: True)
     dmask = fd.dropout(x2, p, seed=seed, return_mask=True)[1]
     keep2 = keep.reshape(shape2)

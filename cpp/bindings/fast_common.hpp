@@ -317,15 +317,132 @@ inline bool run_released(std::size_t n, const Work& work) {
     return failure == 0;
 }
 
-// y alone, or (y, bits); steals both references.
-inline PyObject* result(PyObject* y, PyObject* bits, bool want_bits) {
-    if (!want_bits) {
-        Py_XDECREF(bits);
+// What a forward fast path returns: y alone (return_mask False), (y, bits) (True:
+// the layers keep the bits and make their Mask lazily), or (y, Mask) (the sentinel
+// _core._mask_maker returned: the public functions' return_mask=True).
+enum class Want { kY, kBits, kMask };
+
+// fastdropout.Mask, its `_s` slot and the sentinel asking for one, registered once
+// by _mask_maker (register_fast.cpp); strong references kept for the process.
+inline PyTypeObject* g_mask_type = nullptr;
+inline PyObject* g_mask_slot = nullptr;
+inline PyObject* g_want_mask = nullptr;
+
+inline bool plain_want(PyObject* v, Want& want) {
+    if (v == Py_False) {
+        want = Want::kY;
+    } else if (v == Py_True) {
+        want = Want::kBits;
+    } else if (v == g_want_mask && v != nullptr) {
+        want = Want::kMask;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// What a Mask records besides its bits (docs/spec.md section 5): the call's p, mode,
+// seed and offset objects (borrowed; exact float, str and ints, as the general path
+// records them) and the layout: the input's dims and its broadcast axes (bit k of
+// broadcast set for axis k).
+struct MaskSpec {
+    PyObject* p;
+    PyObject* mode;
+    PyObject* seed;
+    PyObject* offset;
+    const Py_intptr_t* dims;
+    int nd;
+    std::uint64_t broadcast;
+};
+
+// The empty tuple (for tp_new's arguments), made once.
+inline PyObject* empty_tuple() {
+    static PyObject* empty = PyTuple_New(0);
+    return empty;
+}
+
+inline bool broadcast_axis(const MaskSpec& s, int k) {
+    return k < 64 && ((s.broadcast >> k) & 1u) != 0;
+}
+
+// A Mask around `bits` (made read-only, as Mask._new does), with _s = (bits, shape,
+// size, p, mode, seed, offset, axes, None). New reference, or nullptr with
+// MemoryError set.
+inline PyObject* new_mask(PyObject* bits, const MaskSpec& s) {
+    int n_axes = 0;
+    for (int k = 0; k < s.nd; ++k) {
+        n_axes += broadcast_axis(s, k) ? 1 : 0;
+    }
+    PyObject* shape = PyTuple_New(s.nd);
+    PyObject* axes = PyTuple_New(n_axes);
+    PyObject* state = nullptr;
+    PyObject* mask = nullptr;
+    std::size_t size = 1;
+    bool ok = shape != nullptr && axes != nullptr;
+    for (int k = 0, j = 0; ok && k < s.nd; ++k) {
+        const bool b = broadcast_axis(s, k);
+        const Py_intptr_t m = b ? 1 : s.dims[k];
+        size *= static_cast<std::size_t>(m);
+        PyObject* dim = PyLong_FromSsize_t(m);
+        ok = dim != nullptr;
+        if (ok) {
+            PyTuple_SET_ITEM(shape, k, dim);
+        }
+        if (ok && b) {
+            PyObject* axis = PyLong_FromLong(k);
+            ok = axis != nullptr;
+            if (ok) {
+                PyTuple_SET_ITEM(axes, j++, axis);
+            }
+        }
+    }
+    PyObject* size_obj = ok ? PyLong_FromSize_t(size) : nullptr;
+    if (size_obj != nullptr) {
+        state = PyTuple_Pack(9, bits, shape, size_obj, s.p, s.mode, s.seed, s.offset, axes,
+                             Py_None);
+    }
+    if (state != nullptr) {
+        mask = g_mask_type->tp_new(g_mask_type, empty_tuple(), nullptr);  // Mask.__new__(Mask)
+    }
+    if (mask != nullptr && Py_TYPE(g_mask_slot)->tp_descr_set(g_mask_slot, mask, state) != 0) {
+        Py_CLEAR(mask);
+    }
+    Py_XDECREF(shape);
+    Py_XDECREF(axes);
+    Py_XDECREF(size_obj);
+    Py_XDECREF(state);
+    if (mask != nullptr) {
+        py::detail::array_proxy(bits)->flags &= ~npy_api::NPY_ARRAY_WRITEABLE_;
+    }
+    return mask;
+}
+
+// The second result before the kernel runs (so that nothing is written when it
+// cannot be made): nullptr for Want::kY, else a new reference to bits or to a Mask
+// around them. False with MemoryError set on failure.
+inline bool second_result(PyObject* bits, Want want, const MaskSpec& spec, PyObject** second) {
+    *second = nullptr;
+    if (want == Want::kY) {
+        return true;
+    }
+    if (want == Want::kBits) {
+        Py_INCREF(bits);
+        *second = bits;
+        return true;
+    }
+    *second = new_mask(bits, spec);
+    return *second != nullptr;
+}
+
+// y alone, or (y, second); steals the three references (bits and second may be null).
+inline PyObject* result(PyObject* y, PyObject* bits, PyObject* second) {
+    Py_XDECREF(bits);
+    if (second == nullptr) {
         return y;
     }
-    PyObject* pair = PyTuple_Pack(2, y, bits);
+    PyObject* pair = PyTuple_Pack(2, y, second);
     Py_DECREF(y);
-    Py_DECREF(bits);
+    Py_DECREF(second);
     return pair;  // nullptr (MemoryError) if the tuple could not be made
 }
 

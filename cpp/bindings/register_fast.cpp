@@ -29,6 +29,7 @@
 #include "../src/parallel.hpp"
 #include "array_view.hpp"
 #include "fast_common.hpp"
+#include "fast_spread.hpp"
 
 namespace py = pybind11;
 
@@ -37,6 +38,17 @@ namespace {
 
 using namespace fast;  // NOLINT(google-build-using-namespace): the shared helpers
 
+// A stored (broadcast) mask applied: spread into dense bits for small calls
+// (fast_spread.hpp), through run_apply's layout walk otherwise.
+void apply_mask(const KernelTable& table, Dtype dt, const ApplyArgs& ap,
+                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
+                std::size_t n, std::size_t n_mask) {
+    const bool streams = n * dtype_size(dt) >= stream_threshold();
+    if (!apply_spread(table, dt, ap, dims, broadcast, n, n_mask, streams)) {
+        run_apply(table, dt, ap, dims, broadcast);
+    }
+}
+
 // Shared by dense() and spatial(): everything but the mask layout.
 struct ForwardCall {
     const py::detail::PyArray_Proxy* xa = nullptr;
@@ -44,7 +56,7 @@ struct ForwardCall {
     std::size_t n = 0;
     double p = 0.0;
     bool scaled = false;
-    bool want_mask = false;
+    Want want = Want::kY;
     std::uint64_t seed = 0;
     std::uint64_t offset = 0;
 };
@@ -52,7 +64,12 @@ struct ForwardCall {
 bool plain_forward(PyObject* const* args, ForwardCall& c) {
     return plain_input(args[0], c.xa, c.dt, c.n) && plain_p(args[1], c.p) &&
            plain_mode(args[2], c.scaled) && plain_u64(args[3], c.seed) &&
-           plain_u64(args[4], c.offset) && plain_flag(args[6], c.want_mask);
+           plain_u64(args[4], c.offset) && plain_want(args[6], c.want);
+}
+
+// The Mask of a forward call (args as dense() and spatial() take them).
+MaskSpec mask_spec(PyObject* const* args, const ForwardCall& c, std::uint64_t broadcast) {
+    return {args[1], args[2], args[3], args[4], c.xa->dimensions, c.xa->nd, broadcast};
 }
 
 StreamArgs stream_of(const ForwardCall& c) {
@@ -74,15 +91,17 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (t != Target::kReady) {
         return t == Target::kError ? nullptr : none();
     }
-    PyObject* bits = nullptr;
-    if (c.want_mask && (bits = new_bits(*g_api, c.n)) == nullptr) {
-        Py_DECREF(y);
-        return nullptr;
-    }
     if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
         Py_DECREF(y);
-        Py_XDECREF(bits);
         return none();
+    }
+    PyObject* bits = nullptr;
+    PyObject* second = nullptr;
+    if (c.want != Want::kY && ((bits = new_bits(*g_api, c.n)) == nullptr ||
+                               !second_result(bits, c.want, mask_spec(args, c, 0), &second))) {
+        Py_DECREF(y);
+        Py_XDECREF(bits);
+        return nullptr;
     }
     ForwardArgs a{};
     a.stream = stream_of(c);
@@ -96,9 +115,10 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!run_released(c.n, [&] { run_forward(table, c.dt, a); })) {
         Py_DECREF(y);
         Py_XDECREF(bits);
+        Py_XDECREF(second);
         return nullptr;
     }
-    return result(y, bits, c.want_mask);
+    return result(y, bits, second);
 }
 
 // spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
@@ -133,8 +153,12 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     broadcast[channel_axis] = false;
     const std::size_t n_mask = dims[0] * dims[channel_axis];
     PyObject* bits = new_bits(*g_api, n_mask);  // the mask is made first, even if not returned
-    if (bits == nullptr) {
+    PyObject* second = nullptr;
+    const std::uint64_t all_axes = (std::uint64_t{1} << nd) - 1;
+    const std::uint64_t axes = all_axes & ~(std::uint64_t{1} | (std::uint64_t{1} << channel_axis));
+    if (bits == nullptr || !second_result(bits, c.want, mask_spec(args, c, axes), &second)) {
         Py_DECREF(y);
+        Py_XDECREF(bits);
         return nullptr;
     }
     ApplyArgs ap{};
@@ -148,13 +172,14 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     const KernelTable& table = active_table();
     if (!run_released(c.n, [&] {
             run_gen_bits(table, stream, bits_out, n_mask);
-            run_apply(table, c.dt, ap, dims, broadcast);
+            apply_mask(table, c.dt, ap, dims, broadcast, c.n, n_mask);
         })) {
         Py_DECREF(y);
         Py_DECREF(bits);
+        Py_XDECREF(second);
         return nullptr;
     }
-    return result(y, bits, c.want_mask);
+    return result(y, bits, second);
 }
 
 // backward(g, bits, p, mode, out, mask_shape, axes) -> grad_x | None: the backward
@@ -198,11 +223,47 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
     ap.scale = scale;
     ap.scaled = scaled;
     const KernelTable& table = active_table();
-    if (!run_released(n, [&] { run_apply(table, dt, ap, dims, broadcast); })) {
+    if (!run_released(n, [&] { apply_mask(table, dt, ap, dims, broadcast, n, n_mask); })) {
         Py_DECREF(y);
         return nullptr;
     }
     return y;
+}
+
+// _mask_maker(Mask) -> sentinel: registers fastdropout.Mask (once, at import) so
+// that the forward fast paths can return Mask objects, and returns the private
+// object to pass as their return_mask to ask for one.
+PyObject* mask_maker(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 1, "_mask_maker(Mask)")) {
+        return nullptr;
+    }
+    if (!PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_mask_maker takes the Mask class");
+        return nullptr;
+    }
+    PyObject* slot = PyObject_GetAttrString(args[0], "_s");  // the slot's descriptor
+    if (slot == nullptr) {
+        return nullptr;
+    }
+    if (Py_TYPE(slot)->tp_descr_set == nullptr) {
+        Py_DECREF(slot);
+        PyErr_SetString(PyExc_TypeError, "Mask._s must be a slot");
+        return nullptr;
+    }
+    if (g_want_mask == nullptr) {
+        g_want_mask = PyObject_CallNoArgs(reinterpret_cast<PyObject*>(&PyBaseObject_Type));
+        if (g_want_mask == nullptr) {
+            Py_DECREF(slot);
+            return nullptr;
+        }
+    }
+    Py_INCREF(args[0]);
+    Py_XDECREF(reinterpret_cast<PyObject*>(g_mask_type));
+    g_mask_type = reinterpret_cast<PyTypeObject*>(args[0]);
+    Py_XDECREF(g_mask_slot);
+    g_mask_slot = slot;
+    Py_INCREF(g_want_mask);
+    return g_want_mask;
 }
 
 PyMethodDef kMethods[] = {
@@ -220,6 +281,10 @@ PyMethodDef kMethods[] = {
      "backward(g, bits, p, mode, out, mask_shape, axes) -> grad_x or None: the\n"
      "backward pass from a stored mask's bits, shape and broadcast axes (private; see\n"
      "fastdropout.dropout_backward)."},
+    {"_mask_maker", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&mask_maker)),
+     METH_FASTCALL,
+     "_mask_maker(Mask) -> sentinel: registers the Mask class; pass the sentinel as\n"
+     "return_mask to get (y, Mask) from dense, spatial, alpha and add (private)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -33,6 +33,9 @@ namespace {
 
 using namespace fast;  // NOLINT(google-build-using-namespace): the shared helpers
 
+// "alpha", the mode an alpha dropout Mask records (made at import).
+PyObject* g_alpha_mode = nullptr;
+
 StreamArgs stream_of(std::uint64_t seed, std::uint64_t offset, double p) {
     return {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32), offset,
             threshold_of(p)};
@@ -58,10 +61,10 @@ PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     double p = 0.0;
     std::uint64_t seed = 0;
     std::uint64_t offset = 0;
-    bool want_mask = false;
+    Want want = Want::kY;
     FusedArgs a{};
     if (!plain_input(args[0], xa, dt, n) || !plain_p(args[1], p) || !plain_u64(args[2], seed) ||
-        !plain_u64(args[3], offset) || !plain_flag(args[5], want_mask) ||
+        !plain_u64(args[3], offset) || !plain_want(args[5], want) ||
         !alpha_coefficients(p, dt, a.scale, a.shift, a.dropped)) {
         return none();
     }
@@ -71,8 +74,12 @@ PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         return t == Target::kError ? nullptr : none();
     }
     PyObject* bits = nullptr;
-    if (want_mask && (bits = new_bits(*g_api, n)) == nullptr) {
+    PyObject* second = nullptr;
+    const MaskSpec spec{args[1], g_alpha_mode, args[2], args[3], xa->dimensions, xa->nd, 0};
+    if (want != Want::kY &&
+        ((bits = new_bits(*g_api, n)) == nullptr || !second_result(bits, want, spec, &second))) {
         Py_DECREF(y);
+        Py_XDECREF(bits);
         return nullptr;
     }
     a.stream = stream_of(seed, offset, p);
@@ -83,9 +90,10 @@ PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!run_dense_fused(dt, FusedOp::kAlpha, a, n)) {
         Py_DECREF(y);
         Py_XDECREF(bits);
+        Py_XDECREF(second);
         return nullptr;
     }
-    return result(y, bits, want_mask);
+    return result(y, bits, second);
 }
 
 // The bias of an add call: None, or a plain array of x's dtype whose shape equals x's
@@ -138,13 +146,13 @@ PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     bool scaled = false;
     std::uint64_t seed = 0;
     std::uint64_t offset = 0;
-    bool want_mask = false;
+    Want want = Want::kY;
     FusedArgs a{};
     std::size_t bias_bytes = 0;
     if (!plain_input(args[0], xa, dt, n) || !plain_like(args[1], xa, dt) ||
         !plain_bias(args[2], xa, dt, a.bias, a.bias_n, bias_bytes) || !plain_p(args[3], p) ||
         !plain_mode(args[4], scaled) || !plain_u64(args[5], seed) ||
-        !plain_u64(args[6], offset) || !plain_flag(args[8], want_mask)) {
+        !plain_u64(args[6], offset) || !plain_want(args[8], want)) {
         return none();
     }
     a.scale = scaled ? inverted_scale(p, dt) : 1.0;
@@ -165,8 +173,12 @@ PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         return none();  // the general path reads them through copies
     }
     PyObject* bits = nullptr;
-    if (want_mask && (bits = new_bits(*g_api, n)) == nullptr) {
+    PyObject* second = nullptr;
+    const MaskSpec spec{args[3], args[4], args[5], args[6], xa->dimensions, xa->nd, 0};
+    if (want != Want::kY &&
+        ((bits = new_bits(*g_api, n)) == nullptr || !second_result(bits, want, spec, &second))) {
         Py_DECREF(y);
+        Py_XDECREF(bits);
         return nullptr;
     }
     a.stream = stream_of(seed, offset, p);
@@ -178,9 +190,10 @@ PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!run_dense_fused(dt, FusedOp::kAdd, a, n)) {
         Py_DECREF(y);
         Py_XDECREF(bits);
+        Py_XDECREF(second);
         return nullptr;
     }
-    return result(y, bits, want_mask);
+    return result(y, bits, second);
 }
 
 // float16 bit pattern of r, a value already rounded to float16 (round_to), or of a
@@ -401,6 +414,10 @@ PyMethodDef kMethods[] = {
 
 void register_fast_fused(py::module_& m) {
     fast::g_api = &py::detail::npy_api::get();
+    g_alpha_mode = PyUnicode_InternFromString("alpha");
+    if (g_alpha_mode == nullptr) {
+        throw py::error_already_set();
+    }
     if (PyModule_AddFunctions(m.ptr(), kMethods) != 0) {
         throw py::error_already_set();
     }

@@ -12,7 +12,7 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import _dask, _is_dask
+from ._api import _WANT_MASK, _dask, _is_dask
 from ._fused import _finish, _readable, _same_memory, _target
 from ._interop import keeps_array_type
 from ._seed import resolve_seed
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["alpha_dropout"]
 
 _alpha = _core.alpha
-_randbits = secrets.randbits
-_new_mask = Mask._new
 
 
 @overload
@@ -119,12 +117,10 @@ def alpha_dropout(
     if training is True and broadcast_axes is None and window is None:
         # A plain call (see _core.alpha) is checked, allocated and run in C++; None
         # means "not plain": the general path below validates and raises.
-        s: Any = _randbits(64) if seed is None else seed
-        fast = _alpha(x, p, s, offset, out, return_mask)
+        s: Any = secrets.randbits(64) if seed is None else seed
+        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+        fast = _alpha(x, p, s, offset, out, want)
         if fast is not None:
-            if return_mask is True:
-                y, bits = fast
-                return y, _new_mask(bits, y.shape, y.size, p, "alpha", s, offset, ())
             return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().alpha_dropout(

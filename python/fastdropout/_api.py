@@ -59,12 +59,9 @@ _spatial = _core.spatial
 _backward = _core.backward
 _alpha_regen = _core.alpha_regen
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
-# (rank, channels_last) -> the feature-map axes, for the fast path's masks
-_SPATIAL_AXES = {
-    (nd, cl): _v.spatial_axes(nd, fmt)
-    for nd in _v.SPATIAL_RANKS
-    for fmt, cl in _CHANNELS_LAST.items()
-}
+# Passed as return_mask, it makes the forward fast paths return (y, Mask) with the
+# Mask made in C++ (as Mask._new would make it); True gives (y, bits) (the layers).
+_WANT_MASK = _core._mask_maker(Mask)
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -350,11 +347,9 @@ def dropout(
         # A plain call (see _core.dense) is checked, allocated and run in C++;
         # None means "not plain": the general path below validates and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
-        fast = _dense(x, p, mode, s, offset, out, return_mask)
+        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+        fast = _dense(x, p, mode, s, offset, out, want)
         if fast is not None:
-            if return_mask is True:
-                y, bits = fast
-                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().dropout(
@@ -497,16 +492,9 @@ def spatial_dropout(
         channels_last = _CHANNELS_LAST.get(data_format)
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
-            fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
+            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+            fast = _spatial(x, p, mode, s, offset, out, want, channels_last)
             if fast is not None:
-                if return_mask is True:  # mask shape (N, C, 1, ...) / (N, 1, ..., C)
-                    y, bits = fast
-                    shp = y.shape
-                    axes = _SPATIAL_AXES[len(shp), channels_last]
-                    ones = (1,) * len(axes)
-                    n, c = shp[0], shp[-1] if channels_last else shp[1]
-                    shape = (n, *ones, c) if channels_last else (n, c, *ones)
-                    return y, Mask._new(bits, shape, n * c, p, mode, s, offset, axes)
                 return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().spatial_dropout(

@@ -16,7 +16,7 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import _dask, _is_dask, dropout_backward
+from ._api import _WANT_MASK, _dask, _is_dask, dropout_backward
 from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
@@ -41,8 +41,6 @@ __all__ = ["dropout_add", "dropout_add_backward"]
 
 _add = _core.add
 _add_backward = _core.add_backward
-_randbits = secrets.randbits
-_new_mask = Mask._new
 _ndarray = np.ndarray
 
 
@@ -178,12 +176,10 @@ def dropout_add(
     if training is True and broadcast_axes is None and window is None:
         # A plain call (see _core.add) is checked, allocated and run in C++; None
         # means "not plain": the general path below validates and raises.
-        s: Any = _randbits(64) if seed is None else seed
-        fast = _add(x, residual, bias, p, mode, s, offset, out, return_mask)
+        s: Any = secrets.randbits(64) if seed is None else seed
+        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+        fast = _add(x, residual, bias, p, mode, s, offset, out, want)
         if fast is not None:
-            if return_mask is True:
-                y, bits = fast
-                return y, _new_mask(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
     if _is_dask(x) or _is_dask(residual) or _is_dask(bias):  # lazy, block by block
         return _dask().dropout_add(
