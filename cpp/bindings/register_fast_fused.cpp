@@ -196,66 +196,99 @@ PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     return result(y, bits, second);
 }
 
-// float16 bit pattern of r, a value already rounded to float16 (round_to), or of a
-// NaN as NumPy's float64 -> float16 cast makes it (sign and top payload bits kept).
-std::uint16_t half_bits(double r) {
-    const std::uint16_t sign = std::signbit(r) ? 0x8000u : 0u;
-    if (std::isnan(r)) {
+// The bit pattern of v rounded once to a 16-bit float with `frac` fraction bits
+// and smallest normal exponent `emin` (float16: 10, -14; bfloat16: 7, -126),
+// round half to even, subnormals kept, overflow to a signed infinity: the value
+// NumPy's float64 -> float16 cast and _bfloat16.from_float64 give (docs/spec.md
+// section 8). Integer arithmetic on v's bits: no library call per element. NaN is
+// the caller's.
+std::uint16_t narrow_bits(double v, int frac, int emin) {
+    std::uint64_t d = 0;
+    std::memcpy(&d, &v, sizeof d);
+    const auto sign = static_cast<std::uint16_t>((d >> 48) & 0x8000u);
+    const std::uint64_t a = d & 0x7fffffffffffffffULL;
+    const int bias = 1 - emin;
+    const auto inf = static_cast<std::uint16_t>((2 * bias + 1) << frac);
+    const int e = static_cast<int>(a >> 52) - 1023;  // double subnormals: far below emin
+    if (e > bias) {
+        return static_cast<std::uint16_t>(sign | inf);  // |v| >= 2**(bias + 1), inf
+    }
+    if (e < emin - frac - 1) {
+        return sign;  // below half the smallest subnormal: a signed zero
+    }
+    const std::uint64_t m = (a & ((std::uint64_t{1} << 52) - 1)) | (std::uint64_t{1} << 52);
+    const int shift = 52 - frac + (e < emin ? emin - e : 0);  // at most 53
+    std::uint64_t q = m >> shift;
+    const std::uint64_t rem = m & ((std::uint64_t{1} << shift) - 1);
+    const std::uint64_t half = std::uint64_t{1} << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u) != 0)) {
+        ++q;  // a carry out of the fraction steps the exponent (to inf at the top)
+    }
+    const std::uint64_t r =
+        e >= emin ? (static_cast<std::uint64_t>(e + bias) << frac) + q - (std::uint64_t{1} << frac)
+                  : q;
+    return static_cast<std::uint16_t>(sign | r);
+}
+
+// float16 bits of v, a NaN as NumPy's cast makes it (sign and top payload bits).
+std::uint16_t half_bits(double v) {
+    if (std::isnan(v)) {
         std::uint64_t d = 0;
-        std::memcpy(&d, &r, sizeof d);
+        std::memcpy(&d, &v, sizeof d);
         auto h = static_cast<std::uint16_t>(0x7c00u + ((d & 0x000fffffffffffffULL) >> 42));
         if (h == 0x7c00u) {
             ++h;
         }
-        return static_cast<std::uint16_t>(sign + h);
+        return static_cast<std::uint16_t>(((d >> 48) & 0x8000u) + h);
     }
-    const double m = std::fabs(r);
-    if (std::isinf(m)) {
-        return static_cast<std::uint16_t>(sign | 0x7c00u);
-    }
-    if (m < std::ldexp(1.0, -14)) {  // zero or subnormal: a multiple of 2**-24
-        return static_cast<std::uint16_t>(sign | static_cast<std::uint16_t>(std::ldexp(m, 24)));
-    }
-    int e = 0;
-    const double frac = std::frexp(m, &e);  // m = frac * 2**e, frac in [0.5, 1)
-    const auto mant = static_cast<std::uint16_t>(std::ldexp(frac, 11) - 1024.0);
-    return static_cast<std::uint16_t>(sign | ((e - 1 + 15) << 10) | mant);
+    return narrow_bits(v, 10, -14);
 }
 
-// bfloat16 bit pattern of r, a value already rounded to bfloat16 (exact in float32),
-// or of a NaN as _bfloat16.from_float64 makes it (quiet, top payload bits kept).
-std::uint16_t bfloat16_bits(double r) {
-    const auto f = static_cast<float>(r);
-    std::uint32_t u = 0;
-    std::memcpy(&u, &f, sizeof u);
-    const auto top = static_cast<std::uint16_t>(u >> 16);
-    return std::isnan(r) ? static_cast<std::uint16_t>(top | 0x0040u) : top;
+// bfloat16 bits of v, a NaN as _bfloat16.from_float64 makes it (through float32,
+// quiet, top payload bits kept).
+std::uint16_t bfloat16_bits(double v) {
+    if (std::isnan(v)) {
+        const auto f = static_cast<float>(v);
+        std::uint32_t u = 0;
+        std::memcpy(&u, &f, sizeof u);
+        return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
+    }
+    return narrow_bits(v, 7, -126);
 }
 
-// The float64 sums rounded once to dt into the n elements at dst (round_sums).
+// The float64 sums rounded once to dt into dst (round_sums).
 void store_sums(const std::vector<double>& acc, Dtype dt, char* dst) {
-    for (std::size_t i = 0; i < acc.size(); ++i) {
-        switch (dt) {
-            case kF64: {
-                std::memcpy(dst + 8 * i, &acc[i], 8);
-                break;
-            }
-            case kF32: {
-                const auto f = static_cast<float>(acc[i]);
-                std::memcpy(dst + 4 * i, &f, 4);
-                break;
-            }
-            case kF16: {
-                const std::uint16_t h = half_bits(round_to(acc[i], kF16));
-                std::memcpy(dst + 2 * i, &h, 2);
-                break;
-            }
-            default: {
-                const std::uint16_t h = bfloat16_bits(round_to(acc[i], kBF16));
-                std::memcpy(dst + 2 * i, &h, 2);
-                break;
-            }
+    const std::size_t n = acc.size();
+    if (dt == kF64) {
+        std::memcpy(dst, acc.data(), n * sizeof(double));
+    } else if (dt == kF32) {
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto f = static_cast<float>(acc[i]);
+            std::memcpy(dst + 4 * i, &f, 4);
         }
+    } else {
+        std::uint16_t (*const bits_of)(double) = dt == kF16 ? &half_bits : &bfloat16_bits;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint16_t h = bits_of(acc[i]);
+            std::memcpy(dst + 2 * i, &h, 2);
+        }
+    }
+}
+
+// The sums of a single row (n elements of float32 or float64 at src) into dst:
+// each is 0.0 + one element, exact in T as in float64 (only a -0.0 changes, to
+// +0.0; a NaN is quieted either way), so the value run_apply_sum and store_sums give.
+// Kept out of line: compiled on its own, with its restrict parameters, the loop is
+// vectorized (inlined into add_backward it was not).
+#if defined(__GNUC__) || defined(__clang__)
+#define FASTDROPOUT_NOINLINE __attribute__((noinline))
+#else
+#define FASTDROPOUT_NOINLINE
+#endif
+template <class T>
+FASTDROPOUT_NOINLINE void store_row(const T* __restrict src, std::size_t n, T* __restrict dst) {
+    for (std::size_t i = 0; i < n; ++i) {  // distinct buffers
+        dst[i] = src[i] + T(0);
     }
 }
 
@@ -336,15 +369,32 @@ PyObject* add_backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nar
     ap.bit0 = 0;
     ap.all_kept = false;
     const KernelTable& table = active_table();
+    // One row (a bias as large as grad_y, e.g. (1, cols)): each sum is 0.0 + one
+    // element, so grad_x is applied as a dense mask and the sums read back from it.
+    const bool one_row = n == ncols && (dt == kF32 || dt == kF64);
     if (!run_released(n, [&] {
-            acc.assign(ncols, 0.0);
-            run_apply_sum(table, dt, ap, n, ncols, acc.data());
+            if (one_row) {
+                run_apply(table, dt, ap, {n}, {false});
+            } else {
+                acc.assign(ncols, 0.0);
+                run_apply_sum(table, dt, ap, n, ncols, acc.data());
+            }
         })) {
         Py_DECREF(y);
         Py_DECREF(gb);
         return nullptr;
     }
-    store_sums(acc, dt, data_of(gb));
+    if (one_row) {
+        if (dt == kF32) {
+            store_row(reinterpret_cast<const float*>(data_of(y)), n,
+                      reinterpret_cast<float*>(data_of(gb)));  // NumPy buffers, aligned
+        } else {
+            store_row(reinterpret_cast<const double*>(data_of(y)), n,
+                      reinterpret_cast<double*>(data_of(gb)));
+        }
+    } else {
+        store_sums(acc, dt, data_of(gb));
+    }
     PyObject* pair = PyTuple_Pack(2, y, gb);
     Py_DECREF(y);
     Py_DECREF(gb);
