@@ -23,11 +23,11 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 import fastdropout as fd
+import numpy as np
 from fastdropout import reference as ref
 
 ALPHA_PRIME = -1.7580993408473766
@@ -72,6 +72,11 @@ def _same(a: Any, b: Any) -> bool:
     )
 
 
+def _with_sum(gx: Any, g: Any) -> tuple[Any, Any, Any]:
+    """The NumPy idiom's dropout_add_backward: (grad_x, grad_residual, grad_bias)."""
+    return gx, g, gx.sum(axis=0)
+
+
 def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     """(label, fastdropout call, NumPy idiom, check) for every row."""
     p, seed = 0.5, 1234
@@ -101,8 +106,8 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     def add(label: str, ours: Fn, idiom: Fn, check: Fn) -> None:
         rows.append((label, ours, idiom, check))
 
-    fwd_idiom = lambda: x * (rng.random(x.shape) >= p) / (1 - p)  # noqa: E731
-    bwd_idiom = lambda: g * keep / (1 - p)  # noqa: E731
+    fwd_idiom = lambda: x * (rng.random(x.shape) >= p) / (1 - p)
+    bwd_idiom = lambda: g * keep / (1 - p)
 
     # dense
     add("dropout(x, p, seed=)", lambda: fd.dropout(x, p, seed=seed, offset=nxt()), fwd_idiom,
@@ -125,7 +130,7 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
         xs, ys = x.reshape(shp), y.reshape(shp)
         mshape = (shp[0], shp[1], 1, 1) if fmt == "channels_first" else (shp[0], 1, 1, shp[3])
         skeep = rng.random(mshape) >= p
-        sfwd = (lambda xs=xs, mshape=mshape:  # noqa: E731
+        sfwd = (lambda xs=xs, mshape=mshape:
                 xs * (rng.random(mshape) >= p) / (1 - p))
         add(f"spatial_dropout({fmt}, out=, return_mask=True)",
             lambda xs=xs, ys=ys, fmt=fmt: fd.spatial_dropout(
@@ -145,7 +150,7 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
             lambda xs=xs, smask=smask: _same(fd.dropout_backward(xs, smask),
                                              ref.dropout_backward(xs, smask)))
     # alpha
-    alpha_idiom = lambda: np.where(  # noqa: E731
+    alpha_idiom = lambda: np.where(
         rng.random(x.shape) >= p, x * a + b, a * ALPHA_PRIME + b)
     add("alpha_dropout(out=)", lambda: fd.alpha_dropout(x, p, seed=seed, offset=nxt(), out=y),
         alpha_idiom,
@@ -167,8 +172,8 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
         lambda: _same(fd.dropout_backward(g, p=p, seed=seed, mode="alpha"),
                       ref.dropout_backward(g, p=p, seed=seed, mode="alpha")))
     # dropout_add
-    add_idiom = lambda: res + (x2 + bias) * (rng.random(shape2) >= p) / (1 - p)  # noqa: E731
-    add_idiom_nb = lambda: res + x2 * (rng.random(shape2) >= p) / (1 - p)  # noqa: E731
+    add_idiom = lambda: res + (x2 + bias) * (rng.random(shape2) >= p) / (1 - p)
+    add_idiom_nb = lambda: res + x2 * (rng.random(shape2) >= p) / (1 - p)
     add("dropout_add(bias=, out=)",
         lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed, offset=nxt(), out=y2),
         add_idiom,
@@ -192,7 +197,7 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     keep2 = keep.reshape(shape2)
     add("dropout_add_backward(g, mask, bias=True)",
         lambda: fd.dropout_add_backward(x2, dmask, bias=True),
-        lambda: (lambda gx: (gx, x2, gx.sum(axis=0)))(x2 * keep2 / (1 - p)),
+        lambda: _with_sum(x2 * keep2 / (1 - p), x2),
         lambda: all(_same(u, v) for u, v in zip(
             fd.dropout_add_backward(x2, dmask, bias=True)[::2],
             ref.dropout_add_backward(x2, dmask, bias=True)[::2])))
@@ -218,7 +223,7 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=lambda s: int(eval(s, {})), default=2**10,  # noqa: S307
+    ap.add_argument("--n", type=lambda s: int(eval(s, {})), default=2**10,
                     help="elements (default 2**10)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--rounds", type=int, default=31)
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"fastdropout {fd.__version__}, n={args.n} {dtype}, simd {fd.simd_level()}, "
           f"{args.rounds} rounds x {args.inner} calls, load {load:.1f}")
-    print(f"| call | fastdropout µs | NumPy idiom µs | speed-up |")
+    print("| call | fastdropout µs | NumPy idiom µs | speed-up |")
     print("| --- | ---: | ---: | ---: |")
     results = []
     bad = []
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load at the end {load_end:.1f}")
     if args.json:
-        with open(args.json, "w") as f:
+        with Path(args.json).open("w") as f:
             json.dump({"n": args.n, "dtype": str(dtype), "load": [load, load_end],
                        "rows": results}, f, indent=1)
     if bad:

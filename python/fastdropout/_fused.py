@@ -296,7 +296,7 @@ def dropout_add_backward(
     """
     if type(grad_y) is _ndarray:  # the plain calls: one C++ call each
         if bias is False or bias is None:
-            gx = dropout_backward(  # type: ignore[call-overload, misc]
+            gx = dropout_backward(  # type: ignore[call-overload]
                 grad_y, mask, p, mode=mode, seed=seed, offset=offset,
                 broadcast_axes=broadcast_axes, out=out,
             )  # fmt: skip
@@ -333,7 +333,7 @@ def _dropout_add_backward_general(
 ) -> tuple[Any, Any, Any]:
     """``dropout_add_backward`` for every call but the plain ones (any array type)."""
     if bias is False or bias is None:
-        gx = dropout_backward(  # type: ignore[call-overload, misc]
+        gx = dropout_backward(
             grad_y,
             mask,
             p,
