@@ -451,3 +451,30 @@ def test_mask_maker_checks_its_argument(core_module: Any) -> None:
         core_module._mask_maker(1)
     with pytest.raises(TypeError, match="1 arguments"):
         core_module._mask_maker()
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_large_calls_with_threads(native: Any, nthreads: int) -> None:
+    """Above 2**14 elements the fast paths release the GIL and the kernels split
+    the work over threads: the same bits."""
+    native.set_num_threads(nthreads)
+    try:
+        shape = (129, 1031)  # 2**17 + a little: several chunks
+        x = inp(shape, np.float32, seed=1)
+        res = normal(shape, np.float32, seed=2)
+        bias = normal(shape[1:], np.float32, seed=3)
+        kw: dict[str, Any] = {"seed": 5, "offset": TWO_64 - 1000}
+        assert_same(native.alpha_dropout(x, 0.3, **kw), reference.alpha_dropout(x, 0.3, **kw))
+        y, m = native.dropout_add(x, res, 0.3, bias=bias, return_mask=True, **kw)
+        yr, mr = reference.dropout_add(x, res, 0.3, bias=bias, return_mask=True, **kw)
+        assert_same(y, yr)
+        assert_same_mask(m, mr)
+        g = normal(shape, np.float32, seed=4)
+        for got, want in zip(native.dropout_add_backward(g, m, bias=True),
+                             reference.dropout_add_backward(g, mr, bias=True)):  # fmt: skip
+            assert_same(got, want)
+        kw["mode"] = "alpha"
+        assert_same(native.dropout_backward(g, p=0.3, **kw),
+                    reference.dropout_backward(g, p=0.3, **kw))  # fmt: skip
+    finally:
+        native.set_num_threads(None)
