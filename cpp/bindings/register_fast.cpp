@@ -1,5 +1,6 @@
-// _core.dense, _core.spatial, _core.backward: the whole of a plain call (dropout,
-// spatial_dropout, dropout_backward with a stored mask) in one C++ function, so that
+// _core.dense, _core.spatial, _core.backward, _core._mask_maker: the whole of a plain
+// call (dropout, spatial_dropout, dropout_backward with a stored mask) in one C++
+// function, so that
 // small arrays do not pay for Python-level checks, np.empty and pybind11's argument
 // conversion (together several microseconds, against ~0.5 us of Philox for 1024
 // elements).
@@ -10,7 +11,8 @@
 // dtype); mode "inverted" or
 // "classic"; seed and offset exact ints in [0, 2**64); out None or an exact ndarray
 // of x's dtype and shape, C-contiguous, aligned, writeable, and either x itself or
-// disjoint from it; flags True or False. For anything else these functions return
+// disjoint from it; flags True or False (return_mask: also the _mask_maker sentinel,
+// for a Mask object instead of the bits). For anything else these functions return
 // None and the Python layer takes its general path, which validates everything and
 // raises the documented errors. So they never raise for bad input; they can only
 // raise MemoryError when an output cannot be allocated, and then nothing was written.
@@ -77,7 +79,7 @@ StreamArgs stream_of(const ForwardCall& c) {
             threshold_of(c.p)};
 }
 
-// dense(x, p, mode, seed, offset, out, return_mask) -> y | (y, bits) | None
+// dense(x, p, mode, seed, offset, out, return_mask) -> y | (y, bits) | (y, Mask) | None
 PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 7, "dense(x, p, mode, seed, offset, out, return_mask)")) {
         return nullptr;
@@ -122,7 +124,7 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 // spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
-//   -> y | (y, bits) | None; x of rank 3, 4 or 5 (else None).
+//   -> y | (y, bits) | (y, Mask) | None; x of rank 3, 4 or 5 (else None).
 PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 8,
                      "spatial(x, p, mode, seed, offset, out, return_mask, channels_last)")) {

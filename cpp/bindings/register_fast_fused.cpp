@@ -50,7 +50,7 @@ bool run_dense_fused(Dtype dt, FusedOp op, const FusedArgs& a, std::size_t n) {
     return run_released(n, [&] { run_fused_forward(table, dt, op, a, dims, broadcast, n); });
 }
 
-// alpha(x, p, seed, offset, out, return_mask) -> y | (y, bits) | None
+// alpha(x, p, seed, offset, out, return_mask) -> y | (y, bits) | (y, Mask) | None
 PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 6, "alpha(x, p, seed, offset, out, return_mask)")) {
         return nullptr;
@@ -133,7 +133,7 @@ bool ranges_overlap(const void* a, std::size_t na, const void* b, std::size_t nb
 }
 
 // add(x, residual, bias, p, mode, seed, offset, out, return_mask)
-//   -> y | (y, bits) | None
+//   -> y | (y, bits) | (y, Mask) | None
 PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 9,
                      "add(x, residual, bias, p, mode, seed, offset, out, return_mask)")) {
