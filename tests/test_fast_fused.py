@@ -386,7 +386,8 @@ def test_fast_and_general_paths_raise_the_same(
         call(native)
     for module, name in [(_alpha, "_alpha"), (_fused, "_add"),
                          (_fused, "_add_backward"), (_api, "_alpha_regen"),
-                         (_api, "_backward"), (_api, "_dense")]:  # fmt: skip
+                         (_api, "_backward"), (_fused, "_backward"),
+                         (_api, "_dense")]:  # fmt: skip
         monkeypatch.setattr(module, name, _declined)
     with pytest.raises((TypeError, ValueError)) as general:
         call(native)

@@ -16,7 +16,7 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import _WANT_MASK, _dask, _is_dask, dropout_backward
+from ._api import _WANT_MASK, _backward, _dask, _is_dask, dropout_backward
 from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
@@ -295,12 +295,6 @@ def dropout_add_backward(
     computed in the same pass as ``grad_x``.
     """
     if type(grad_y) is _ndarray:  # the plain calls: one C++ call each
-        if bias is False or bias is None:
-            gx = dropout_backward(  # type: ignore[call-overload]
-                grad_y, mask, p, mode=mode, seed=seed, offset=offset,
-                broadcast_axes=broadcast_axes, out=out,
-            )  # fmt: skip
-            return gx, grad_y, None
         if (
             type(mask) is Mask
             and p is None
@@ -309,11 +303,22 @@ def dropout_add_backward(
             and type(offset) is int
             and offset == 0
             and broadcast_axes is None
-        ):  # from a stored dense mask, with the bias gradient in the same pass
+        ):  # from a stored mask (with a bias: dense, the bias gradient in the same pass)
             ms = mask._s  # (bits, shape, size, p, mode, seed, offset, axes), see Mask
-            fast = _add_backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7], bias)
-            if fast is not None:
-                return fast[0], grad_y, fast[1]
+            if bias is False or bias is None:
+                gx = _backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7])
+                if gx is not None:
+                    return gx, grad_y, None
+            else:
+                fast = _add_backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7], bias)
+                if fast is not None:
+                    return fast[0], grad_y, fast[1]
+        elif bias is False or bias is None:  # dropout_backward's own fast paths
+            gx = dropout_backward(  # type: ignore[call-overload]
+                grad_y, mask, p, mode=mode, seed=seed, offset=offset,
+                broadcast_axes=broadcast_axes, out=out,
+            )  # fmt: skip
+            return gx, grad_y, None
     return _dropout_add_backward_general(
         grad_y, mask, p, bias, mode, seed, offset, broadcast_axes, out
     )
