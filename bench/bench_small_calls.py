@@ -126,7 +126,8 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
         lambda: _same(fd.dropout_backward(g, p=p, seed=seed),
                       ref.dropout_backward(g, p=p, seed=seed)))
     # spatial
-    for fmt, shp in (("channels_first", cf), ("channels_last", cl)):
+    spatial_ok = nn_ * c * hw == n  # else no (N, 32, H, W) shape: no spatial rows
+    for fmt, shp in (("channels_first", cf), ("channels_last", cl)) if spatial_ok else ():
         xs, ys = x.reshape(shp), y.reshape(shp)
         mshape = (shp[0], shp[1], 1, 1) if fmt == "channels_first" else (shp[0], 1, 1, shp[3])
         skeep = rng.random(mshape) >= p
@@ -209,10 +210,11 @@ def _rows(n: int, dtype: Any) -> list[tuple[str, Fn, Fn, Fn]]:
     # layers (forward of a training layer: the offset advances every call)
     layer = fd.Dropout(p, seed=seed)
     add("Dropout layer forward", lambda: layer(x), fwd_idiom, lambda: True)
-    slayer = fd.SpatialDropout(p, seed=seed)
-    xs_cf = x.reshape(cf)
-    add("SpatialDropout layer forward", lambda: slayer(xs_cf),
-        lambda: xs_cf * (rng.random((cf[0], cf[1], 1, 1)) >= p) / (1 - p), lambda: True)
+    if spatial_ok:
+        slayer = fd.SpatialDropout(p, seed=seed)
+        xs_cf = x.reshape(cf)
+        add("SpatialDropout layer forward", lambda: slayer(xs_cf),
+            lambda: xs_cf * (rng.random((cf[0], cf[1], 1, 1)) >= p) / (1 - p), lambda: True)
     alayer = fd.AlphaDropout(p, seed=seed)
     add("AlphaDropout layer forward", lambda: alayer(x), alpha_idiom, lambda: True)
     dlayer = fd.DropoutAdd(p, seed=seed)
