@@ -1,6 +1,6 @@
 """Small calls: every public operation at 2**10 float32 against its NumPy idiom.
 
-``python bench/bench_small_calls.py`` (about 30 s; ``--quick`` for a smoke run,
+``python bench/bench_small_calls.py`` (about 10 s; ``--quick`` for a smoke run,
 ``--json PATH`` to keep the numbers, ``--n``/``--dtype`` for another size or dtype).
 
 Each row is a fastdropout call (validation, allocation and the ``Mask`` object
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=lambda s: int(eval(s, {})), default=2**10,
                     help="elements (default 2**10)")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--rounds", type=int, default=31)
-    ap.add_argument("--inner", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=101)
+    ap.add_argument("--inner", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="3 rounds of 10 calls")
     ap.add_argument("--only", default="", help="rows whose label contains this")
     ap.add_argument("--json", default=None)
