@@ -424,7 +424,8 @@ def test_plain_calls_are_served(native: Any, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 4, 5), (1, 2, 3, 4, 5), (2, 0, 3)],
+@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 4, 5), (1, 2, 3, 4, 5), (2, 0, 3),
+                                   (2, 3, 0), (1, 1, 1, 1, 1)],
                          ids=str)  # fmt: skip
 def test_masks_equal_the_general_paths(native: Any, fmt: str, shape: Any) -> None:
     x = inp(shape, np.float32, seed=1)
