@@ -57,13 +57,11 @@ _prod = math.prod
 _dense = _core.dense
 _spatial = _core.spatial
 _backward = _core.backward
+_alpha_regen = _core.alpha_regen
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
-# (rank, channels_last) -> the feature-map axes, for the fast path's masks
-_SPATIAL_AXES = {
-    (nd, cl): _v.spatial_axes(nd, fmt)
-    for nd in _v.SPATIAL_RANKS
-    for fmt, cl in _CHANNELS_LAST.items()
-}
+# Passed as return_mask, it makes the forward fast paths return (y, Mask) with the
+# Mask made in C++ (as Mask._new would make it); True gives (y, bits) (the layers).
+_WANT_MASK = _core._mask_maker(Mask)
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -136,7 +134,8 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # ---- fast paths ------------------------------------------------------------------
 # Plain calls (exact float ndarrays, C-contiguous and aligned; a float p; int or no
 # seed; int offset; no out, out=x or a disjoint plain out; training) are recognised
-# and run by _core.dense / _core.spatial / _core.backward in one C++ call each, which
+# and run by _core.dense / _core.spatial / _core.backward / _core.alpha_regen in one
+# C++ call each, which
 # return None for anything else; the general path below then validates everything.
 # Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
@@ -348,11 +347,9 @@ def dropout(
         # A plain call (see _core.dense) is checked, allocated and run in C++;
         # None means "not plain": the general path below validates and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
-        fast = _dense(x, p, mode, s, offset, out, return_mask)
+        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+        fast = _dense(x, p, mode, s, offset, out, want)
         if fast is not None:
-            if return_mask is True:
-                y, bits = fast
-                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
             return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().dropout(
@@ -495,16 +492,9 @@ def spatial_dropout(
         channels_last = _CHANNELS_LAST.get(data_format)
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
-            fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
+            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+            fast = _spatial(x, p, mode, s, offset, out, want, channels_last)
             if fast is not None:
-                if return_mask is True:  # mask shape (N, C, 1, ...) / (N, 1, ..., C)
-                    y, bits = fast
-                    shp = y.shape
-                    axes = _SPATIAL_AXES[len(shp), channels_last]
-                    ones = (1,) * len(axes)
-                    n, c = shp[0], shp[-1] if channels_last else shp[1]
-                    shape = (n, *ones, c) if channels_last else (n, c, *ones)
-                    return y, Mask._new(bits, shape, n * c, p, mode, s, offset, axes)
                 return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().spatial_dropout(
@@ -603,7 +593,6 @@ def dropout_backward(
         pass  # validated and run below
     elif (
         type(mask) is Mask
-        and mask.mode != "alpha"
         and p is None
         and mode is DEFAULT_MODE
         and seed is None
@@ -614,14 +603,17 @@ def dropout_backward(
         # (bits, shape, size, p, mode, seed, offset, axes), read once (see Mask)
         ms = mask._s
         grad: FloatArray | None = _backward(
-            grad_y, ms[0], ms[3], ms[4] == "inverted", out, ms[1], ms[7]
+            grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7]
         )
         if grad is not None:
             return grad
     elif mask is None and broadcast_axes is None:
         # the dense mask regenerated: the forward pass of grad_y, same stream
         m = "inverted" if mode is DEFAULT_MODE else mode  # the default is a marker str
-        grad = _dense(grad_y, p, m, seed, offset, out, False)
+        if type(m) is str and m == "alpha":  # grad_y * A where kept
+            grad = _alpha_regen(grad_y, p, seed, offset, out)
+        else:
+            grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
     if _is_dask(grad_y):  # lazy, block by block
