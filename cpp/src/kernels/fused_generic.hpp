@@ -358,6 +358,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
     std::size_t col = col0;
     std::size_t i = begin;
     for (; i + 64 <= end; i += 64) {
+        prefetch_ahead(x, y, i, end);
         const std::uint64_t b = a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);
         apply_group<Ops>(b, x + i, y + i, s, a.scaled);
         accumulate_run<E>(y + i, 64, acc, col, ncols);
