@@ -2,17 +2,23 @@
 //
 // Threads split the window's elements [0, n) exactly as the dense kernels do (chunk
 // edges at multiples of 64, so no two threads write one mask byte); inside its chunk a
-// thread walks the runs with an odometer over the outer axes (no division per run)
-// and calls the kernel once per run, with x, y and the stream rebased to the run's
-// start: the kernel then always starts at element 0, the alignment it asks for.
-// A run whose first mask bit is not at a byte boundary gets its bits through a small
-// per-thread buffer and is merged in with a shift.
+// thread walks the runs with an odometer over the outer axes (no division per run).
+// Long runs (kDirectRun elements or more) go to the kernel one by one, with x, y and
+// the stream rebased to the run's start: the kernel then always starts at element 0,
+// the alignment it asks for. Shorter runs are gathered into batches of consecutive
+// elements whose mask bits the window kernel makes in one call (window_kernels.hpp:
+// each Philox block once, whole vectors at a time), and the forward pass then applies
+// a batch's bits with the apply kernel while they are in L1.
+// A run or batch whose first mask bit is not at a byte boundary gets its bits through
+// a small per-thread buffer and is merged in with a shift.
 #include "window.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
+#include "fastdropout/window_kernels.hpp"
 #include "parallel.hpp"
 
 namespace fastdropout {
@@ -21,6 +27,45 @@ namespace {
 // Mask bits of one run go through the per-thread buffer in pieces of this many
 // elements (a multiple of 64: 8 KiB of bits).
 constexpr std::size_t kPieceBits = std::size_t{1} << 16;
+
+// Runs at least this long go to the dense kernels by themselves: their fills waste at
+// most one fill's worth of Philox blocks at the run's end, under 1 % of the run.
+constexpr std::size_t kDirectRun = std::size_t{1} << 14;
+
+// Elements per batch of short runs (a multiple of 64; its bits are 512 bytes).
+constexpr std::size_t kBatchBits = 4096;
+static_assert(kBatchBits % 64 == 0 && kBatchBits <= kPieceBits, "batch size");
+
+// The window kernels that belong to the active kernel table.
+const WindowKernels& window_kernels_of(const KernelTable& t) {
+#if defined(FASTDROPOUT_HAVE_AVX512)
+    if (&t == &avx512::kernel_table()) {
+        return avx512::window_kernels();
+    }
+#endif
+#if defined(FASTDROPOUT_HAVE_AVX2)
+    if (&t == &avx2::kernel_table()) {
+        return avx2::window_kernels();
+    }
+#endif
+#if defined(FASTDROPOUT_HAVE_NEON)
+    if (&t == &neon::kernel_table()) {
+        return neon::window_kernels();
+    }
+#endif
+    if (&t != &scalar::kernel_table()) {
+        throw std::invalid_argument(std::string("window: no window kernels for the ") +
+                                    t.name + " kernel table");
+    }
+    return scalar::window_kernels();
+}
+
+// One thread's scratch: the runs of a batch and a bit buffer (a batch's or a long
+// run's piece's bits when they do not start at a mask byte boundary).
+struct ThreadBuf {
+    std::vector<BitRun> runs = std::vector<BitRun>(kBatchBits);
+    std::vector<std::uint8_t> bits = std::vector<std::uint8_t>(kPieceBits / 8);
+};
 
 struct OuterDim {
     std::size_t size;
@@ -113,6 +158,59 @@ void put_bits(std::uint8_t* dst, std::size_t pos, const std::uint8_t* src, std::
     }
 }
 
+// Short runs of one thread, gathered into batches of at most kBatchBits consecutive
+// elements [i0, i0 + count) whose bits one gen_bits_runs call makes. The bits go to
+// the mask (when there is one) and then to done(i0, count, bits), bits from bit 0.
+class Batch {
+  public:
+    Batch(const WindowKernels& wk, const StreamArgs& s, std::uint8_t* mask, ThreadBuf& buf)
+        : wk_(wk), s_(s), mask_(mask), buf_(buf) {}
+
+    // Elements [i, i + len), at global mask index g onwards.
+    template <class Done>
+    void add(std::size_t i, std::uint64_t g, std::size_t len, const Done& done) {
+        while (len != 0) {
+            if (total_ == 0) {
+                i0_ = i;
+            }
+            const std::size_t m = std::min(len, kBatchBits - total_);
+            buf_.runs[nruns_++] = BitRun{g, m};
+            total_ += m;
+            i += m;
+            g += m;
+            len -= m;
+            if (total_ == kBatchBits) {
+                flush(done);
+            }
+        }
+    }
+
+    template <class Done>
+    void flush(const Done& done) {
+        if (total_ == 0) {
+            return;
+        }
+        const bool direct = mask_ != nullptr && i0_ % 8 == 0;
+        std::uint8_t* dst = direct ? mask_ + i0_ / 8 : buf_.bits.data();
+        wk_.gen_bits_runs(s_, buf_.runs.data(), nruns_, dst);
+        if (mask_ != nullptr && !direct) {
+            put_bits(mask_, i0_, dst, total_);
+        }
+        done(i0_, total_, dst);
+        nruns_ = 0;
+        total_ = 0;
+    }
+
+  private:
+    const WindowKernels& wk_;
+    const StreamArgs& s_;
+    std::uint8_t* mask_;
+    ThreadBuf& buf_;
+    std::size_t i0_ = 0;
+    std::size_t total_ = 0;
+    std::size_t nruns_ = 0;
+};
+
 void check_layout(const WindowLayout& w) {
     if (w.dims.size() > kMaxWindowDims || w.gstride.size() != w.dims.size()) {
         throw std::invalid_argument("window layout: at most 64 axes, one stride per axis");
@@ -159,18 +257,40 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
         return;
     }
     const Runs r = plan_runs(w);
+    const WindowKernels& wk = window_kernels_of(table);
     const auto fn = table.forward[dt];
+    const auto apply = table.apply[dt];
     const std::size_t es = dtype_size(dt);
+    // Streaming stores for y on the same rule as a plain call of n elements.
+    const bool streaming = n * es >= stream_threshold();
     const auto* x = static_cast<const unsigned char*>(a.x);
     auto* y = static_cast<unsigned char*>(a.y);
     const std::size_t nt = plan_chunks(n);
-    // Per-thread bit buffers, allocated here so nothing in the parallel region throws.
-    std::vector<std::vector<std::uint8_t>> bufs(a.bits != nullptr ? nt : 0,
-                                                std::vector<std::uint8_t>(kPieceBits / 8));
+    // Per-thread buffers, allocated here so nothing in the parallel region throws.
+    std::vector<ThreadBuf> bufs(nt);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        Batch batch(wk, a.stream, a.bits, bufs[t]);
+        const auto apply_batch = [&](std::size_t i0, std::size_t count, const std::uint8_t* bits) {
+            ApplyArgs ap{};
+            ap.x = x + i0 * es;
+            ap.y = y + i0 * es;
+            ap.bits = bits;
+            ap.bit0 = 0;
+            ap.scale = a.scale;
+            ap.scaled = a.scaled;
+            ap.all_kept = false;
+            ap.stream_stores = streaming;
+            apply(ap, 0, count);
+        };
         walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            if (len < kDirectRun) {
+                batch.add(i, g, len, apply_batch);
+                return;
+            }
+            batch.flush(apply_batch);
             ForwardArgs run = a;
             run.stream.offset = a.stream.offset + g;  // mod 2**64, as the stream wraps
+            run.stream_stores = streaming;
             if (a.bits == nullptr || i % 8 == 0) {
                 run.x = x + i * es;
                 run.y = y + i * es;
@@ -179,7 +299,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
                 fn(run, 0, len);
                 return;
             }
-            std::uint8_t* buf = bufs[t].data();
+            std::uint8_t* buf = bufs[t].bits.data();
             for (std::size_t done = 0; done < len; done += kPieceBits) {
                 const std::size_t m = std::min(kPieceBits, len - done);
                 run.x = x + (i + done) * es;
@@ -191,6 +311,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
                 put_bits(a.bits, i + done, buf, m);
             }
         });
+        batch.flush(apply_batch);
     });
 }
 
@@ -202,18 +323,26 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
         return;
     }
     const Runs r = plan_runs(w);
+    const WindowKernels& wk = window_kernels_of(table);
     const auto fn = table.gen_bits;
     const std::size_t nt = plan_chunks(n);
-    std::vector<std::vector<std::uint8_t>> bufs(nt, std::vector<std::uint8_t>(kPieceBits / 8));
+    std::vector<ThreadBuf> bufs(nt);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        Batch batch(wk, s, bits, bufs[t]);
+        const auto keep = [](std::size_t, std::size_t, const std::uint8_t*) {};
         walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            if (len < kDirectRun) {
+                batch.add(i, g, len, keep);
+                return;
+            }
+            batch.flush(keep);
             StreamArgs run = s;
             if (i % 8 == 0) {
                 run.offset = s.offset + g;
                 fn(run, bits + i / 8, 0, len);
                 return;
             }
-            std::uint8_t* buf = bufs[t].data();
+            std::uint8_t* buf = bufs[t].bits.data();
             for (std::size_t done = 0; done < len; done += kPieceBits) {
                 const std::size_t m = std::min(kPieceBits, len - done);
                 run.offset = s.offset + g + done;
@@ -221,6 +350,7 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
                 put_bits(bits, i + done, buf, m);
             }
         });
+        batch.flush(keep);
     });
 }
 
