@@ -28,12 +28,14 @@ namespace {
 // elements (a multiple of 64: 8 KiB of bits).
 constexpr std::size_t kPieceBits = std::size_t{1} << 16;
 
-// Runs at least this long go to the dense kernels by themselves: their fills waste at
-// most one fill's worth of Philox blocks at the run's end, under 1 % of the run.
-constexpr std::size_t kDirectRun = std::size_t{1} << 14;
+// Runs at least this long go to the dense kernels by themselves: their fills waste
+// at most one fill's worth of Philox blocks at the run's end (128 positions on
+// AVX-512), while the fused dense kernel overlaps the Philox work with the loads and
+// stores better than the window kernel can (measured crossover: about 1024).
+constexpr std::size_t kDirectRun = 1024;
 
-// Elements per batch of short runs (a multiple of 64; its bits are 512 bytes).
-constexpr std::size_t kBatchBits = 4096;
+// Elements per batch of short runs (a multiple of 64).
+constexpr std::size_t kBatchBits = 8192;
 static_assert(kBatchBits % 64 == 0 && kBatchBits <= kPieceBits, "batch size");
 
 // The window kernels that belong to the active kernel table.
@@ -159,12 +161,11 @@ void put_bits(std::uint8_t* dst, std::size_t pos, const std::uint8_t* src, std::
 }
 
 // Short runs of one thread, gathered into batches of at most kBatchBits consecutive
-// elements [i0, i0 + count) whose bits one gen_bits_runs call makes. The bits go to
-// the mask (when there is one) and then to done(i0, count, bits), bits from bit 0.
+// elements [i0, i0 + count), each handed to done(i0, count, runs, nruns, scratch)
+// (scratch: kPieceBits / 8 bytes of the thread's own).
 class Batch {
   public:
-    Batch(const WindowKernels& wk, const StreamArgs& s, std::uint8_t* mask, ThreadBuf& buf)
-        : wk_(wk), s_(s), mask_(mask), buf_(buf) {}
+    explicit Batch(ThreadBuf& buf) : buf_(buf) {}
 
     // Elements [i, i + len), at global mask index g onwards.
     template <class Done>
@@ -190,25 +191,83 @@ class Batch {
         if (total_ == 0) {
             return;
         }
-        const bool direct = mask_ != nullptr && i0_ % 8 == 0;
-        std::uint8_t* dst = direct ? mask_ + i0_ / 8 : buf_.bits.data();
-        wk_.gen_bits_runs(s_, buf_.runs.data(), nruns_, dst);
-        if (mask_ != nullptr && !direct) {
-            put_bits(mask_, i0_, dst, total_);
-        }
-        done(i0_, total_, dst);
+        done(i0_, total_, buf_.runs.data(), nruns_, buf_.bits.data());
         nruns_ = 0;
         total_ = 0;
     }
 
   private:
-    const WindowKernels& wk_;
-    const StreamArgs& s_;
-    std::uint8_t* mask_;
     ThreadBuf& buf_;
     std::size_t i0_ = 0;
     std::size_t total_ = 0;
     std::size_t nruns_ = 0;
+};
+
+// Where a batch's mask bits go: straight into the mask when the batch starts at a
+// byte boundary, else into the scratch buffer (then merged in by put_back).
+std::uint8_t* bits_for(std::uint8_t* mask, std::size_t i0, std::uint8_t* scratch) {
+    return mask != nullptr && i0 % 8 == 0 ? mask + i0 / 8 : scratch;
+}
+
+void put_back(std::uint8_t* mask, std::size_t i0, const std::uint8_t* bits, std::size_t count) {
+    if (mask != nullptr && i0 % 8 != 0) {
+        put_bits(mask, i0, bits, count);
+    }
+}
+
+// A batch of the mask bits only.
+struct GenBatch {
+    const WindowKernels& wk;
+    const StreamArgs& s;
+    std::uint8_t* mask;
+
+    void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
+                    std::uint8_t* scratch) const {
+        std::uint8_t* dst = bits_for(mask, i0, scratch);
+        wk.gen_bits_runs(s, runs, nruns, dst);
+        put_back(mask, i0, dst, count);
+    }
+};
+
+// A batch of the forward pass: the fused window kernel, or, for outputs large enough
+// for streaming stores (memory-bound), the batch's bits first and then the apply
+// kernel with streaming stores.
+struct ForwardBatch {
+    const WindowKernels& wk;
+    const KernelTable& table;
+    Dtype dt;
+    const ForwardArgs& a;
+    std::size_t es;
+    bool streaming;
+
+    void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
+                    std::uint8_t* scratch) const {
+        const auto* x = static_cast<const unsigned char*>(a.x) + i0 * es;
+        auto* y = static_cast<unsigned char*>(a.y) + i0 * es;
+        if (!streaming) {
+            ForwardArgs f = a;
+            f.x = x;
+            f.y = y;
+            f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
+            f.n = count;
+            wk.forward_runs[dt](f, runs, nruns);
+            put_back(a.bits, i0, f.bits, count);
+            return;
+        }
+        std::uint8_t* dst = bits_for(a.bits, i0, scratch);
+        wk.gen_bits_runs(a.stream, runs, nruns, dst);
+        put_back(a.bits, i0, dst, count);
+        ApplyArgs ap{};
+        ap.x = x;
+        ap.y = y;
+        ap.bits = dst;
+        ap.bit0 = 0;
+        ap.scale = a.scale;
+        ap.scaled = a.scaled;
+        ap.all_kept = false;
+        ap.stream_stores = true;
+        table.apply[dt](ap, 0, count);
+    }
 };
 
 void check_layout(const WindowLayout& w) {
@@ -259,7 +318,6 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
     const Runs r = plan_runs(w);
     const WindowKernels& wk = window_kernels_of(table);
     const auto fn = table.forward[dt];
-    const auto apply = table.apply[dt];
     const std::size_t es = dtype_size(dt);
     // Streaming stores for y on the same rule as a plain call of n elements.
     const bool streaming = n * es >= stream_threshold();
@@ -269,19 +327,8 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
     // Per-thread buffers, allocated here so nothing in the parallel region throws.
     std::vector<ThreadBuf> bufs(nt);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
-        Batch batch(wk, a.stream, a.bits, bufs[t]);
-        const auto apply_batch = [&](std::size_t i0, std::size_t count, const std::uint8_t* bits) {
-            ApplyArgs ap{};
-            ap.x = x + i0 * es;
-            ap.y = y + i0 * es;
-            ap.bits = bits;
-            ap.bit0 = 0;
-            ap.scale = a.scale;
-            ap.scaled = a.scaled;
-            ap.all_kept = false;
-            ap.stream_stores = streaming;
-            apply(ap, 0, count);
-        };
+        Batch batch(bufs[t]);
+        const ForwardBatch apply_batch{wk, table, dt, a, es, streaming};
         walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun) {
                 batch.add(i, g, len, apply_batch);
@@ -328,8 +375,8 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
     const std::size_t nt = plan_chunks(n);
     std::vector<ThreadBuf> bufs(nt);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
-        Batch batch(wk, s, bits, bufs[t]);
-        const auto keep = [](std::size_t, std::size_t, const std::uint8_t*) {};
+        Batch batch(bufs[t]);
+        const GenBatch keep{wk, s, bits};
         walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun) {
                 batch.add(i, g, len, keep);

@@ -27,6 +27,11 @@ struct WindowKernels {
     // neighbouring runs share it: a short run costs its own blocks, not a whole fill.
     void (*gen_bits_runs)(const StreamArgs& s, const BitRun* runs, std::size_t nruns,
                           std::uint8_t* bits);
+    // The forward pass (docs/spec.md sections 2-3) with those bits: elements 0 ..
+    // total-1 of a.x and a.y (a.n and a.stream_stores are not used), the mask bits
+    // to a.bits from bit 0 when it is not null, as gen_bits_runs writes them.
+    void (*forward_runs[kNumDtypes])(const ForwardArgs& a, const BitRun* runs,
+                                     std::size_t nruns);
 };
 
 namespace scalar { const WindowKernels& window_kernels(); }

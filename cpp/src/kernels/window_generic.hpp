@@ -24,49 +24,22 @@ namespace FASTDROPOUT_ISA {
 namespace {
 
 // Blocks collected before one Philox pass over them (a multiple of kPassBlocks), and
-// runs (or pieces of runs) waiting for those blocks.
-constexpr std::size_t kRunBlocks = 1024;
-constexpr std::size_t kRunPending = 512;
+// runs (or pieces of runs) waiting for those blocks. Small, so that the forward
+// kernel's Philox work and its loads and stores interleave closely, as in the dense
+// kernel.
+constexpr std::size_t kRunBlocks = 128;
+constexpr std::size_t kRunPending = 128;
 constexpr std::size_t kKeepWords = kRunBlocks * 4 / 64;
 static_assert(kRunBlocks % static_cast<std::size_t>(kPassBlocks) == 0,
               "kRunBlocks must be a multiple of kPassBlocks");
 
-// Writes bits one after another from bit 0 of `out` (little-endian bit order, byte by
-// byte through store_bits, so the layout does not depend on the host).
-class BitWriter {
+// The keep bits of a list of runs, one after another, 64 at a time (like BitStream
+// for one run): the blocks the runs need are collected (see the file comment),
+// computed, and their bits copied out in order.
+class RunStream {
   public:
-    explicit BitWriter(std::uint8_t* out) : out_(out) {}
-
-    // The low `count` (1..64) bits of v, whose higher bits are 0.
-    FASTDROPOUT_INLINE void put(std::uint64_t v, std::size_t count) {
-        acc_ |= v << used_;
-        used_ += count;
-        if (used_ >= 64) {
-            store_bits(out_, acc_, 8);
-            out_ += 8;
-            used_ -= 64;
-            acc_ = used_ == 0 ? 0 : v >> (count - used_);
-        }
-    }
-
-    // The last partial word: ceil(used / 8) bytes.
-    FASTDROPOUT_INLINE void finish() {
-        if (used_ != 0) {
-            store_bits(out_, acc_, (used_ + 7) / 8);
-        }
-    }
-
-  private:
-    std::uint8_t* out_;
-    std::uint64_t acc_ = 0;
-    std::size_t used_ = 0;  // bits in acc_, < 64 between calls
-};
-
-// The runs' bits, collected block by block (see the file comment).
-class RunBits {
-  public:
-    FASTDROPOUT_INLINE RunBits(const StreamArgs& s, std::uint8_t* out)
-        : rk_(make_round_keys(s.k0, s.k1)), out_(out) {
+    FASTDROPOUT_INLINE RunStream(const StreamArgs& s, const BitRun* runs, std::size_t nruns)
+        : rk_(make_round_keys(s.k0, s.k1)), runs_(runs), nruns_(nruns), offset_(s.offset) {
         broadcast_keys(rk_, kv_);
         if (s.threshold == 0) {
             constant_ = true;  // p == 0: all kept
@@ -77,57 +50,21 @@ class RunBits {
         } else {
             t_ = set1(static_cast<std::uint32_t>(s.threshold));
         }
-        // Counter slots past the last collected block are computed too (a pass is
-        // always whole); give them defined values.
-        for (std::size_t k = 0; k < kRunBlocks + static_cast<std::size_t>(kLanes); ++k) {
-            lo_[k] = 0;
-            hi_[k] = 0;
+        if (nruns_ != 0) {
+            pos_ = offset_ + runs_[0].pos;
+            left_ = runs_[0].len;
         }
     }
 
-    // The next `len` bits: stream positions pos, pos + 1, ... (mod 2**64).
-    FASTDROPOUT_INLINE void append(std::uint64_t pos, std::size_t len) {
+    // The next 64 bits (past the runs' total: 0).
+    FASTDROPOUT_INLINE std::uint64_t next() {
         if (constant_) {
-            for (; len >= 64; len -= 64) {
-                out_.put(const_bits_, 64);
-            }
-            if (len != 0) {
-                out_.put(const_bits_ & low_bits(len), len);
-            }
-            return;
+            return const_bits_;
         }
-        while (len != 0) {
-            const std::uint64_t block = pos >> 2;  // < 2**62
-            const auto shift = static_cast<std::size_t>(pos & 3u);
-            // The previous run may have ended in this very block: use it again.
-            const bool reuse = nblocks_ != 0 && block == last_;
-            const std::size_t first = reuse ? nblocks_ - 1 : nblocks_;
-            if (first == kRunBlocks || npending_ == kRunPending) {
-                flush();
-                continue;
-            }
-            const std::size_t room = 4 * (kRunBlocks - first) - shift;
-            const std::size_t m = len < room ? len : room;
-            const std::size_t need = (shift + m + 3) / 4;  // blocks from `block`
-            if (reuse) {
-                if (need > 1) {
-                    push_blocks((block + 1) & kStreamBlockMask, need - 1);
-                }
-            } else {
-                push_blocks(block, need);
-            }
-            last_ = (block + need - 1) & kStreamBlockMask;
-            pending_[npending_].bit = 4 * first + shift;
-            pending_[npending_].len = m;
-            ++npending_;
-            pos += m;
-            len -= m;
+        if (used_ == nwords_) {
+            refill();
         }
-    }
-
-    FASTDROPOUT_INLINE void finish() {
-        flush();
-        out_.finish();
+        return used_ < nwords_ ? words_[used_++] : 0;
     }
 
   private:
@@ -135,6 +72,83 @@ class RunBits {
         std::size_t bit;  // first bit of the piece in keep_
         std::size_t len;
     };
+
+    // Collects pieces of runs until the blocks or the pending list are full (or the
+    // runs end), computes the blocks and writes the pieces' bits to words_.
+    FASTDROPOUT_INLINE void refill() {
+        nwords_ = 0;
+        used_ = 0;
+        while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
+            collect();
+            if (nblocks_ != 0) {
+                compute();
+            }
+            for (std::size_t r = 0; r < npending_; ++r) {
+                std::size_t bit = pending_[r].bit;
+                std::size_t len = pending_[r].len;
+                for (; len >= 64; len -= 64, bit += 64) {  // whole words
+                    const std::uint64_t v = keep_at(bit, 64);
+                    words_[nwords_++] = acc_ | (v << acc_used_);
+                    acc_ = acc_used_ == 0 ? 0 : v >> (64 - acc_used_);
+                }
+                if (len != 0) {
+                    put(keep_at(bit, len), len);
+                }
+            }
+            nblocks_ = 0;
+            npending_ = 0;
+            if (run_ == nruns_ && acc_used_ != 0) {  // the last, partial word
+                words_[nwords_++] = acc_;
+                acc_ = 0;
+                acc_used_ = 0;
+            }
+        }
+    }
+
+    FASTDROPOUT_INLINE void collect() {
+        while (run_ < nruns_) {
+            if (left_ == 0) {
+                if (++run_ < nruns_) {
+                    pos_ = offset_ + runs_[run_].pos;
+                    left_ = runs_[run_].len;
+                }
+                continue;
+            }
+            const std::uint64_t block = pos_ >> 2;  // < 2**62
+            const auto shift = static_cast<std::size_t>(pos_ & 3u);
+            // The previous piece may have ended in this very block: use it again.
+            const bool reuse = nblocks_ != 0 && block == last_;
+            const std::size_t first = reuse ? nblocks_ - 1 : nblocks_;
+            if (first == kRunBlocks || npending_ == kRunPending) {
+                return;
+            }
+            const std::size_t room = 4 * (kRunBlocks - first) - shift;
+            const std::size_t m = left_ < room ? left_ : room;
+            const std::size_t need = (shift + m + 3) / 4;  // blocks from `block`
+            if (!reuse) {
+                push_blocks(block, need);
+            } else if (need > 1) {
+                push_blocks((block + 1) & kStreamBlockMask, need - 1);
+            }
+            last_ = (block + need - 1) & kStreamBlockMask;
+            pending_[npending_].bit = 4 * first + shift;
+            pending_[npending_].len = m;
+            ++npending_;
+            pos_ += m;
+            left_ -= m;
+        }
+    }
+
+    // Appends the low `count` (1..64) bits of v (higher bits 0) to the output words.
+    FASTDROPOUT_INLINE void put(std::uint64_t v, std::size_t count) {
+        acc_ |= v << acc_used_;
+        acc_used_ += count;
+        if (acc_used_ >= 64) {
+            words_[nwords_++] = acc_;
+            acc_used_ -= 64;
+            acc_ = acc_used_ == 0 ? 0 : v >> (count - acc_used_);
+        }
+    }
 
     // Counters of blocks b, b+1, ..., b+count-1 (mod 2**62) into the next slots.
     FASTDROPOUT_INLINE void push_blocks(std::uint64_t b, std::size_t count) {
@@ -168,25 +182,6 @@ class RunBits {
         nblocks_ += count;
     }
 
-    // Philox over the collected blocks, then the pending pieces' bits out.
-    FASTDROPOUT_INLINE void flush() {
-        if (nblocks_ != 0) {
-            compute();
-        }
-        for (std::size_t r = 0; r < npending_; ++r) {
-            std::size_t bit = pending_[r].bit;
-            std::size_t len = pending_[r].len;
-            for (; len != 0;) {
-                const std::size_t k = len < 64 ? len : 64;
-                out_.put(keep_at(bit, k), k);
-                bit += k;
-                len -= k;
-            }
-        }
-        nblocks_ = 0;
-        npending_ = 0;
-    }
-
     // keep_ bits [bit, bit + k), k in 1..64.
     FASTDROPOUT_INLINE std::uint64_t keep_at(std::size_t bit, std::size_t k) const {
         const std::size_t w = bit / 64;
@@ -200,32 +195,44 @@ class RunBits {
 
     // Bits 4j .. 4j+3 of keep_ for collected block j, whole passes of kPassBlocks.
     FASTDROPOUT_INLINE void compute() {
-        const std::size_t passes =
-            (nblocks_ + static_cast<std::size_t>(kPassBlocks) - 1) / static_cast<std::size_t>(kPassBlocks);
+        const std::size_t pass_blocks = static_cast<std::size_t>(kPassBlocks);
+        const std::size_t passes = (nblocks_ + pass_blocks - 1) / pass_blocks;
         for (std::size_t w = 0; w < kKeepWords + 1; ++w) {
             keep_[w] = 0;
         }
-        if (!mixed_ && uhi_.hi != hi0_) {
-            set_uniform_hi(uhi_, hi0_, rk_);
+        // The last pass is whole: the slots after the last collected block get defined
+        // values (their bits are never read).
+        for (std::size_t k = nblocks_; k < passes * pass_blocks; ++k) {
+            lo_[k] = 0;
+            hi_[k] = 0;
+        }
+        const std::size_t lanes = static_cast<std::size_t>(kLanes);
+        if (!mixed_) {  // one high counter word: the cheaper first rounds
+            if (uhi_.hi != hi0_) {
+                set_uniform_hi(uhi_, hi0_, rk_);
+            }
+            for (std::size_t pass = 0; pass < passes; ++pass) {
+                const std::size_t base = pass * pass_blocks;
+                U32 c[kSets][4];
+                for (std::size_t s = 0; s < static_cast<std::size_t>(kSets); ++s) {
+                    c[s][0] = load(lo_ + base + s * lanes);
+                }
+                philox10_uniform_hi(c, uhi_, kv_);
+                finish_keep_bits(c, kv_, t_, keep_, static_cast<int>(4 * base));
+            }
+            return;
         }
         const U32 zero = set1(0);
         for (std::size_t pass = 0; pass < passes; ++pass) {
+            const std::size_t base = pass * pass_blocks;
             U32 c[kSets][4];
-            const std::size_t base = pass * static_cast<std::size_t>(kPassBlocks);
-            for (int s = 0; s < kSets; ++s) {
-                const std::size_t slot = base + static_cast<std::size_t>(s * kLanes);
-                c[s][0] = load(lo_ + slot);
-                if (mixed_) {
-                    c[s][1] = load(hi_ + slot);
-                    c[s][2] = zero;
-                    c[s][3] = zero;
-                }
+            for (std::size_t s = 0; s < static_cast<std::size_t>(kSets); ++s) {
+                c[s][0] = load(lo_ + base + s * lanes);
+                c[s][1] = load(hi_ + base + s * lanes);
+                c[s][2] = zero;
+                c[s][3] = zero;
             }
-            if (mixed_) {
-                philox_rounds(c, kv_, 0, kPhiloxRounds - 1);
-            } else {
-                philox10_uniform_hi(c, uhi_, kv_);
-            }
+            philox_rounds(c, kv_, 0, kPhiloxRounds - 1);
             finish_keep_bits(c, kv_, t_, keep_, static_cast<int>(4 * base));
         }
     }
@@ -234,9 +241,15 @@ class RunBits {
     RoundKeyVecs kv_;
     UniformHi uhi_;
     U32 t_{};
-    BitWriter out_;
+    const BitRun* runs_;
+    std::size_t nruns_;
+    std::uint64_t offset_;
     bool constant_ = false;
     std::uint64_t const_bits_ = 0;
+    // the run being collected: index, next stream position, elements left
+    std::size_t run_ = 0;
+    std::uint64_t pos_ = 0;
+    std::size_t left_ = 0;
     std::uint32_t lo_[kRunBlocks + static_cast<std::size_t>(kLanes)];
     std::uint32_t hi_[kRunBlocks + static_cast<std::size_t>(kLanes)];
     std::uint64_t keep_[kKeepWords + 1];  // one spare word for keep_at's second read
@@ -246,20 +259,71 @@ class RunBits {
     std::uint64_t last_ = 0;  // the last collected block
     std::uint32_t hi0_ = 0;   // the first collected block's high counter word
     bool mixed_ = false;      // some collected block has another high word
+    // output words of the last refill, and the partial word being assembled
+    std::uint64_t words_[kKeepWords + 1];
+    std::size_t nwords_ = 0;
+    std::size_t used_ = 0;
+    std::uint64_t acc_ = 0;
+    std::size_t acc_used_ = 0;
 };
+
+std::size_t total_of(const BitRun* runs, std::size_t nruns) {
+    std::size_t n = 0;
+    for (std::size_t r = 0; r < nruns; ++r) {
+        n += runs[r].len;
+    }
+    return n;
+}
 
 void gen_bits_runs_kernel(const StreamArgs& s, const BitRun* runs, std::size_t nruns,
                           std::uint8_t* bits) {
-    RunBits rb(s, bits);
-    for (std::size_t r = 0; r < nruns; ++r) {
-        rb.append(s.offset + runs[r].pos, runs[r].len);
+    const std::size_t n = total_of(runs, nruns);
+    RunStream stream(s, runs, nruns);
+    std::size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        store_bits(bits + i / 8, stream.next(), 8);
     }
-    rb.finish();
+    if (i < n) {
+        const std::size_t rem = n - i;
+        store_bits(bits + i / 8, stream.next() & low_bits(rem), (rem + 7) / 8);
+    }
+}
+
+// forward_kernel with the bits of the runs: elements 0 .. total-1 of a.x / a.y, their
+// mask bits (if a.bits) from bit 0. No streaming stores (the caller keeps the dense
+// kernels' two passes for outputs that would want them).
+template <class Ops>
+void forward_runs_kernel(const ForwardArgs& a, const BitRun* runs, std::size_t nruns) {
+    using T = typename Ops::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    const std::size_t n = total_of(runs, nruns);
+    RunStream stream(a.stream, runs, nruns);
+    std::size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        prefetch_ahead(x, y, i, n);
+        const std::uint64_t b = stream.next();
+        if (a.bits != nullptr) {
+            store_bits(a.bits + i / 8, b, 8);
+        }
+        apply_group<Ops>(b, x + i, y + i, s, a.scaled);
+    }
+    if (i < n) {
+        const std::size_t rem = n - i;
+        const std::uint64_t b = stream.next() & low_bits(rem);
+        if (a.bits != nullptr) {
+            store_bits(a.bits + i / 8, b, (rem + 7) / 8);
+        }
+        apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
+    }
 }
 
 const WindowKernels kWindowKernels = {
     FASTDROPOUT_ISA_NAME,
     &gen_bits_runs_kernel,
+    {&forward_runs_kernel<OpsF16>, &forward_runs_kernel<OpsF32>, &forward_runs_kernel<OpsF64>,
+     &forward_runs_kernel<OpsBF16>},
 };
 
 }  // namespace
