@@ -1,5 +1,6 @@
-// _core.dense, _core.spatial, _core.backward: the whole of a plain call (dropout,
-// spatial_dropout, dropout_backward with a stored mask) in one C++ function, so that
+// _core.dense, _core.dense_window, _core.spatial, _core.backward: the whole of a plain
+// call (dropout, dropout of a block with a plain window, spatial_dropout,
+// dropout_backward with a stored mask) in one C++ function, so that
 // small arrays do not pay for Python-level checks, np.empty and pybind11's argument
 // conversion (together several microseconds, against ~0.5 us of Philox for 1024
 // elements).
@@ -27,6 +28,7 @@
 
 #include "../src/dispatch.hpp"
 #include "../src/parallel.hpp"
+#include "../src/window.hpp"
 #include "array_view.hpp"
 
 namespace py = pybind11;
@@ -365,6 +367,95 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     return result(y, bits, c.want_mask);
 }
 
+// A plain window (docs/spec.md section 11) for a block of dims `dims`: an exact tuple
+// (global_shape, start) of two exact tuples of exact ints, one per axis, global sizes
+// in [0, 2**63), the block inside the global array at start. Fills w with the window
+// layout of a dense mask and `first` with the stream position of the block's first
+// element (offset + the start's global index, mod 2**64), as _window.layout does.
+bool plain_window(PyObject* window, const Py_intptr_t* dims, int nd, std::uint64_t offset,
+                  WindowLayout& w, std::uint64_t& first) {
+    if (!PyTuple_CheckExact(window) || PyTuple_GET_SIZE(window) != 2) {
+        return false;
+    }
+    PyObject* gshape = PyTuple_GET_ITEM(window, 0);
+    PyObject* start = PyTuple_GET_ITEM(window, 1);
+    if (!PyTuple_CheckExact(gshape) || !PyTuple_CheckExact(start) ||
+        PyTuple_GET_SIZE(gshape) != nd || PyTuple_GET_SIZE(start) != nd ||
+        static_cast<std::size_t>(nd) > kMaxWindowDims) {
+        return false;
+    }
+    const auto n = static_cast<std::size_t>(nd);
+    w.dims.resize(n);
+    w.gstride.resize(n);
+    std::uint64_t acc = 1;  // the global C strides, mod 2**64
+    for (std::size_t k = n; k-- > 0;) {
+        std::uint64_t g = 0;
+        std::uint64_t s = 0;
+        const auto item = static_cast<Py_ssize_t>(k);
+        if (!plain_u64(PyTuple_GET_ITEM(gshape, item), g) ||
+            !plain_u64(PyTuple_GET_ITEM(start, item), s) || g >= (std::uint64_t{1} << 63)) {
+            return false;
+        }
+        const auto d = static_cast<std::uint64_t>(dims[k]);
+        if (s > g || d > g - s) {
+            return false;  // the block does not fit: the general path says so
+        }
+        w.dims[k] = static_cast<std::size_t>(d);
+        w.gstride[k] = acc;
+        offset += s * acc;
+        acc *= g;
+    }
+    first = offset;
+    return true;
+}
+
+// dense_window(x, p, mode, seed, offset, out, return_mask, window)
+//   -> y | (y, bits) | None: dense() of a block with window=(global_shape, start).
+PyObject* dense_window(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 8,
+                     "dense_window(x, p, mode, seed, offset, out, return_mask, window)")) {
+        return nullptr;
+    }
+    ForwardCall c;
+    if (!plain_forward(args, c)) {
+        return none();
+    }
+    WindowLayout w;
+    std::uint64_t first = 0;
+    if (!plain_window(args[7], c.xa->dimensions, c.xa->nd, c.offset, w, first)) {
+        return none();
+    }
+    if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
+        return none();
+    }
+    PyObject* y = nullptr;
+    const Target t = output_for(args[0], c.xa, c.dt, c.n, args[5], &y);
+    if (t != Target::kReady) {
+        return t == Target::kError ? nullptr : none();
+    }
+    PyObject* bits = nullptr;
+    if (c.want_mask && (bits = new_bits(*g_api, c.n)) == nullptr) {
+        Py_DECREF(y);
+        return nullptr;
+    }
+    ForwardArgs a{};
+    a.stream = stream_of(c);
+    a.stream.offset = first;
+    a.x = c.xa->data;
+    a.y = data_of(y);
+    a.bits = bits == nullptr ? nullptr : reinterpret_cast<std::uint8_t*>(data_of(bits));
+    a.n = c.n;
+    a.scale = c.scaled ? inverted_scale(c.p, c.dt) : 1.0;
+    a.scaled = c.scaled;
+    const KernelTable& table = active_table();
+    if (!run_released(c.n, [&] { run_window_forward(table, c.dt, a, w); })) {
+        Py_DECREF(y);
+        Py_XDECREF(bits);
+        return nullptr;
+    }
+    return result(y, bits, c.want_mask);
+}
+
 // spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
 //   -> y | (y, bits) | None; x of rank 3, 4 or 5 (else None).
 PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
@@ -512,6 +603,11 @@ PyMethodDef kMethods[] = {
      "dense(x, p, mode, seed, offset, out, return_mask) -> y, (y, bits) or None.\n\n"
      "A plain dense training forward pass, checked and allocated in C++ (private; see\n"
      "fastdropout.dropout). None means 'not plain': take the general path."},
+    {"dense_window", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&dense_window)),
+     METH_FASTCALL,
+     "dense_window(x, p, mode, seed, offset, out, return_mask, window) -> y, (y, bits)\n"
+     "or None: the same for a block with window=(global_shape, start), both exact tuples\n"
+     "of ints (private; see fastdropout.dropout's window=)."},
     {"spatial", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&spatial)),
      METH_FASTCALL,
      "spatial(x, p, mode, seed, offset, out, return_mask, channels_last) -> y, (y, bits)\n"

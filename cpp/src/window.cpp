@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -62,12 +63,31 @@ const WindowKernels& window_kernels_of(const KernelTable& t) {
     return scalar::window_kernels();
 }
 
+// Runs per batch at most (a batch of many one-element runs is cut short).
+constexpr std::size_t kBatchRuns = 512;
+
 // One thread's scratch: the runs of a batch and a bit buffer (a batch's or a long
-// run's piece's bits when they do not start at a mask byte boundary).
+// run's piece's bits when they do not start at a mask byte boundary). Left
+// uninitialised (written before read) and sized for the call, so that a small call
+// does not pay for clearing buffers sized for a large one.
 struct ThreadBuf {
-    std::vector<BitRun> runs = std::vector<BitRun>(kBatchBits);
-    std::vector<std::uint8_t> bits = std::vector<std::uint8_t>(kPieceBits / 8);
+    explicit ThreadBuf(std::size_t n)
+        : runs(new BitRun[std::min(n, kBatchRuns)]),
+          bits(new std::uint8_t[(std::min(n, kPieceBits) + 7) / 8]) {}
+    std::unique_ptr<BitRun[]> runs;
+    std::unique_ptr<std::uint8_t[]> bits;
 };
+
+// Per-thread scratch for a call on n elements, allocated before the parallel region
+// so that nothing in it throws.
+std::vector<ThreadBuf> thread_bufs(std::size_t nt, std::size_t n) {
+    std::vector<ThreadBuf> bufs;
+    bufs.reserve(nt);
+    for (std::size_t t = 0; t < nt; ++t) {
+        bufs.emplace_back(n);
+    }
+    return bufs;
+}
 
 struct OuterDim {
     std::size_t size;
@@ -180,7 +200,7 @@ class Batch {
             i += m;
             g += m;
             len -= m;
-            if (total_ == kBatchBits) {
+            if (total_ == kBatchBits || nruns_ == kBatchRuns) {
                 flush(done);
             }
         }
@@ -191,7 +211,7 @@ class Batch {
         if (total_ == 0) {
             return;
         }
-        done(i0_, total_, buf_.runs.data(), nruns_, buf_.bits.data());
+        done(i0_, total_, buf_.runs.get(), nruns_, buf_.bits.get());
         nruns_ = 0;
         total_ = 0;
     }
@@ -325,7 +345,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
     auto* y = static_cast<unsigned char*>(a.y);
     const std::size_t nt = plan_chunks(n);
     // Per-thread buffers, allocated here so nothing in the parallel region throws.
-    std::vector<ThreadBuf> bufs(nt);
+    std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
         const ForwardBatch apply_batch{wk, table, dt, a, es, streaming};
@@ -346,7 +366,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
                 fn(run, 0, len);
                 return;
             }
-            std::uint8_t* buf = bufs[t].bits.data();
+            std::uint8_t* buf = bufs[t].bits.get();
             for (std::size_t done = 0; done < len; done += kPieceBits) {
                 const std::size_t m = std::min(kPieceBits, len - done);
                 run.x = x + (i + done) * es;
@@ -373,7 +393,7 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
     const WindowKernels& wk = window_kernels_of(table);
     const auto fn = table.gen_bits;
     const std::size_t nt = plan_chunks(n);
-    std::vector<ThreadBuf> bufs(nt);
+    std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
         const GenBatch keep{wk, s, bits};
@@ -389,7 +409,7 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
                 fn(run, bits + i / 8, 0, len);
                 return;
             }
-            std::uint8_t* buf = bufs[t].bits.data();
+            std::uint8_t* buf = bufs[t].bits.get();
             for (std::size_t done = 0; done < len; done += kPieceBits) {
                 const std::size_t m = std::min(kPieceBits, len - done);
                 run.offset = s.offset + g + done;

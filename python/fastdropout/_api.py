@@ -17,7 +17,7 @@ import importlib
 import math
 import operator
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
 
 import numpy as np
 
@@ -55,6 +55,7 @@ __all__ = [
 _empty = np.empty
 _prod = math.prod
 _dense = _core.dense
+_dense_window = _core.dense_window
 _spatial = _core.spatial
 _backward = _core.backward
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
@@ -344,15 +345,20 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
-    if training is True and broadcast_axes is None and window is None:
-        # A plain call (see _core.dense) is checked, allocated and run in C++;
-        # None means "not plain": the general path below validates and raises.
+    if training is True and broadcast_axes is None:
+        # A plain call (see _core.dense, _core.dense_window) is checked, allocated
+        # and run in C++; None means "not plain": the general path below validates
+        # and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
-        fast = _dense(x, p, mode, s, offset, out, return_mask)
+        if window is None:
+            fast = _dense(x, p, mode, s, offset, out, return_mask)
+        else:
+            fast = _dense_window(x, p, mode, s, offset, out, return_mask, window)
         if fast is not None:
             if return_mask is True:
                 y, bits = fast
-                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, ())
+                win = None if window is None else _window.Window(*cast("Any", window))
+                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, (), win)
             return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().dropout(
@@ -600,7 +606,15 @@ def dropout_backward(
     covers just the block.
     """
     if window is not None:
-        pass  # validated and run below
+        if mask is None and broadcast_axes is None:
+            # a block's dense mask regenerated (see _core.dense_window); else
+            # validated and run below
+            m = "inverted" if mode is DEFAULT_MODE else mode
+            grad: FloatArray | None = _dense_window(
+                grad_y, p, m, seed, offset, out, False, window
+            )
+            if grad is not None:
+                return grad
     elif (
         type(mask) is Mask
         and mask.mode != "alpha"
@@ -613,9 +627,7 @@ def dropout_backward(
     ):  # a plain backward from a stored mask: checked and run in C++
         # (bits, shape, size, p, mode, seed, offset, axes), read once (see Mask)
         ms = mask._s
-        grad: FloatArray | None = _backward(
-            grad_y, ms[0], ms[3], ms[4] == "inverted", out, ms[1], ms[7]
-        )
+        grad = _backward(grad_y, ms[0], ms[3], ms[4] == "inverted", out, ms[1], ms[7])
         if grad is not None:
             return grad
     elif mask is None and broadcast_axes is None:

@@ -118,6 +118,22 @@ def dense(
     no exception is raised). Raises only MemoryError.
     """
 
+def dense_window(
+    x: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: object,
+    return_mask: object,
+    window: object,
+    /,
+) -> Any:
+    """As dense() for a block of a larger array (docs/spec.md section 11). Plain
+    window: an exact tuple (global_shape, start) of two exact tuples of exact ints,
+    one per axis of x, global sizes in [0, 2**63), the block inside the global
+    array at start. None when not plain (the general path validates and raises)."""
+
 def spatial(
     x: object,
     p: object,
