@@ -393,10 +393,27 @@ def test_bfloat16_and_fused_ops(bench: Any, tmp_path: Path) -> None:
                             "--ops", "fused,forward_mask", "--check-full-max", "1024")
     assert rc == 0
     for dtype in ("bfloat16", "float16"):
-        for op in ("alpha_dropout", "dropout_add", "forward_mask"):
+        for op in ("alpha_dropout", "dropout_add", "dropout_add_backward", "forward_mask"):
             (r,) = rows(data, op=op, impl="api", dtype=dtype)
             assert r["status"] == "ok", r["detail"]
             assert r["checked"].startswith("sampled")
+
+
+def test_targets_every_op_against_its_bound(bench: Any, tmp_path: Path) -> None:
+    """Every op run gets a 'vs its bound' target (README Performance), and
+    dropout_add_backward's grad_bias is checked whole at a small size."""
+    rc, data, _ = run_bench(bench, tmp_path, "--sizes", "2**10", "--threads", "1",
+                            "--no-torch", "--ops", "fused,forward", "--repeats", "3")
+    assert rc == 0
+    (r,) = rows(data, op="dropout_add_backward", impl="api", dtype="float32")
+    assert r["status"] == "ok", r["detail"]
+    assert r["checked"] == "full"
+    names = {t["name"] for t in data["targets"]}
+    for op in ("forward", "alpha_dropout", "dropout_add", "dropout_add_backward"):
+        assert any(name.startswith(f"{op} vs its bound") for name in names), op
+        assert f"{op} (without out=) vs NumPy idiom, small array" in names
+    assert "alpha_dropout vs dense forward" in names
+    assert "dropout_add vs the unfused sequence" in names
 
 
 def test_bfloat16_needs_ml_dtypes(bench: Any, monkeypatch: pytest.MonkeyPatch,

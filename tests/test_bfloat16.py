@@ -75,6 +75,30 @@ def test_all_bit_patterns(native: Any, simd: str, p: float) -> None:
         assert_same(ev_n, reference.dropout(x, p, mode=mode, training=False))
 
 
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_all_bit_patterns_fused(native: Any, simd: str, p: float) -> None:
+    """dropout_add (with bias, whose sum rounds before the scale) and alpha dropout
+    over every bfloat16 input, every SIMD level: each intermediate rounding and the
+    NaN rule of the fused kernels, native == reference bit for bit."""
+    del simd
+    x = ALL_PATTERNS.reshape(256, 256)
+    residual = ALL_PATTERNS[::-1].reshape(256, 256)
+    bias = bf16_input((256,), seed=4)
+    for mode in ("inverted", "classic"):
+        kw: dict[str, Any] = {"bias": bias, "mode": mode, "seed": 3, "offset": 5}
+        assert_same(native.dropout_add(x, residual, p, **kw),
+                    reference.dropout_add(x, residual, p, **kw))
+        g = residual
+        assert_same(native.dropout_add_backward(g, p=p, bias=True, mode=mode, seed=3,
+                                                offset=5)[2],
+                    reference.dropout_add_backward(g, p=p, bias=True, mode=mode, seed=3,
+                                                   offset=5)[2])
+    ya, ma = native.alpha_dropout(x, p, seed=3, offset=5, return_mask=True)
+    yr, mr = reference.alpha_dropout(x, p, seed=3, offset=5, return_mask=True)
+    assert_same(ya, yr)
+    assert_same(native.dropout_backward(g, ma), reference.dropout_backward(g, mr))
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.3])
 def test_reference_rounding_is_one_round_half_even(p: float) -> None:
     """The reference's bfloat16 product, checked against an independent model:

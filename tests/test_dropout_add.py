@@ -372,3 +372,47 @@ def test_layer(native: Any, any_dtype: Any) -> None:
         assert a.offset == e.offset == 2 * x.size
     with pytest.raises(RuntimeError, match="before any forward"):
         native.DropoutAdd(0.5).backward(x)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_grad_bias_rows_wider_than_a_sum_tile(native: Any, threads: int) -> None:
+    """Rows wider than the 2048-column accumulator tile (so a thread sums its columns
+    tile by tile, also alone): grad_x and grad_bias equal the reference bit for bit."""
+    from _util import core
+
+    g = (np.random.default_rng(11).standard_normal((37, 5003)) * 1e3).astype(np.float32)
+    before = core.get_num_threads()
+    try:
+        core.set_num_threads(threads)
+        gx, _, gb = native.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
+                                                bias=True)
+    finally:
+        core.set_num_threads(before)
+    rx, _, rb = reference.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
+                                               bias=True)
+    assert_same(gx, rx)
+    assert_same(gb, rb)
+
+
+@pytest.mark.parametrize("broadcast_axes", [None, 0])
+def test_grad_bias_keeps_the_first_nan(native: Any, simd: str, broadcast_axes: Any) -> None:
+    """A column meeting NaNs of different signs and payloads keeps the first one
+    (docs/spec.md section 9), on every SIMD level, thread count and mask kind."""
+    del simd
+    from _util import core
+
+    g = np.ones((6, 130), np.float32)
+    u = g.view(np.uint32)
+    u[1, :] = 0xFFC00001  # -NaN, payload 1
+    u[3, :] = 0x7FC00002  # +NaN, payload 2
+    u[4, ::2] = 0x7F800000  # +inf after the NaNs: still the first NaN
+    m = native.dropout(g, 0.0, seed=1, return_mask=True, broadcast_axes=broadcast_axes)[1]
+    want = reference.dropout_add_backward(g, m, bias=True)[2]
+    assert (want.view(np.uint32) == 0xFFC00001).all()
+    before = core.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            core.set_num_threads(threads)
+            assert_same(native.dropout_add_backward(g, m, bias=True)[2], want)
+    finally:
+        core.set_num_threads(before)

@@ -35,7 +35,9 @@ def row_sums(g: npt.NDArray[Any], ncols: int) -> npt.NDArray[np.float64]:
     rows = to_float64(np.ascontiguousarray(g).reshape(-1)).reshape(-1, ncols)
     with np.errstate(all="ignore"):  # Inf - Inf is NaN, quietly
         for row in rows:
-            acc += row  # element-wise: each column's sum advances by one row
+            # element-wise: each column's sum advances by one row; a NaN sum stays
+            # the first NaN it met (docs/spec.md section 9)
+            np.add(acc, row, out=acc, where=~np.isnan(acc))
     return acc
 
 

@@ -76,46 +76,41 @@ struct EF64 {
     static FASTDROPOUT_INLINE void out(const C* t, T* y) { std::memcpy(y, t, 64 * sizeof(T)); }
     static FASTDROPOUT_INLINE double wide(T v) { return v; }
 };
-struct EF16 {
+// The 16-bit types: widened to float32 64 at a time, rounded back the same way.
+#if !defined(FASTDROPOUT_VEC_BF16_64)
+FASTDROPOUT_INLINE void widen64_bf16(const std::uint16_t* h, float* f) {
+    for (int k = 0; k < 64; ++k) {
+        f[k] = bf16_bits_to_float(h[k]);
+    }
+}
+FASTDROPOUT_INLINE void narrow64_bf16(const float* f, std::uint16_t* h) {
+    for (int k = 0; k < 64; ++k) {
+        h[k] = bf16_round_bits(float_bits(f[k]));
+    }
+}
+#endif
+
+template <class O, void (*Widen)(const std::uint16_t*, float*),
+          void (*Narrow)(const float*, std::uint16_t*), float (*ToFloat)(std::uint16_t)>
+struct E16 {
     using T = std::uint16_t;
     using C = float;
     using UC = std::uint32_t;
-    using Ops = OpsF16;
+    using Ops = O;
     static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
-        widen64_f16(p, buf);
+        Widen(p, buf);
         return buf;
     }
     static FASTDROPOUT_INLINE void round(C* t) {
         T h[64];
-        narrow64_f16(t, h);
-        widen64_f16(h, t);
+        Narrow(t, h);
+        Widen(h, t);
     }
-    static FASTDROPOUT_INLINE void out(const C* t, T* y) { narrow64_f16(t, y); }
-    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(half_bits_to_float(v)); }
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { Narrow(t, y); }
+    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(ToFloat(v)); }
 };
-struct EBF16 {
-    using T = std::uint16_t;
-    using C = float;
-    using UC = std::uint32_t;
-    using Ops = OpsBF16;
-    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
-        for (int k = 0; k < 64; ++k) {
-            buf[k] = bf16_bits_to_float(p[k]);
-        }
-        return buf;
-    }
-    static FASTDROPOUT_INLINE void round(C* t) {
-        for (int k = 0; k < 64; ++k) {
-            t[k] = bf16_bits_to_float(bf16_round_bits(float_bits(t[k])));
-        }
-    }
-    static FASTDROPOUT_INLINE void out(const C* t, T* y) {
-        for (int k = 0; k < 64; ++k) {
-            y[k] = bf16_round_bits(float_bits(t[k]));
-        }
-    }
-    static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(bf16_bits_to_float(v)); }
-};
+using EF16 = E16<OpsF16, widen64_f16, narrow64_f16, half_bits_to_float>;
+using EBF16 = E16<OpsBF16, widen64_bf16, narrow64_bf16, bf16_bits_to_float>;
 
 // The bias of elements i .. i + 63 as C values: a view into bias when those 64 columns
 // do not wrap, else gathered (with wrap-around) into tb first.
@@ -299,6 +294,14 @@ void alpha_apply_kernel(const FusedArgs& a, const MaskRun& run, std::size_t begi
 
 // grad_x as apply_kernel computes it, and each grad_x element (as written, in the
 // element type) added in float64 to its column's accumulator, in element order.
+// One step of a column's sum (docs/spec.md section 9): once the sum is NaN it stays
+// the first NaN it met. IEEE leaves open which payload a NaN + NaN returns, and a
+// compiler may swap the operands of an addition, so this is spelled out: the same
+// bits whatever the ISA, the vectoriser or the thread split.
+FASTDROPOUT_INLINE double add_keeping_nan(double acc, double v) {
+    return acc != acc ? acc : acc + v;
+}
+
 template <class E>
 void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, double* acc,
                       std::size_t col0, std::size_t ncols) {
@@ -318,7 +321,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
         if (col + 64 <= ncols) {  // no wrap: a plain vectorisable sum into 64 columns
             double* acc_c = acc + col;
             for (int k = 0; k < 64; ++k) {
-                acc_c[k] += static_cast<double>(c[k]);
+                acc_c[k] = add_keeping_nan(acc_c[k], static_cast<double>(c[k]));
             }
             col += 64;
             if (col == ncols) {
@@ -326,7 +329,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
             }
         } else {
             for (int k = 0; k < 64; ++k) {
-                acc[col] += static_cast<double>(c[k]);
+                acc[col] = add_keeping_nan(acc[col], static_cast<double>(c[k]));
                 if (++col == ncols) {
                     col = 0;
                 }
@@ -338,7 +341,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
         const std::uint64_t b = a.all_kept ? low_bits(rem) : load_bits(a.bits, a.bit0 + i, rem);
         apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
         for (std::size_t k = 0; k < rem; ++k) {
-            acc[col] += E::wide(y[i + k]);
+            acc[col] = add_keeping_nan(acc[col], E::wide(y[i + k]));
             if (++col == ncols) {
                 col = 0;
             }

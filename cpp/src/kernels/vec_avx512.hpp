@@ -127,30 +127,57 @@ FASTDROPOUT_INLINE void narrow64_f16(const float* f, std::uint16_t* h) {
     }
 }
 
-// bfloat16 (docs/spec.md section 8): widen (a shift), multiply in float32 (exact for two
-// bfloat16 values; zero-masked, so dropped lanes are +0.0), then round to nearest
-// even in integer arithmetic -- not VCVTNEPS2BF16, which flushes subnormals -- and a
-// NaN becomes the quiet NaN with its sign and top payload bits.
+// bfloat16 (docs/spec.md section 8), 32 elements per register: the even elements
+// (low halves of the 32-bit lanes) widen with a shift, the odd ones with a mask, both
+// multiply in float32 (exact for two bfloat16 values), round to nearest even in integer
+// arithmetic -- not VCVTNEPS2BF16, which flushes subnormals -- and pack back with
+// one ternlog; the keep bits then zero dropped elements 16 bits at a time (+0.0).
+// No NaN fix-up is needed: a NaN product is the NaN operand quieted (x86 keeps the
+// first NaN's payload) or the default NaN, and either has 16 zero low bits, so the
+// rounding increment cannot carry into the kept half -- the result is the quiet NaN
+// with x's sign and top payload bits, as the reference's rule gives.
+FASTDROPOUT_INLINE __m512i bf16_round_hi(__m512i p) {  // rounded value in the high halves
+    const __m512i half_minus_one = _mm512_set1_epi32(0x7fff);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(p, 16), _mm512_set1_epi32(1));
+    return _mm512_add_epi32(p, _mm512_add_epi32(half_minus_one, odd));
+}
 FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
                                      float s) {
     const __m512 vs = _mm512_set1_ps(s);
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i half = _mm512_set1_epi32(0x7fff);
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+    for (int j = 0; j < 2; ++j) {
+        const auto k = static_cast<__mmask32>(b >> (32 * j));
+        const __m512i v = _mm512_loadu_si512(x + 32 * j);
+        const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+        const __m512i re = bf16_round_hi(_mm512_castps_si512(_mm512_mul_ps(even, vs)));
+        const __m512i ro = bf16_round_hi(_mm512_castps_si512(_mm512_mul_ps(odd, vs)));
+        // (re >> 16) | (ro & high): even results to the low halves, odd ones stay high
+        const __m512i packed = _mm512_ternarylogic_epi32(_mm512_srli_epi32(re, 16), ro, high, 0xf8);
+        _mm512_storeu_si512(y + 32 * j, _mm512_maskz_mov_epi16(k, packed));
+    }
+}
+
+// bfloat16 <-> float32 for 64 elements (the fused kernels). Narrowing is
+// bf16_round_bits (half.hpp) sixteen lanes at a time, NaN rule included: there the
+// value may come from any float32 arithmetic, so the quiet-NaN select stays.
+#define FASTDROPOUT_VEC_BF16_64 1
+FASTDROPOUT_INLINE void widen64_bf16(const std::uint16_t* h, float* f) {
+    for (int j = 0; j < 4; ++j) {
+        const __m512i w = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 16 * j)));
+        _mm512_storeu_si512(f + 16 * j, _mm512_slli_epi32(w, 16));
+    }
+}
+FASTDROPOUT_INLINE void narrow64_bf16(const float* f, std::uint16_t* h) {
     const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
     const __m512i inf = _mm512_set1_epi32(0x7f800000);
     const __m512i quiet = _mm512_set1_epi32(0x00400000);
     for (int j = 0; j < 4; ++j) {
-        const auto k = static_cast<__mmask16>(b >> (16 * j));
-        const __m512i w = _mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16 * j))),
-            16);
-        const __m512i p =
-            _mm512_castps_si512(_mm512_maskz_mul_ps(k, _mm512_castsi512_ps(w), vs));
-        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(p, 16), one);
-        __m512i r = _mm512_add_epi32(p, _mm512_add_epi32(half, odd));
-        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(p, abs_mask), inf);
-        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(p, quiet));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
+        const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(f + 16 * j));
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+        const __m512i r = _mm512_mask_mov_epi32(bf16_round_hi(u), nan, _mm512_or_si512(u, quiet));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + 16 * j),
                             _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
     }
 }

@@ -18,7 +18,7 @@ def op_bytes(op: str, d: Data) -> int:
     data = 2 * d.x.nbytes
     if op == "dropout_add":  # x and residual read, y written, the bias read
         return 3 * d.x.nbytes + (0 if d.bias is None else d.bias.nbytes)
-    if op in ("forward_mask", "backward_mask"):
+    if op in ("forward_mask", "backward_mask", "dropout_add_backward"):
         return data + (d.n + 7) // 8
     if op.startswith("spatial") and d.sshape is not None:
         return data + (d.sshape[0] * d.sshape[1] + 7) // 8
@@ -104,6 +104,16 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
         add(op, "unfused", "np.add(x, b); dropout(out=); np.add(residual, .)", unfused,
             y_of, d.add_shape)
 
+    def dropout_add_backward(op: str) -> None:
+        mask = d.mask("add")
+        g2, y2 = g.reshape(d.add_shape), y.reshape(d.add_shape)
+        add(op, "api", "dropout_add_backward(g, mask, bias=True, out=y)",
+            lambda: fd.dropout_add_backward(g2, mask, bias=True, out=y2),
+            lambda r: (r[0], r[2]), d.add_shape)
+        add(op, "api_alloc", "dropout_add_backward(g, mask, bias=True)",
+            lambda: fd.dropout_add_backward(g2, mask, bias=True),
+            lambda r: (r[0], r[2]), d.add_shape)
+
     for op in s.ops:
         if op == "forward":
             add(op, "api", "dropout(out=y)", lambda: dropout(x, p, seed=seed, out=y), y_of)
@@ -131,6 +141,8 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
                 lambda: fd.alpha_dropout(x, p, seed=seed), y_of)
         elif op == "dropout_add":
             dropout_add(op)
+        elif op == "dropout_add_backward":
+            dropout_add_backward(op)
         elif d.sshape is not None:
             spatial(op, op.split("_")[1])
     return cases
@@ -204,6 +216,16 @@ def numpy_cases(d: Data, s: Settings) -> list[Case]:
         add("dropout_add", "residual + (x + b) * (rng.random(x.shape) >= p) / (1 - p)",
             lambda: res + (x2 + bias) * (rng.random(d.add_shape) >= p) / (1 - p),
             d.add_shape, 3 * x.nbytes)
+    if "dropout_add_backward" in ops:
+        g2 = g.reshape(d.add_shape)
+        keep2 = rng.random(d.add_shape) >= p
+
+        def add_backward() -> Any:
+            gx = g2 * keep2 / (1 - p)
+            return gx, gx.sum(axis=0, dtype=np.float64)
+
+        add("dropout_add_backward", "gx = g * keep / (1 - p); gx.sum(axis=0, dtype=float64)",
+            add_backward, d.add_shape, nb + keep2.nbytes)
     if d.sshape is not None:
         for op in SPATIAL_OPS:
             if op in ops:
@@ -267,6 +289,17 @@ def torch_cases(d: Data, s: Settings, threads: int, torch: Any) -> list[Case]:
         rt, bt = as_tensor(d.residual), as_tensor(d.bias)
         add("dropout_add", "residual + F.dropout(x + b) (unfused)",
             lambda: rt + F.dropout(x2 + bt, p, training=True), d.add_shape, 3 * d.x.nbytes)
+    if "dropout_add_backward" in ops:  # what autograd runs for residual + dropout(x + b)
+        g2 = xt.reshape(d.add_shape)
+        m2 = torch.rand(d.add_shape) >= p
+        scale2 = 1.0 / (1.0 - p)
+
+        def add_backward() -> Any:
+            gx = torch.ops.aten.native_dropout_backward(g2, m2, scale2)
+            return gx, gx.sum(0)
+
+        add("dropout_add_backward", "native_dropout_backward; grad_x.sum(0)", add_backward,
+            d.add_shape, nb + d.n)
     if d.sshape is not None:
         for op in SPATIAL_OPS:
             if op in ops:

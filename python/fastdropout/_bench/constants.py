@@ -18,6 +18,7 @@ OPS: tuple[str, ...] = (
     "spatial_cl_backward",
     "alpha_dropout",
     "dropout_add",
+    "dropout_add_backward",
 )
 DENSE_OPS = OPS[:4]
 SPATIAL_OPS = OPS[4:8]
@@ -37,6 +38,8 @@ OP_DOC = {
     "alpha_dropout": "alpha_dropout(x, p, seed=s, out=y)",
     "dropout_add": "dropout_add(x, residual, p, bias=b, seed=s, out=y), x of shape "
     "(n / 1024, 1024), b of shape (1024,)",
+    "dropout_add_backward": "dropout_add_backward(g, mask, bias=True, out=y): grad_x and "
+    "grad_bias (float64 column sums, row after row) in one pass, g of shape (n / 1024, 1024)",
 }
 
 IMPL_DOC = {
@@ -68,6 +71,10 @@ WINDOW = 8192  # elements per sampled check window (a multiple of 64)
 # The targets the project holds itself to (README "Performance").
 BIG = 1 << 24
 SMALL = 1 << 10
+#: Every kernel against its bound, at 1 and all threads, at BIG and beyond.
+BOUND_LIMIT = 1.1
+#: Every public call at SMALL elements against its NumPy idiom (speedup).
+SMALL_SPEEDUP = 3.0
 
 #: Ops whose bound is max(native copy, mask generation alone); the others' is the copy.
 GENERATING_OPS = ("forward", "forward_mask", "backward_regen", "alpha_dropout",

@@ -61,7 +61,7 @@ class Data:
         self.add_shape = (n // cols, cols)
         self.residual: Any = None
         self.bias: Any = None
-        if "dropout_add" in s.ops:
+        if "dropout_add" in s.ops or "dropout_add_backward" in s.ops:
             self.residual = (rng.standard_normal(n) * 2.0).astype(DTYPES[dtype]).reshape(
                 self.add_shape)
             self.bias = (rng.standard_normal(cols)).astype(DTYPES[dtype])
@@ -96,6 +96,9 @@ class Data:
             fd = self.fd
             if kind == "dense":
                 m = fd.dropout(self.x, self.p, seed=self.seed, return_mask=True)[1]
+            elif kind == "add":  # dropout_add's mask: the same stream, x as (rows, cols)
+                m = fd.dropout(self.x.reshape(self.add_shape), self.p, seed=self.seed,
+                               return_mask=True)[1]
             else:
                 fmt = "channels_first" if kind == "cf" else "channels_last"
                 m = fd.spatial_dropout(self.spatial(kind, self.x), self.p,
@@ -149,6 +152,8 @@ class Data:
         out: list[Window] = []
         if op == "dropout_add":
             return self._add_expected()
+        if op == "dropout_add_backward":
+            return self._add_backward_expected()
         if not op.startswith("spatial"):
             xf = self.x.reshape(-1)
             for a, b in self._dense_windows():
@@ -162,7 +167,8 @@ class Data:
                     y, m = ref.alpha_dropout(xf[a:b], p, seed=seed, offset=a,
                                              return_mask=True)
                     out.append(Window(a, b, y))
-                else:  # backward_mask: the reference applied to the same mask
+                else:  # backward_mask (and dropout_add_backward's grad_x): the
+                    # reference applied to the same mask
                     mask = self.mask("dense")
                     wm = self.fd.Mask(mask.bits[a // 8:(b + 7) // 8], (b - a,), mask.p,
                                       mask.mode, seed, a)
@@ -201,6 +207,16 @@ class Data:
             out.append(Window(r0 * cols, r1 * cols, y.reshape(-1)))
         return out
 
+    def _add_backward_expected(self) -> list[Window]:
+        """grad_x as backward_mask's windows; grad_bias (the reference's sums over
+        the whole array) only when the whole result is checked."""
+        out = [Window(w.start, w.stop, w.y) for w in self.expected("backward_mask")]
+        if len(out) == 1:
+            g2 = self.g.reshape(self.add_shape)
+            gb = self.fd.reference.dropout_add_backward(g2, self.mask("add"), bias=True)[2]
+            out[0] = Window(out[0].start, out[0].stop, out[0].y, 0, np.array(gb))
+        return out
+
     def verify(self, op: str, y: FloatArray, bits: Any) -> str:
         """Raise WrongResult unless ``y`` (and ``bits``) equal the reference bit for
         bit; return how much was checked."""
@@ -215,7 +231,10 @@ class Data:
                     first = int(np.flatnonzero(got != want)[0])
                     where = f" first at element {w.start + first}"
                 raise WrongResult(f"values differ from fastdropout.reference{where}")
-            if w.bits is not None:
+            if w.bits is not None and op == "dropout_add_backward":
+                if not np.array_equal(np.asarray(bits).view(u), w.bits.view(u)):
+                    raise WrongResult("grad_bias differs from fastdropout.reference")
+            elif w.bits is not None:
                 gb = np.asarray(bits).reshape(-1)[w.bits_start:w.bits_start + len(w.bits)]
                 if not np.array_equal(gb, w.bits):
                     raise WrongResult("mask bits differ from fastdropout.reference")

@@ -48,7 +48,7 @@ NUMPY_BASE = {"forward": "forward", "forward_mask": "forward",
               "backward_regen": "forward", "backward_mask": "backward_mask"}
 TORCH_BASE = {"forward": "forward", "forward_mask": "forward_mask",
               "backward_mask": "backward_mask", "alpha_dropout": "alpha_dropout",
-              "dropout_add": "dropout_add"}
+              "dropout_add": "dropout_add", "dropout_add_backward": "dropout_add_backward"}
 
 
 class Index:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .constants import BIG, FUSED_OPS, SMALL, SPATIAL_OPS, TORCH_HINT
+from .constants import BIG, BOUND_LIMIT, SMALL, SMALL_SPEEDUP, TORCH_HINT
 from .report import Index, size_text
 from .settings import Settings
 
@@ -52,15 +52,37 @@ class Target:
 
 def evaluate_targets(idx: Index, s: Settings, default_simd: str, have_torch: bool) -> list[Target]:
     """The project's performance targets, evaluated at the sizes that were run:
-    the large-array ones at every float32 size >= 2**24 (or, if none was run, at
-    the largest, marked informational), the small-array one at sizes <= 2**10
-    (or the smallest)."""
-    if "float32" not in s.dtypes:
-        return []
-    dt = "float32"
+    the large-array ones at every size >= 2**24 (or, if none was run, at the
+    largest, marked informational), the small-array ones at sizes <= 2**10 (or the
+    smallest). Every op of every dtype against its bound; the rest in float32."""
     simd = default_simd if default_simd in s.simd else s.simd[0]
     big = [n for n in s.sizes if n >= BIG] or [max(s.sizes)]
     small = [n for n in s.sizes if n <= SMALL] or [min(s.sizes)]
+    out: list[Target] = []
+
+    def big_note(n: int) -> str:
+        return "" if n >= BIG else f"informational: the target is set at n={size_text(BIG)}"
+
+    # Every kernel at its bound (README "Performance"): the native copy of the same
+    # bytes, or for the ops that draw a mask the slower of that and gen_bits.
+    for dtype in s.dtypes:
+        for n in big:
+            for threads in s.threads:
+                for op in s.ops:
+                    r = idx.get(op, "api", dtype, n, threads, simd)
+                    if r is None:
+                        continue
+                    value, bound = idx.bound(r, op, dtype, n, threads, simd)
+                    out.append(Target(f"{op} vs its bound ({bound})", dtype, n, threads,
+                                      simd, value, BOUND_LIMIT, "max", big_note(n)))
+    if "float32" in s.dtypes:
+        out += _float32_targets(idx, s, simd, big, small, have_torch)
+    return out
+
+
+def _float32_targets(idx: Index, s: Settings, simd: str, big: list[int], small: list[int],
+                     have_torch: bool) -> list[Target]:
+    dt = "float32"
     tmax, tmin = max(s.threads), min(s.threads)
     out: list[Target] = []
 
@@ -93,17 +115,25 @@ def evaluate_targets(idx: Index, s: Settings, default_simd: str, have_torch: boo
                               base("stream_copy", "forward_mask", n, 1)),
                     2.0, "max", note))
         for threads in s.threads:
-            for op in ("backward_mask", *SPATIAL_OPS, *FUSED_OPS):
-                if op in s.ops:
-                    out.append(Target(
-                        f"{op} vs native copy", dt, n, threads, simd,
-                        idx.ratio(row(op, "api", n, threads),
-                                  base("stream_copy", op, n, threads)),
-                        1.15, "max", note))
-    for n in small if "forward" in s.ops else []:
+            if "alpha_dropout" in s.ops and "forward" in s.ops:
+                out.append(Target(
+                    "alpha_dropout vs dense forward", dt, n, threads, simd,
+                    idx.ratio(row("alpha_dropout", "api", n, threads),
+                              row("forward", "api", n, threads)), 1.1, "max", note))
+            if "dropout_add" in s.ops:
+                out.append(Target(
+                    "dropout_add vs the unfused sequence", dt, n, threads, simd,
+                    idx.ratio(row("dropout_add", "unfused", n, threads),
+                              row("dropout_add", "api", n, threads)), 1.5, "min", note))
+    for n in small:
         note = "" if n <= SMALL else f"informational: the target is set at n={size_text(SMALL)}"
-        note = (note + "; " if note else "") + "public API without out=, validation included"
-        out.append(Target("dense forward vs NumPy idiom, small array", dt, n, tmax, simd,
-                          idx.ratio(base("numpy", "forward", n, None),
-                                    row("forward", "api_alloc", n, tmax)), 3, "min", note))
+        note = (note + "; " if note else "") + "public API, validation included"
+        for op in s.ops:
+            r = row(op, "api_alloc", n, tmax) or row(op, "api", n, tmax)
+            numpy = base("numpy", op, n, None)
+            if r is None or numpy is None:
+                continue
+            how = "without out=" if r["impl"] == "api_alloc" else "with out="
+            out.append(Target(f"{op} ({how}) vs NumPy idiom, small array", dt, n, tmax,
+                              simd, idx.ratio(numpy, r), SMALL_SPEEDUP, "min", note))
     return out
