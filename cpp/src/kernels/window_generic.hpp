@@ -150,7 +150,9 @@ class RunStream {
         }
     }
 
-    // Counters of blocks b, b+1, ..., b+count-1 (mod 2**62) into the next slots.
+    // Counters of blocks b, b+1, ..., b+count-1 (mod 2**62) into the next slots. The
+    // high words are stored only once some block's differs from the first one's
+    // (mixed_), which is rare: until then hi_ is not needed.
     FASTDROPOUT_INLINE void push_blocks(std::uint64_t b, std::size_t count) {
         const auto lo = static_cast<std::uint32_t>(b);
         const auto hi = static_cast<std::uint32_t>(b >> 32);
@@ -158,26 +160,35 @@ class RunStream {
             hi0_ = hi;
             mixed_ = false;
         }
+        const bool carry = static_cast<std::uint64_t>(lo) + (count - 1) > 0xFFFFFFFFu;
+        if (!mixed_ && (carry || hi != hi0_)) {
+            for (std::size_t j = 0; j < nblocks_; ++j) {
+                hi_[j] = hi0_;
+            }
+            mixed_ = true;
+        }
         std::uint32_t* plo = lo_ + nblocks_;
-        if (static_cast<std::uint64_t>(lo) + (count - 1) <= 0xFFFFFFFFu) {
+        std::uint32_t* phi = hi_ + nblocks_;
+        if (!carry) {
             // No carry into the high word (so no wrap at 2**62 either): whole vectors
             // of consecutive counters; the last store may run up to kLanes - 1 slots
             // past the end, which the arrays leave room for.
-            std::uint32_t* phi = hi_ + nblocks_;
             const U32 step = iota();
-            const U32 vhi = set1(hi);
             for (std::size_t j = 0; j < count; j += static_cast<std::size_t>(kLanes)) {
                 store(plo + j, add(set1(lo + static_cast<std::uint32_t>(j)), step));
-                store(phi + j, vhi);
             }
-            mixed_ = mixed_ || hi != hi0_;
+            if (mixed_) {
+                const U32 vhi = set1(hi);
+                for (std::size_t j = 0; j < count; j += static_cast<std::size_t>(kLanes)) {
+                    store(phi + j, vhi);
+                }
+            }
         } else {
             for (std::size_t j = 0; j < count; ++j) {  // once every 2**32 blocks
                 const std::uint64_t c = (b + j) & kStreamBlockMask;
                 plo[j] = static_cast<std::uint32_t>(c);
-                hi_[nblocks_ + j] = static_cast<std::uint32_t>(c >> 32);
+                phi[j] = static_cast<std::uint32_t>(c >> 32);
             }
-            mixed_ = true;
         }
         nblocks_ += count;
     }
