@@ -170,3 +170,45 @@ def test_dense_window_declines_what_is_not_plain(native: Any) -> None:
     assert_same(y, reference.dropout(x, 0.5, seed=1, window=((8, 5), (4, 0))))
     with pytest.raises(TypeError, match="8 arguments"):
         core.dense_window(x, 0.5, "inverted", 1, 0, out, False)
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_spatial_window_fast_path(native: Any, fmt: str) -> None:
+    """spatial_dropout windows through _core.spatial_window give the reference's
+    values and mask, the same as the general path's list form; what is not plain
+    is declined (None, nothing written)."""
+    gshape = (7, 9, 5, 6) if fmt == "channels_first" else (7, 5, 6, 9)
+    start = (2, 3, 1, 0) if fmt == "channels_first" else (2, 1, 0, 3)
+    bshape = (4, 5, 3, 6) if fmt == "channels_first" else (4, 3, 6, 5)
+    x = make_input(gshape, np.float32, seed=2)
+    xb = block_of(x, start, bshape)
+    kw: dict[str, Any] = {"seed": 8, "offset": TWO_64 - 3, "data_format": fmt}
+    want, wm = reference.spatial_dropout(
+        xb, 0.4, window=(gshape, start), return_mask=True, **kw
+    )
+    for window in ((gshape, start), [list(gshape), list(start)]):
+        y, m = native.spatial_dropout(xb, 0.4, window=window, return_mask=True, **kw)
+        assert_same(y, want)
+        assert m == wm
+        assert m.window == (gshape, start)
+    core = native._core
+    out = np.full_like(xb, 7.0)
+    last = fmt == "channels_last"
+    for bad in (
+        [gshape, start],
+        (gshape, (0, 0, 0, 9)),
+        (gshape[:3], start[:3]),
+    ):
+        got = core.spatial_window(xb, 0.4, "inverted", 8, 0, out, False, last, bad)
+        assert got is None
+        assert np.all(out == 7.0)
+    got = core.spatial_window(
+        xb, 0.4, "inverted", 8, 0, out, False, last, (gshape, start)
+    )
+    assert got is out
+    assert_same(
+        out,
+        reference.spatial_dropout(
+            xb, 0.4, seed=8, data_format=fmt, window=(gshape, start)
+        ),
+    )

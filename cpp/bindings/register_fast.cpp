@@ -1,6 +1,7 @@
-// _core.dense, _core.dense_window, _core.spatial, _core.backward: the whole of a plain
-// call (dropout, dropout of a block with a plain window, spatial_dropout,
-// dropout_backward with a stored mask) in one C++ function, so that
+// _core.dense, _core.dense_window, _core.spatial, _core.spatial_window,
+// _core.backward: the whole of a plain call (dropout and spatial_dropout, each also
+// of a block with a plain window; dropout_backward with a stored mask) in one C++
+// function, so that
 // small arrays do not pay for Python-level checks, np.empty and pybind11's argument
 // conversion (together several microseconds, against ~0.5 us of Philox for 1024
 // elements).
@@ -372,8 +373,12 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
 // in [0, 2**63), the block inside the global array at start. Fills w with the window
 // layout of a dense mask and `first` with the stream position of the block's first
 // element (offset + the start's global index, mod 2**64), as _window.layout does.
+//
+// broadcast (null: none) marks the axes along which the mask is broadcast: there the
+// window of the mask has size 1 and stride 0, and the axis does not count in the
+// global mask's strides (the block must still fit along it).
 bool plain_window(PyObject* window, const Py_intptr_t* dims, int nd, std::uint64_t offset,
-                  WindowLayout& w, std::uint64_t& first) {
+                  const std::vector<bool>* broadcast, WindowLayout& w, std::uint64_t& first) {
     if (!PyTuple_CheckExact(window) || PyTuple_GET_SIZE(window) != 2) {
         return false;
     }
@@ -400,6 +405,11 @@ bool plain_window(PyObject* window, const Py_intptr_t* dims, int nd, std::uint64
         if (s > g || d > g - s) {
             return false;  // the block does not fit: the general path says so
         }
+        if (broadcast != nullptr && (*broadcast)[k]) {
+            w.dims[k] = 1;
+            w.gstride[k] = 0;
+            continue;
+        }
         w.dims[k] = static_cast<std::size_t>(d);
         w.gstride[k] = acc;
         offset += s * acc;
@@ -422,7 +432,7 @@ PyObject* dense_window(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nar
     }
     WindowLayout w;
     std::uint64_t first = 0;
-    if (!plain_window(args[7], c.xa->dimensions, c.xa->nd, c.offset, w, first)) {
+    if (!plain_window(args[7], c.xa->dimensions, c.xa->nd, c.offset, nullptr, w, first)) {
         return none();
     }
     if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
@@ -456,13 +466,8 @@ PyObject* dense_window(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nar
     return result(y, bits, c.want_mask);
 }
 
-// spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
-//   -> y | (y, bits) | None; x of rank 3, 4 or 5 (else None).
-PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 8,
-                     "spatial(x, p, mode, seed, offset, out, return_mask, channels_last)")) {
-        return nullptr;
-    }
+// spatial() and spatial_window(): window is null for a plain call.
+PyObject* spatial_call(PyObject* const* args, PyObject* window) {
     ForwardCall c;
     bool channels_last = false;
     if (!plain_forward(args, c) || !plain_flag(args[7], channels_last) || c.xa->nd < 3 ||
@@ -471,11 +476,6 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     }
     if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
         return none();
-    }
-    PyObject* y = nullptr;
-    const Target t = output_for(args[0], c.xa, c.dt, c.n, args[5], &y);
-    if (t != Target::kReady) {
-        return t == Target::kError ? nullptr : none();
     }
     const auto nd = static_cast<std::size_t>(c.xa->nd);
     std::vector<std::size_t> dims(nd);
@@ -486,6 +486,17 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     const std::size_t channel_axis = channels_last ? nd - 1 : 1;
     broadcast[0] = false;  // one decision per (n, c): docs/spec.md section 4
     broadcast[channel_axis] = false;
+    WindowLayout w;  // the window of the (N, C) mask (docs/spec.md section 11)
+    std::uint64_t first = c.offset;
+    if (window != nullptr &&
+        !plain_window(window, c.xa->dimensions, c.xa->nd, c.offset, &broadcast, w, first)) {
+        return none();
+    }
+    PyObject* y = nullptr;
+    const Target t = output_for(args[0], c.xa, c.dt, c.n, args[5], &y);
+    if (t != Target::kReady) {
+        return t == Target::kError ? nullptr : none();
+    }
     const std::size_t n_mask = dims[0] * dims[channel_axis];
     PyObject* bits = new_bits(*g_api, n_mask);  // the mask is made first, even if not returned
     if (bits == nullptr) {
@@ -498,11 +509,16 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     ap.bits = reinterpret_cast<const std::uint8_t*>(data_of(bits));
     ap.scale = c.scaled ? inverted_scale(c.p, c.dt) : 1.0;
     ap.scaled = c.scaled;
-    const StreamArgs stream = stream_of(c);
+    StreamArgs stream = stream_of(c);
+    stream.offset = first;
     auto* bits_out = reinterpret_cast<std::uint8_t*>(data_of(bits));
     const KernelTable& table = active_table();
     if (!run_released(c.n, [&] {
-            run_gen_bits(table, stream, bits_out, n_mask);
+            if (window == nullptr) {
+                run_gen_bits(table, stream, bits_out, n_mask);
+            } else {
+                run_window_gen_bits(table, stream, bits_out, w);
+            }
             run_apply(table, c.dt, ap, dims, broadcast);
         })) {
         Py_DECREF(y);
@@ -510,6 +526,28 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     return result(y, bits, c.want_mask);
+}
+
+// spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
+//   -> y | (y, bits) | None; x of rank 3, 4 or 5 (else None).
+PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 8,
+                     "spatial(x, p, mode, seed, offset, out, return_mask, channels_last)")) {
+        return nullptr;
+    }
+    return spatial_call(args, nullptr);
+}
+
+// spatial_window(x, p, mode, seed, offset, out, return_mask, channels_last, window)
+//   -> y | (y, bits) | None: spatial() of a block with window=(global_shape, start);
+//   the bits are the block's window of the (N, C) mask.
+PyObject* spatial_window(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 9,
+                     "spatial_window(x, p, mode, seed, offset, out, return_mask, "
+                     "channels_last, window)")) {
+        return nullptr;
+    }
+    return spatial_call(args, args[8]);
 }
 
 // The broadcast flags of a mask of shape `mask_shape` (an exact tuple of exact ints)
@@ -613,6 +651,10 @@ PyMethodDef kMethods[] = {
      "spatial(x, p, mode, seed, offset, out, return_mask, channels_last) -> y, (y, bits)\n"
      "or None: the same for spatial dropout of a rank-3/4/5 x (private; see\n"
      "fastdropout.spatial_dropout)."},
+    {"spatial_window",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&spatial_window)), METH_FASTCALL,
+     "spatial_window(x, p, mode, seed, offset, out, return_mask, channels_last, window)\n"
+     "-> y, (y, bits) or None: spatial() of a block with a plain window (private)."},
     {"backward", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&backward)),
      METH_FASTCALL,
      "backward(g, bits, p, inverted, out, mask_shape, axes) -> grad_x or None: the\n"

@@ -57,6 +57,7 @@ _prod = math.prod
 _dense = _core.dense
 _dense_window = _core.dense_window
 _spatial = _core.spatial
+_spatial_window = _core.spatial_window
 _backward = _core.backward
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
 # (rank, channels_last) -> the feature-map axes, for the fast path's masks
@@ -497,11 +498,16 @@ def spatial_dropout(
     and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
     for the same seed and offset. Other arguments as :func:`dropout`.
     """
-    if training is True and type(data_format) is str and window is None:
+    if training is True and type(data_format) is str:
         channels_last = _CHANNELS_LAST.get(data_format)
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
-            fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
+            if window is None:
+                fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
+            else:
+                fast = _spatial_window(
+                    x, p, mode, s, offset, out, return_mask, channels_last, window
+                )
             if fast is not None:
                 if return_mask is True:  # mask shape (N, C, 1, ...) / (N, 1, ..., C)
                     y, bits = fast
@@ -510,7 +516,12 @@ def spatial_dropout(
                     ones = (1,) * len(axes)
                     n, c = shp[0], shp[-1] if channels_last else shp[1]
                     shape = (n, *ones, c) if channels_last else (n, c, *ones)
-                    return y, Mask._new(bits, shape, n * c, p, mode, s, offset, axes)
+                    win = (
+                        None if window is None else _window.Window(*cast("Any", window))
+                    )
+                    return y, Mask._new(
+                        bits, shape, n * c, p, mode, s, offset, axes, win
+                    )
                 return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().spatial_dropout(

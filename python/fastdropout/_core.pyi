@@ -149,6 +149,21 @@ def spatial(
     channels on axis 1 (channels_last False) or the last axis (True). The bits
     returned with return_mask are the N*C mask bits. None when not plain."""
 
+def spatial_window(
+    x: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: object,
+    return_mask: object,
+    channels_last: object,
+    window: object,
+    /,
+) -> Any:
+    """As spatial() for a block with a plain window (see dense_window); the bits
+    returned with return_mask are the block's window of the (N, C) mask."""
+
 def backward(
     g: object,
     bits: object,
