@@ -299,8 +299,20 @@ void alpha_apply_kernel(const FusedArgs& a, const MaskRun& run, std::size_t begi
 // compiler may swap the operands of an addition, so this is spelled out: the same
 // bits whatever the ISA, the vectoriser or the thread split.
 FASTDROPOUT_INLINE double add_keeping_nan(double acc, double v) {
-    return acc != acc ? acc : acc + v;
+    const double sum = acc + v;
+    return acc != acc ? acc : sum;
 }
+
+// add_keeping_nan over 64 columns: the ISA's vector form where it has one (the
+// compiler keeps the select as a branch and leaves this loop scalar).
+#if !defined(FASTDROPOUT_VEC_ACCUMULATE64)
+template <class C>
+FASTDROPOUT_INLINE void accumulate64(double* acc, const C* c) {
+    for (int k = 0; k < 64; ++k) {
+        acc[k] = add_keeping_nan(acc[k], static_cast<double>(c[k]));
+    }
+}
+#endif
 
 template <class E>
 void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, double* acc,
@@ -319,10 +331,7 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
         C buf[64];
         const C* c = E::in(y + i, buf);
         if (col + 64 <= ncols) {  // no wrap: a plain vectorisable sum into 64 columns
-            double* acc_c = acc + col;
-            for (int k = 0; k < 64; ++k) {
-                acc_c[k] = add_keeping_nan(acc_c[k], static_cast<double>(c[k]));
-            }
+            accumulate64(acc + col, c);
             col += 64;
             if (col == ncols) {
                 col = 0;

@@ -169,6 +169,25 @@ FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
+// 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
+// sum that is NaN keeps its NaN; any other sum adds the widened value.
+#define FASTDROPOUT_VEC_ACCUMULATE64 1
+FASTDROPOUT_INLINE void accumulate4(double* acc, __m256d v) {
+    const __m256d a = _mm256_loadu_pd(acc);
+    const __m256d nan = _mm256_cmp_pd(a, a, _CMP_UNORD_Q);
+    _mm256_storeu_pd(acc, _mm256_blendv_pd(_mm256_add_pd(a, v), a, nan));
+}
+FASTDROPOUT_INLINE void accumulate64(double* acc, const float* c) {
+    for (int j = 0; j < 16; ++j) {
+        accumulate4(acc + 4 * j, _mm256_cvtps_pd(_mm_loadu_ps(c + 4 * j)));
+    }
+}
+FASTDROPOUT_INLINE void accumulate64(double* acc, const double* c) {
+    for (int j = 0; j < 16; ++j) {
+        accumulate4(acc + 4 * j, _mm256_loadu_pd(c + 4 * j));
+    }
+}
+
 }  // namespace
 }  // namespace avx2
 }  // namespace fastdropout

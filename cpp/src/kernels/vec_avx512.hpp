@@ -182,6 +182,25 @@ FASTDROPOUT_INLINE void narrow64_bf16(const float* f, std::uint16_t* h) {
     }
 }
 
+// 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
+// sum that is NaN keeps its NaN; any other sum adds the widened value.
+#define FASTDROPOUT_VEC_ACCUMULATE64 1
+FASTDROPOUT_INLINE void accumulate8(double* acc, __m512d v) {
+    const __m512d a = _mm512_loadu_pd(acc);
+    const __mmask8 nan = _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q);
+    _mm512_storeu_pd(acc, _mm512_mask_mov_pd(_mm512_add_pd(a, v), nan, a));
+}
+FASTDROPOUT_INLINE void accumulate64(double* acc, const float* c) {
+    for (int j = 0; j < 8; ++j) {
+        accumulate8(acc + 8 * j, _mm512_cvtps_pd(_mm256_loadu_ps(c + 8 * j)));
+    }
+}
+FASTDROPOUT_INLINE void accumulate64(double* acc, const double* c) {
+    for (int j = 0; j < 8; ++j) {
+        accumulate8(acc + 8 * j, _mm512_loadu_pd(c + 8 * j));
+    }
+}
+
 }  // namespace
 }  // namespace avx512
 }  // namespace fastdropout
