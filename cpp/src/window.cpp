@@ -6,9 +6,10 @@
 // Long runs (kDirectRun elements or more) go to the kernel one by one, with x, y and
 // the stream rebased to the run's start: the kernel then always starts at element 0,
 // the alignment it asks for. Shorter runs are gathered into batches of consecutive
-// elements whose mask bits the window kernel makes in one call (window_kernels.hpp:
-// each Philox block once, whole vectors at a time), and the forward pass then applies
-// a batch's bits with the apply kernel while they are in L1.
+// elements handed to the window kernels in one call (window_kernels.hpp: each Philox
+// block once, whole vectors at a time): the fused forward_runs, or gen_bits_runs for
+// the mask alone; outputs large enough for streaming stores get the batch's bits
+// first and then the apply kernel with streaming stores.
 // A run or batch whose first mask bit is not at a byte boundary gets its bits through
 // a small per-thread buffer and is merged in with a shift.
 #include "window.hpp"
