@@ -13,6 +13,17 @@ shared machine's drift hits both alike) and reported as medians:
    (saved-activation bytes, counted with ``torch.autograd.graph.
    saved_tensors_hooks``, each storage once).
 
+Also, for the forward pass:
+
+- the same pair with fastdropout.torch's output-buffer cache turned off
+  (``set_cache_limit(0)``: every output is fresh memory, as torch's are);
+- where one call's time goes, at 2**24 and at 2**10 elements: each row adds one
+  stage to the one before (the core kernel into a preallocated output; plus the
+  mask bits; the tensor/array conversion and the output from the cache; the
+  custom operator's dispatch; the public function's checks; autograd
+  recording), next to the same kernel writing fresh NumPy or torch memory
+  (page faults) and to ``F.dropout``, all interleaved round by round.
+
 ``--json PATH`` writes the numbers; ``--quick`` makes everything small (a
 smoke test). Needs PyTorch (``pip install torch==2.13.0``).
 """
@@ -29,8 +40,12 @@ from typing import Any, Callable
 
 import fastdropout
 import fastdropout.torch as ft
+import numpy as np
 import torch
 import torch.nn.functional as F
+from fastdropout import _core
+from fastdropout.torch import _ops
+from fastdropout.torch._convert import rng_tensor
 from torch import nn
 
 
@@ -77,6 +92,51 @@ def saved_bytes(step: Callable[[], Any], model: nn.Module) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step()
     return sum(seen.values())
+
+
+def stages(n: int, p: float, rounds: int, inner: int) -> dict[str, float]:
+    """Median seconds per call of one forward pass, stage by stage (see the
+    module docstring), interleaved with ``F.dropout`` round by round."""
+    x = torch.randn(n)
+    xg = x.clone().requires_grad_()
+    xa = x.numpy()
+    pre = np.empty(n, np.float32)
+    rng = rng_tensor(1, 0)
+    args = (x, rng, p, "inverted", [], True, True)
+    fns: dict[str, Callable[[], Any]] = {
+        "F.dropout": lambda: F.dropout(x, p, training=True),
+        "kernel, preallocated output": lambda: _core.dense(
+            xa, p, "inverted", 1, 0, pre, False
+        ),
+        "+ mask bits": lambda: _core.dense(xa, p, "inverted", 1, 0, pre, True),
+        "+ conversion, output from the cache": lambda: _ops.forward_impl(*args),
+        "+ custom-op dispatch": lambda: _ops.forward(*args),
+        "public ft.dropout (direct eager call)": lambda: ft.dropout(x, p, seed=1),
+        "ft.dropout, autograd recording": lambda: ft.dropout(xg, p, seed=1),
+        "kernel + mask, fresh NumPy output": lambda: _core.dense(
+            xa, p, "inverted", 1, 0, None, True
+        ),
+        "kernel + mask, fresh torch.empty output": lambda: _core.dense(
+            xa, p, "inverted", 1, 0, torch.empty(n).numpy(), True
+        ),
+        "kernel in place (NumPy)": lambda: _core.dense(
+            xa, p, "inverted", 1, 0, xa, False
+        ),
+        "ft.dropout(inplace=True)": lambda: ft.dropout(x, p, seed=1, inplace=True),
+    }
+    return _median_times(fns, rounds, inner)
+
+
+def _cache_off(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
+    """``fns`` timed with fastdropout.torch's buffer cache turned off."""
+    limit = ft.cache_info()["limit"]
+    ft.set_cache_limit(0)
+    try:
+        seconds = _median_times(fns, rounds)
+        speedup = _ratios(fns, "F.dropout", "fastdropout.torch.dropout", rounds)
+    finally:
+        ft.set_cache_limit(limit)
+    return {"seconds": seconds, "speedup": speedup}
 
 
 # ---- models ---------------------------------------------------------------------------
@@ -239,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             rounds,
         ),
     }
+    out["forward_cache_off"] = _cache_off(fwd, rounds)
+    out["stages"] = {
+        str(log2n): stages(1 << log2n, p, rounds, 1),
+        "10": stages(1 << 10, p, rounds, 2000),
+    }
     out["backward"] = {
         "n": x.numel(),
         "seconds": tb,
@@ -284,6 +349,15 @@ def _report(r: dict[str, Any]) -> None:
     for k, v in f["seconds"].items():
         print(f"  {k:48s} {v * 1e3:9.2f} ms")
     print(f"  speedup (median of per-round ratios): {f['speedup']:.1f}x")
+    f = r["forward_cache_off"]
+    print("forward, new output, fastdropout.torch's buffer cache off:")
+    for k, v in f["seconds"].items():
+        print(f"  {k:48s} {v * 1e3:9.2f} ms")
+    print(f"  speedup (median of per-round ratios): {f['speedup']:.1f}x")
+    for size, st in r["stages"].items():
+        print(f"one forward call, 2**{size} float32, stage by stage (medians):")
+        for k, v in st.items():
+            print(f"  {k:48s} {v * 1e6:11.1f} us")
     b = r["backward"]
     print("backward:")
     for k, v in b["seconds"].items():

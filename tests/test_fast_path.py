@@ -260,10 +260,9 @@ def test_backward_matches_reference(
     for mode in ("inverted", "classic"):
         _, m = reference.dropout(x, 0.45, mode=mode, seed=3, return_mask=True)
         gr = reference.dropout_backward(g, m)
-        inv = mode == "inverted"
-        assert_same(core_module.backward(g, m.bits, 0.45, inv, None, shape, ()), gr)
+        assert_same(core_module.backward(g, m.bits, 0.45, mode, None, shape, ()), gr)
         out = np.full_like(g, 9)
-        assert core_module.backward(g, m.bits, 0.45, inv, out, shape, ()) is out
+        assert core_module.backward(g, m.bits, 0.45, mode, out, shape, ()) is out
         assert_same(out, gr)
         assert_same(native.dropout_backward(g, m, out=np.empty_like(g)), gr)
         gin = g.copy()
@@ -273,29 +272,31 @@ def test_backward_matches_reference(
 def test_backward_declines(core_module: Any) -> None:
     g = np.ones(20, np.float32)
     bits = np.zeros(3, np.uint8)
-    ok = core_module.backward(g, bits, 0.5, True, None, (20,), ())
+    ok = core_module.backward(g, bits, 0.5, "inverted", None, (20,), ())
     assert ok is not None
     for args in [
-        (g, bits[:2], 0.5, True, None, (20,), ()),  # wrong number of bytes
-        (g, bits.astype(np.int8), 0.5, True, None, (20,), ()),
-        (g, bits.reshape(3, 1), 0.5, True, None, (20,), ()),
-        (g, np.zeros(6, np.uint8)[::2], 0.5, True, None, (20,), ()),
-        (g, bits.tolist(), 0.5, True, None, (20,), ()),
+        (g, bits[:2], 0.5, "inverted", None, (20,), ()),  # wrong number of bytes
+        (g, bits.astype(np.int8), 0.5, "inverted", None, (20,), ()),
+        (g, bits.reshape(3, 1), 0.5, "inverted", None, (20,), ()),
+        (g, np.zeros(6, np.uint8)[::2], 0.5, "inverted", None, (20,), ()),
+        (g, bits.tolist(), 0.5, "inverted", None, (20,), ()),
         (g, bits, 1, True, None, (20,), ()),
-        (g, bits, 0.5, 1, None, (20,), ()),
-        (g[::2], np.zeros(2, np.uint8), 0.5, True, None, (10,), ()),
-        (g, bits, 0.5, True, np.ones(20, np.float64), (20,), ()),
-        (g, bits, 0.5, True, g[::-1], (20,), ()),  # same memory, other view
-        (g, bits, 0.5, True, None, (21,), ()),  # mask shape does not fit
-        (g, bits, 0.5, True, None, [20], ()),
-        (g, bits, 0.5, True, None, (20, 1), ()),
-        (g, bits, 0.5, True, None, (20,), (1,)),  # axis out of range
-        (g, bits, 0.5, True, None, (20,), (0,)),  # broadcast axis of size != 1
-        (g, bits, 0.5, True, None, (20,), [0]),
+        (g, bits, 0.5, True, None, (20,), ()),  # the mode is the mask's string
+        (g, bits, 0.5, "alpha ", None, (20,), ()),
+        (g, bits, 1.0, "alpha", None, (20,), ()),  # alpha takes p < 1
+        (g[::2], np.zeros(2, np.uint8), 0.5, "inverted", None, (10,), ()),
+        (g, bits, 0.5, "inverted", np.ones(20, np.float64), (20,), ()),
+        (g, bits, 0.5, "inverted", g[::-1], (20,), ()),  # same memory, other view
+        (g, bits, 0.5, "inverted", None, (21,), ()),  # mask shape does not fit
+        (g, bits, 0.5, "inverted", None, [20], ()),
+        (g, bits, 0.5, "inverted", None, (20, 1), ()),
+        (g, bits, 0.5, "inverted", None, (20,), (1,)),  # axis out of range
+        (g, bits, 0.5, "inverted", None, (20,), (0,)),  # broadcast axis of size != 1
+        (g, bits, 0.5, "inverted", None, (20,), [0]),
     ]:
         assert core_module.backward(*args) is None
     assert (
-        core_module.backward(g, np.zeros(1, np.uint8), 0.5, True, None, (1,), (0,))
+        core_module.backward(g, np.zeros(1, np.uint8), 0.5, "inverted", None, (1,), (0,))
         is not None
     )
     with pytest.raises(TypeError, match="7 arguments"):

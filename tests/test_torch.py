@@ -311,7 +311,6 @@ def test_inplace():
 
 
 def test_torch_func_grad_and_vjp():
-    # (vmap and jacrev run the operators once per batch element: no batching rule)
     x = torch.randn(5, 6)
     g = torch.func.grad(lambda t: ft.dropout(t, 0.5, seed=3).sum())(x)
     assert torch.equal(g, ft.dropout(torch.ones_like(x), 0.5, seed=3))
@@ -322,6 +321,40 @@ def test_torch_func_grad_and_vjp():
         x
     )
     assert torch.equal(g, ft.dropout(torch.ones_like(x), 0.5, seed=3))
+
+
+@pytest.mark.parametrize("mask", ["store", "regenerate"])
+def test_torch_func_vmap_one_call(mask: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vmap over x runs the operator once (the batching rule), and every example
+    gets what a call on it alone gives, forward and backward; jacrev works."""
+    import fastdropout
+    from fastdropout.torch import _ops
+
+    x = torch.randn(4, 3, 2, 8)
+    calls = []
+    dense, general = _ops._dense, fastdropout.dropout
+
+    def counted(fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(fn)
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(_ops, "_dense", counted(dense))
+    monkeypatch.setattr(fastdropout, "dropout", counted(general))
+    y = torch.func.vmap(lambda t: ft.dropout(t, 0.5, seed=3, mask=mask))(x)
+    assert len(calls) == 1  # one native call for the whole batch
+    assert torch.equal(y[2], ft.dropout(x[2], 0.5, seed=3))
+    for in_dims, fn in ((0, lambda t: ft.dropout(t, 0.5, seed=3, mask=mask)),
+                        (2, lambda t: ft.spatial_dropout(t, 0.5, seed=3, mask=mask))):
+        y = torch.func.vmap(fn, in_dims=in_dims)(x)
+        for i in range(x.shape[in_dims]):
+            want = fn(x.select(in_dims, i))
+            assert torch.equal(y[i], want)
+    g = torch.func.vmap(torch.func.grad(lambda t: ft.dropout(t, 0.5, seed=3, mask=mask).sum()))(x)
+    assert torch.equal(g[1], ft.dropout(torch.ones_like(x[1]), 0.5, seed=3))
+    j = torch.func.jacrev(lambda t: ft.dropout(t, 0.5, seed=3, mask=mask))(x[0, 0, 0])
+    assert torch.equal(j, torch.diag(ft.dropout(torch.ones(8), 0.5, seed=3)))
 
 
 # ---- torch.compile -----------------------------------------------------------------

@@ -12,6 +12,7 @@ namespace fastdropout {
 void register_dropout(py::module_& m);
 void register_runtime(py::module_& m);
 void register_fast(py::module_& m);
+void register_fast_fused(py::module_& m);
 void register_window(py::module_& m);
 void register_fused(py::module_& m);
 }  // namespace fastdropout
@@ -30,6 +31,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     fastdropout::register_runtime(m);
     fastdropout::register_dropout(m);
     fastdropout::register_fast(m);
+    fastdropout::register_fast_fused(m);
     fastdropout::register_window(m);
     fastdropout::register_fused(m);
 }

@@ -4,6 +4,7 @@ front-end. The backward pass is ``dropout_backward`` with the alpha mask (or
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
+from ._api import _WANT_MASK, _dask, _is_dask
 from ._fused import _finish, _readable, _same_memory, _target
 from ._interop import keeps_array_type
 from ._seed import resolve_seed
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["alpha_dropout"]
+
+_alpha = _core.alpha
 
 
 @overload
@@ -84,16 +88,15 @@ def alpha_dropout(
     return_mask: Literal[True],
     window: WindowArg | None = ...,
 ) -> tuple[FloatArray, Mask | None]: ...
-@keeps_array_type("x")
 def alpha_dropout(
-    x: npt.ArrayLike,
-    p: Probability = 0.5,
+    x: Any,
+    p: Any = 0.5,
     *,
     training: bool = True,
-    seed: Seed = None,
-    offset: Offset = 0,
+    seed: Any = None,
+    offset: Any = 0,
     broadcast_axes: Axes = None,
-    out: FloatArray | None = None,
+    out: Any = None,
     return_mask: bool = False,
     window: WindowArg | None = None,
 ) -> Any:
@@ -111,6 +114,38 @@ def alpha_dropout(
     ``+0.0`` where dropped. ``window`` as in :func:`fastdropout.dropout`
     (docs/spec.md section 11).
     """
+    if training is True and broadcast_axes is None and window is None:
+        # A plain call (see _core.alpha) is checked, allocated and run in C++; None
+        # means "not plain": the general path below validates and raises.
+        s: Any = secrets.randbits(64) if seed is None else seed
+        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+        fast = _alpha(x, p, s, offset, out, want)
+        if fast is not None:
+            return fast
+    if _is_dask(x):  # lazy, block by block
+        return _dask().alpha_dropout(
+            x, p, training=training, seed=seed, offset=offset,
+            broadcast_axes=broadcast_axes, out=out, return_mask=return_mask,
+            window=window,
+        )  # fmt: skip
+    return _alpha_dropout_general(
+        x, p, training, seed, offset, broadcast_axes, out, return_mask, window
+    )
+
+
+@keeps_array_type("x")
+def _alpha_dropout_general(
+    x: Any,
+    p: Any,
+    training: Any,
+    seed: Any,
+    offset: Any,
+    broadcast_axes: Any,
+    out: Any,
+    return_mask: Any,
+    window: Any,
+) -> Any:
+    """``alpha_dropout`` for every call but the plain ones (any array type)."""
     plan = _vf.plan_alpha(
         x, p, training, seed, offset, broadcast_axes, out, return_mask
     )

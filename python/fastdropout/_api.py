@@ -59,13 +59,11 @@ _dense_window = _core.dense_window
 _spatial = _core.spatial
 _spatial_window = _core.spatial_window
 _backward = _core.backward
+_alpha_regen = _core.alpha_regen
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
-# (rank, channels_last) -> the feature-map axes, for the fast path's masks
-_SPATIAL_AXES = {
-    (nd, cl): _v.spatial_axes(nd, fmt)
-    for nd in _v.SPATIAL_RANKS
-    for fmt, cl in _CHANNELS_LAST.items()
-}
+# Passed as return_mask, it makes the forward fast paths return (y, Mask) with the
+# Mask made in C++ (as Mask._new would make it); True gives (y, bits) (the layers).
+_WANT_MASK = _core._mask_maker(Mask)
 _may_share_memory = np.may_share_memory
 _copyto = np.copyto
 _uint8 = np.uint8
@@ -138,7 +136,8 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # ---- fast paths ------------------------------------------------------------------
 # Plain calls (exact float ndarrays, C-contiguous and aligned; a float p; int or no
 # seed; int offset; no out, out=x or a disjoint plain out; training) are recognised
-# and run by _core.dense / _core.spatial / _core.backward in one C++ call each, which
+# and run by _core.dense / _core.spatial / _core.backward / _core.alpha_regen in one
+# C++ call each, which
 # return None for anything else; the general path below then validates everything.
 # Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
@@ -352,14 +351,15 @@ def dropout(
         # and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
         if window is None:
-            fast = _dense(x, p, mode, s, offset, out, return_mask)
-        else:
+            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+            fast = _dense(x, p, mode, s, offset, out, want)
+        else:  # (y, bits): the Mask records the window
             fast = _dense_window(x, p, mode, s, offset, out, return_mask, window)
-        if fast is not None:
-            if return_mask is True:
+            if fast is not None and return_mask is True:
                 y, bits = fast
-                win = None if window is None else _window.Window(*cast("Any", window))
+                win = _window.Window(*cast("Any", window))
                 return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, (), win)
+        if fast is not None:
             return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().dropout(
@@ -503,25 +503,24 @@ def spatial_dropout(
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
             if window is None:
-                fast = _spatial(x, p, mode, s, offset, out, return_mask, channels_last)
-            else:
+                want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+                fast = _spatial(x, p, mode, s, offset, out, want, channels_last)
+            else:  # (y, bits): the Mask records the window
                 fast = _spatial_window(
                     x, p, mode, s, offset, out, return_mask, channels_last, window
                 )
-            if fast is not None:
-                if return_mask is True:  # mask shape (N, C, 1, ...) / (N, 1, ..., C)
+                if fast is not None and return_mask is True:
                     y, bits = fast
                     shp = y.shape
-                    axes = _SPATIAL_AXES[len(shp), channels_last]
+                    axes = _v.spatial_axes(len(shp), data_format)
                     ones = (1,) * len(axes)
                     n, c = shp[0], shp[-1] if channels_last else shp[1]
                     shape = (n, *ones, c) if channels_last else (n, c, *ones)
-                    win = (
-                        None if window is None else _window.Window(*cast("Any", window))
-                    )
+                    win = _window.Window(*cast("Any", window))
                     return y, Mask._new(
                         bits, shape, n * c, p, mode, s, offset, axes, win
                     )
+            if fast is not None:
                 return fast
     if _is_dask(x):  # lazy, block by block
         return _dask().spatial_dropout(
@@ -628,7 +627,6 @@ def dropout_backward(
                 return grad
     elif (
         type(mask) is Mask
-        and mask.mode != "alpha"
         and p is None
         and mode is DEFAULT_MODE
         and seed is None
@@ -638,13 +636,16 @@ def dropout_backward(
     ):  # a plain backward from a stored mask: checked and run in C++
         # (bits, shape, size, p, mode, seed, offset, axes), read once (see Mask)
         ms = mask._s
-        grad = _backward(grad_y, ms[0], ms[3], ms[4] == "inverted", out, ms[1], ms[7])
+        grad = _backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7])
         if grad is not None:
             return grad
     elif mask is None and broadcast_axes is None:
         # the dense mask regenerated: the forward pass of grad_y, same stream
         m = "inverted" if mode is DEFAULT_MODE else mode  # the default is a marker str
-        grad = _dense(grad_y, p, m, seed, offset, out, False)
+        if type(m) is str and m == "alpha":  # grad_y * A where kept
+            grad = _alpha_regen(grad_y, p, seed, offset, out)
+        else:
+            grad = _dense(grad_y, p, m, seed, offset, out, False)
         if grad is not None:
             return grad
     if _is_dask(grad_y):  # lazy, block by block

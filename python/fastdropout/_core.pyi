@@ -113,8 +113,9 @@ def dense(
     aligned); p an exact float in [0, 1]; mode "inverted" or "classic"; seed and
     offset exact ints in [0, 2**64); out None or an exact, C-contiguous, aligned,
     writeable ndarray of x's dtype and shape that is x or disjoint from it;
-    return_mask True or False. Returns y (a new array, or out), (y, bits) with
-    return_mask, or None when the call is not plain (nothing is then written and
+    return_mask True, False or the _mask_maker() sentinel. Returns y (a new array,
+    or out), (y, bits) with True, (y, Mask) with the sentinel, or None when the
+    call is not plain (nothing is then written and
     no exception is raised). Raises only MemoryError.
     """
 
@@ -168,7 +169,7 @@ def backward(
     g: object,
     bits: object,
     p: object,
-    inverted: object,
+    mode: object,
     out: object,
     mask_shape: object,
     axes: object,
@@ -176,9 +177,42 @@ def backward(
 ) -> Any:
     """The backward pass from a stored mask: g plain as dense()'s x; bits an exact
     C-contiguous 1-D uint8 ndarray of ceil(n_mask/8) bytes; p an exact float in
-    [0, 1]; inverted True or False; out as in dense(); mask_shape an exact tuple
-    equal to g.shape but 1 on the broadcast axes, an exact tuple of ints. Returns
-    the gradient (a new array, or out) or None when the call is not plain."""
+    [0, 1]; mode the mask's, "inverted", "classic" or "alpha" (then p < 1, scale A);
+    out as in dense(); mask_shape an exact tuple equal to g.shape but 1 on the
+    broadcast axes, an exact tuple of ints. Returns the gradient (a new array, or
+    out) or None when the call is not plain."""
+
+def alpha(
+    x: object, p: object, seed: object, offset: object, out: object,
+    return_mask: object, /,
+) -> Any:
+    """A plain dense alpha dropout training pass (p in [0, 1) with coefficients
+    finite in x's dtype; the rest as dense()). None when not plain."""
+
+def add(
+    x: object, residual: object, bias: object, p: object, mode: object, seed: object,
+    offset: object, out: object, return_mask: object, /,
+) -> Any:
+    """A plain dense dropout_add training pass: residual plain, of x's dtype and
+    shape; bias None or plain, of x's dtype, its shape x's trailing axes; out (or
+    the new y) the residual itself or disjoint from it, and disjoint from the bias;
+    the rest as dense(). None when not plain."""
+
+def add_backward(
+    g: object, bits: object, p: object, mode: object, out: object, mask_shape: object,
+    axes: object, bias: object, /,
+) -> Any:
+    """(grad_x, grad_bias) of dropout_add_backward from a stored dense mask (axes
+    ()); bias True (the last axis) or an exact tuple of exact ints equal to g's
+    trailing axes; the rest as backward(). None when not plain."""
+
+def alpha_regen(g: object, p: object, seed: object, offset: object, out: object, /) -> Any:
+    """The alpha backward pass with the dense mask regenerated: g * A where kept,
+    +0.0 where dropped. None when not plain."""
+
+def _mask_maker(mask_class: type, /) -> object:
+    """Registers fastdropout.Mask; returns the sentinel that, passed as return_mask
+    to dense, spatial, alpha or add, makes them return (y, Mask)."""
 
 def backward_mask(
     g: npt.NDArray[np.floating],

@@ -8,6 +8,7 @@ first; ``out=residual`` and ``out=x`` run in place.
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import dropout_backward
+from ._api import _WANT_MASK, _backward, _dask, _is_dask, dropout_backward
 from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["dropout_add", "dropout_add_backward"]
+
+_add = _core.add
+_add_backward = _core.add_backward
+_ndarray = np.ndarray
 
 
 def _same_memory(a: FloatArray, y: FloatArray) -> bool:
@@ -136,19 +141,18 @@ def dropout_add(
     return_mask: Literal[True],
     window: WindowArg | None = ...,
 ) -> tuple[FloatArray, Mask | None]: ...
-@keeps_array_type("x", "residual", "bias")
 def dropout_add(
-    x: npt.ArrayLike,
-    residual: npt.ArrayLike,
-    p: Probability = 0.5,
+    x: Any,
+    residual: Any,
+    p: Any = 0.5,
     *,
-    bias: npt.ArrayLike | None = None,
+    bias: Any = None,
     training: bool = True,
-    mode: Mode = "inverted",
-    seed: Seed = None,
-    offset: Offset = 0,
+    mode: Any = "inverted",
+    seed: Any = None,
+    offset: Any = 0,
     broadcast_axes: Axes = None,
-    out: FloatArray | None = None,
+    out: Any = None,
     return_mask: bool = False,
     window: WindowArg | None = None,
 ) -> Any:
@@ -169,6 +173,42 @@ def dropout_add(
     the block's part of the bias; the window's mask bits are generated first,
     then applied in one pass).
     """
+    if training is True and broadcast_axes is None and window is None:
+        # A plain call (see _core.add) is checked, allocated and run in C++; None
+        # means "not plain": the general path below validates and raises.
+        s: Any = secrets.randbits(64) if seed is None else seed
+        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+        fast = _add(x, residual, bias, p, mode, s, offset, out, want)
+        if fast is not None:
+            return fast
+    if _is_dask(x) or _is_dask(residual) or _is_dask(bias):  # lazy, block by block
+        return _dask().dropout_add(
+            x, residual, p, bias=bias, training=training, mode=mode, seed=seed,
+            offset=offset, broadcast_axes=broadcast_axes, out=out,
+            return_mask=return_mask, window=window,
+        )  # fmt: skip
+    return _dropout_add_general(
+        x, residual, p, bias, training, mode, seed, offset, broadcast_axes, out,
+        return_mask, window,
+    )  # fmt: skip
+
+
+@keeps_array_type("x", "residual", "bias")
+def _dropout_add_general(
+    x: Any,
+    residual: Any,
+    p: Any,
+    bias: Any,
+    training: Any,
+    mode: Any,
+    seed: Any,
+    offset: Any,
+    broadcast_axes: Any,
+    out: Any,
+    return_mask: Any,
+    window: Any,
+) -> Any:
+    """``dropout_add`` for every call but the plain ones (any array type)."""
     plan = _vf.plan_add(
         x,
         residual,
@@ -230,9 +270,8 @@ def dropout_add(
     return y, mask
 
 
-@keeps_array_type("grad_y")
 def dropout_add_backward(
-    grad_y: npt.ArrayLike,
+    grad_y: Any,
     mask: Mask | None = None,
     p: Probability | None = None,
     *,
@@ -241,7 +280,7 @@ def dropout_add_backward(
     seed: SupportsIndex | None = None,
     offset: Offset = 0,
     broadcast_axes: Axes = None,
-    out: FloatArray | None = None,
+    out: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of :func:`dropout_add`: ``(grad_x, grad_residual, grad_bias)``.
 
@@ -255,8 +294,51 @@ def dropout_add_backward(
     does not depend on threads or instruction set; with a dense mask it is
     computed in the same pass as ``grad_x``.
     """
+    if type(grad_y) is _ndarray:  # the plain calls: one C++ call each
+        if (
+            type(mask) is Mask
+            and p is None
+            and mode is DEFAULT_MODE
+            and seed is None
+            and type(offset) is int
+            and offset == 0
+            and broadcast_axes is None
+        ):  # from a stored mask (with a bias: dense, the bias gradient in the same pass)
+            ms = mask._s  # (bits, shape, size, p, mode, seed, offset, axes), see Mask
+            if bias is False or bias is None:
+                gx = _backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7])
+                if gx is not None:
+                    return gx, grad_y, None
+            else:
+                fast = _add_backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7], bias)
+                if fast is not None:
+                    return fast[0], grad_y, fast[1]
+        elif bias is False or bias is None:  # dropout_backward's own fast paths
+            gx = dropout_backward(  # type: ignore[call-overload]
+                grad_y, mask, p, mode=mode, seed=seed, offset=offset,
+                broadcast_axes=broadcast_axes, out=out,
+            )  # fmt: skip
+            return gx, grad_y, None
+    return _dropout_add_backward_general(
+        grad_y, mask, p, bias, mode, seed, offset, broadcast_axes, out
+    )
+
+
+@keeps_array_type("grad_y")
+def _dropout_add_backward_general(
+    grad_y: Any,
+    mask: Any,
+    p: Any,
+    bias: Any,
+    mode: Any,
+    seed: Any,
+    offset: Any,
+    broadcast_axes: Any,
+    out: Any,
+) -> tuple[Any, Any, Any]:
+    """``dropout_add_backward`` for every call but the plain ones (any array type)."""
     if bias is False or bias is None:
-        gx = dropout_backward(  # type: ignore[call-overload, misc]
+        gx = dropout_backward(
             grad_y,
             mask,
             p,

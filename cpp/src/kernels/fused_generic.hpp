@@ -314,12 +314,44 @@ FASTDROPOUT_INLINE void accumulate64(double* acc, const C* c) {
 }
 #endif
 
+// Elements y[0 .. count) added to the column sums from column *col on (wrapping at
+// ncols); *col is left at the column after the last one.
+template <class E>
+FASTDROPOUT_INLINE void accumulate_run(const typename E::T* y, std::size_t count, double* acc,
+                                       std::size_t& col, std::size_t ncols) {
+    using C = typename E::C;
+    std::size_t k = 0;
+    for (; k + 64 <= count; k += 64) {
+        C buf[64];
+        const C* c = E::in(y + k, buf);
+        if (col + 64 <= ncols) {  // no wrap: 64 columns in vectors
+            accumulate64(acc + col, c);
+            col += 64;
+            if (col == ncols) {
+                col = 0;
+            }
+        } else {
+            for (int j = 0; j < 64; ++j) {
+                acc[col] = add_keeping_nan(acc[col], static_cast<double>(c[j]));
+                if (++col == ncols) {
+                    col = 0;
+                }
+            }
+        }
+    }
+    for (; k < count; ++k) {
+        acc[col] = add_keeping_nan(acc[col], E::wide(y[k]));
+        if (++col == ncols) {
+            col = 0;
+        }
+    }
+}
+
 template <class E>
 void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, double* acc,
                       std::size_t col0, std::size_t ncols) {
     using Ops = typename E::Ops;
     using T = typename E::T;
-    using C = typename E::C;
     const T* x = static_cast<const T*>(a.x);
     T* y = static_cast<T*>(a.y);
     const typename Ops::S s = Ops::scale_of(a.scale);
@@ -328,33 +360,13 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
     for (; i + 64 <= end; i += 64) {
         const std::uint64_t b = a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);
         apply_group<Ops>(b, x + i, y + i, s, a.scaled);
-        C buf[64];
-        const C* c = E::in(y + i, buf);
-        if (col + 64 <= ncols) {  // no wrap: a plain vectorisable sum into 64 columns
-            accumulate64(acc + col, c);
-            col += 64;
-            if (col == ncols) {
-                col = 0;
-            }
-        } else {
-            for (int k = 0; k < 64; ++k) {
-                acc[col] = add_keeping_nan(acc[col], static_cast<double>(c[k]));
-                if (++col == ncols) {
-                    col = 0;
-                }
-            }
-        }
+        accumulate_run<E>(y + i, 64, acc, col, ncols);
     }
     if (i < end) {
         const std::size_t rem = end - i;
         const std::uint64_t b = a.all_kept ? low_bits(rem) : load_bits(a.bits, a.bit0 + i, rem);
         apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
-        for (std::size_t k = 0; k < rem; ++k) {
-            acc[col] = add_keeping_nan(acc[col], E::wide(y[i + k]));
-            if (++col == ncols) {
-                col = 0;
-            }
-        }
+        accumulate_run<E>(y + i, rem, acc, col, ncols);
     }
 }
 

@@ -20,6 +20,7 @@ except ImportError as _exc:
         "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)"
     ) from _exc
 
+from ._cache import cache_info, empty_cache, set_cache_limit
 from ._convert import decode, encode
 from ._functions import alpha_dropout, dropout, dropout_add, spatial_dropout
 from ._modules import (
@@ -39,10 +40,13 @@ __all__ = [
     "Dropout3d",
     "FeatureAlphaDropout",
     "alpha_dropout",
+    "cache_info",
     "decode",
     "dropout",
     "dropout_add",
+    "empty_cache",
     "encode",
+    "set_cache_limit",
     "spatial_dropout",
 ]
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .._seed import resolve_seed
+from ._cache import CACHE
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -89,7 +90,7 @@ def from_numpy(a: npt.NDArray[Any]) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-_NP_OF = {
+_NP_OF: dict[torch.dtype, np.dtype[Any]] = {
     torch.float16: np.dtype(np.float16),
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
@@ -99,12 +100,12 @@ _NP_OF = {
 
 def new_like(x: torch.Tensor, contiguous: bool = False) -> torch.Tensor:
     """An uninitialised tensor with ``x``'s shape and dtype, laid out like
-    ``torch.empty_like(x)`` (or C-contiguous). C-contiguous ones come from
-    NumPy's allocator, which asks Linux for transparent huge pages for large
-    arrays: fresh memory then takes far fewer page faults than torch's."""
+    ``torch.empty_like(x)`` (or C-contiguous). C-contiguous ones of 1 MiB or
+    more come from the buffer cache (``_cache``), smaller ones from NumPy's
+    allocator."""
     if not (contiguous or x.is_contiguous()):
         return torch.empty_like(x)
-    t = torch.from_numpy(np.empty(tuple(x.shape), _NP_OF[x.dtype]))
+    t = torch.from_numpy(CACHE.empty_array(tuple(x.shape), _NP_OF[x.dtype]))
     return t.view(torch.bfloat16) if x.dtype == torch.bfloat16 else t
 
 
@@ -221,7 +222,10 @@ def run_layout(
     ndim = x.ndim
     identity = tuple(range(ndim))
     if out.is_contiguous():
-        call(as_numpy(x), axes, identity, as_numpy(out))
+        xa = as_numpy(x)
+        # in place: the same array object, which the NumPy API's one-call path
+        # recognises as ``out=x``
+        call(xa, axes, identity, xa if out is x else as_numpy(out))
         return out
     perm = _dense_order(out)
     if perm is not None:
@@ -230,9 +234,9 @@ def run_layout(
         if kept == sorted(kept):
             where = {d: i for i, d in enumerate(perm)}
             view_axes = tuple(sorted(where[a] for a in axes))
-            call(
-                as_numpy(x.permute(perm)), view_axes, perm, as_numpy(out.permute(perm))
-            )
+            xv = as_numpy(x.permute(perm))
+            ov = xv if out is x else as_numpy(out.permute(perm))
+            call(xv, view_axes, perm, ov)
             return out
     out.copy_(from_numpy(call(as_numpy(x), axes, identity, None)))
     return out

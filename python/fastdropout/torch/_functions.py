@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import _validate as _v
-from . import _ops
+from . import _add_ops, _ops
 from ._convert import check_tensor, rng_tensor
 
 __all__ = ["alpha_dropout", "dropout", "dropout_add", "spatial_dropout"]
@@ -49,10 +49,10 @@ def run(
     place when autograd records nothing, else through a new tensor that is
     copied into ``x`` (so autograd sees the copy)."""
     if inplace and training and not (x.requires_grad and torch.is_grad_enabled()):
-        _ops.forward_(x, rng, p, mode, list(axes))
+        _ops.run_forward_(x, rng, p, mode, list(axes))
         return x
     args = (x, rng, p, mode, list(axes), training, keep)
-    y = (_ops.apply_forward(*args) if _tracks(x) else _ops.forward(*args))[0]
+    y = (_ops.apply_forward(*args) if _tracks(x) else _ops.run_forward(*args))[0]
     if inplace:
         return x.copy_(y)
     return y
@@ -214,5 +214,9 @@ def dropout_add(
     rng = rng_tensor(seed, offset)
     args = (x, residual, bias, rng, p, mode, list(axes), training, keep)
     tracked = _tracks(x) or _tracks(residual) or (bias is not None and _tracks(bias))
-    y = _ops.apply_dropout_add(*args) if tracked else _ops.dropout_add(*args)
+    y = (
+        _add_ops.apply_dropout_add(*args)
+        if tracked
+        else _add_ops.run_dropout_add(*args)
+    )
     return y[0]

@@ -133,7 +133,7 @@ class _StreamDropout(nn.Module):
         for d, s in enumerate(x.shape):
             if d not in axes:
                 n = n * s
-        _ops.advance_(self._rng, n)
+        _ops.run_advance_(self._rng, n)
         return run(x, self.p, self._mode, axes, True, rng, self._keep, self.inplace)
 
     def extra_repr(self) -> str:

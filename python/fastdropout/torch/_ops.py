@@ -15,49 +15,74 @@ Operators (namespace ``fastdropout``):
 - ``forward_(x, rng, p, mode, axes)``: the same in training, written into ``x``.
 - ``backward(grad, saved, p, mode, axes, regenerate) -> grad_x``: from the
   mask bits, or with ``regenerate`` from ``saved = rng``.
-- ``dropout_add(x, residual, bias, rng, p, mode, axes, training, keep)``.
-- ``dropout_add_bias_grad(grad, saved, p, mode, axes, regenerate, bias_ndim)
-  -> (grad_x, grad_bias)``.
 - ``advance_(state, n)``: adds ``n`` to ``state[1]`` modulo 2**64 (a module's
   stream position).
+
+``dropout_add`` and its bias gradient are in ``_add_ops``. Eager calls that no
+tracer, transform, mode, profiler or autograd can see call the implementations
+directly (``plain_eager`` and the ``run_*`` functions).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
 import fastdropout
+from fastdropout import _core
 
 from ..mask import Mask
-from ._convert import Call, as_numpy, decode, from_numpy, new_like, run_layout
+from ._convert import Call, as_numpy, new_like, run_layout
 
 __all__ = [
-    "DropoutAdd",
     "Forward",
     "advance_",
-    "apply_dropout_add",
     "apply_forward",
     "backward",
-    "dropout_add",
+    "base_apply",
+    "bits_of",
     "forward",
     "forward_",
+    "mask_size",
+    "no_bits",
+    "plain_eager",
+    "run_advance_",
+    "run_backward",
+    "run_forward",
+    "run_forward_",
+    "seed_offset",
+    "unwrap_dead_wrappers",
 ]
 
 _EMPTY_BITS = (0,)
+_C: Any = torch._C
+_is_compiling = torch.compiler.is_compiling
+_increment_version = torch.autograd.graph.increment_version
+unwrap_dead_wrappers = torch._functorch.utils.unwrap_dead_wrappers
+
+
+def base_apply(cls: type[torch.autograd.Function]) -> Any:
+    """The C++ ``apply`` of ``cls`` (what ``Function.apply`` calls last)."""
+    return super(torch.autograd.Function, cls).apply  # type: ignore[misc]
+
+
 # The NumPy API, called with values checked at run time (a mode is a str here,
 # not one of the Literal types its overloads name).
 _fd: Any = fastdropout
+_dense = _core.dense
+_DENSE_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
-def _seed_offset(rng: torch.Tensor) -> tuple[int, int]:
-    pair = rng.numpy()
-    return decode(int(pair[0])), decode(int(pair[1]))
+def seed_offset(rng: torch.Tensor) -> tuple[int, int]:
+    """The int64 bit patterns of ``rng`` as values in ``[0, 2**64)`` (the
+    uint64 view is :func:`decode` of each)."""
+    seed, offset = rng.numpy().view(np.uint64).tolist()
+    return seed, offset
 
 
-def _mask_size(shape: Any, axes: list[int]) -> Any:
+def mask_size(shape: Any, axes: list[int]) -> Any:
     n: Any = 1
     for d, s in enumerate(shape):
         if d not in axes:
@@ -65,7 +90,7 @@ def _mask_size(shape: Any, axes: list[int]) -> Any:
     return n
 
 
-def _bits_of(mask: Mask) -> torch.Tensor:
+def bits_of(mask: Mask) -> torch.Tensor:
     bits = mask.bits
     try:  # the array is the mask's own, made for this call: hand it over
         bits.setflags(write=True)
@@ -74,15 +99,66 @@ def _bits_of(mask: Mask) -> torch.Tensor:
     return torch.from_numpy(bits)
 
 
-def _no_bits(x: torch.Tensor) -> torch.Tensor:
+def no_bits(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(_EMPTY_BITS, dtype=torch.uint8)
+
+
+# ---- eager calls without the dispatcher ------------------------------------------
+# Going through a Python custom operator costs tens of microseconds per call
+# (the autograd, ADInplaceOrView and backend kernels are Python functions, each
+# redispatching). The operator's only work beyond its implementation is routing:
+# to fake tensors, tracing, functorch transforms, dispatch or function modes, the
+# profiler, and autograd. When none of them can see the call, the implementation
+# is called directly; it computes the same bits (tests/test_torch_fast.py).
+
+
+def plain_eager(t: torch.Tensor) -> bool:
+    """True when ``t`` is a plain tensor that autograd does not record and no
+    compiler, transform, mode or profiler is active: an operator call would
+    reach its CPU implementation unchanged."""
+    return (
+        type(t) is torch.Tensor
+        and not (t.requires_grad and _C.is_grad_enabled())
+        and not _is_compiling()
+        and _C._len_torch_dispatch_stack() == 0
+        and not _C._is_torch_function_mode_enabled()
+        and _C._functorch.peek_interpreter_stack() is None
+        and not _C._autograd._profiler_enabled()
+        and _C._get_tracing_state() is None  # torch.jit.trace
+    )
+
+
+def run_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward(*args)``, directly when :func:`plain_eager`."""
+    if plain_eager(args[0]):
+        return forward_impl(*args)
+    return forward(*args)  # type: ignore[no-any-return]
+
+
+def run_backward(*args: Any) -> torch.Tensor:
+    """``backward(*args)``, directly when :func:`plain_eager`."""
+    if plain_eager(args[0]):
+        return backward_impl(*args)
+    return backward(*args)  # type: ignore[no-any-return]
+
+
+def run_forward_(
+    x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]
+) -> None:
+    """``forward_`` (in place), directly when :func:`plain_eager`; the direct
+    call bumps ``x``'s version counter as the operator does, so autograd still
+    refuses a backward through a saved tensor that was overwritten."""
+    if plain_eager(x):
+        forward_impl_(x, rng, p, mode, axes)
+        _increment_version(x)
+    else:
+        forward_(x, rng, p, mode, axes)
 
 
 # ---- forward --------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastdropout::forward", mutates_args=())
-def forward(
+def forward_impl(
     x: torch.Tensor,
     rng: torch.Tensor,
     p: float,
@@ -91,8 +167,16 @@ def forward(
     training: bool,
     keep: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    seed, offset = _seed_offset(rng)
+    seed, offset = seed_offset(rng)
     want = keep and training
+    out = new_like(x)
+    if training and not axes and mode != "alpha" and x.dtype in _DENSE_DTYPES:
+        # The NumPy API's one-call path (fastdropout.dropout tries the same
+        # core function first); the mask bits come back as a new uint8 array.
+        # None: not plain (not contiguous, say), and nothing was written.
+        r = _dense(as_numpy(x), p, mode, seed, offset, as_numpy(out), want)
+        if r is not None:
+            return (out, torch.from_numpy(r[1])) if want else (out, no_bits(x))
     masks: list[Mask] = []
 
     def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
@@ -113,8 +197,11 @@ def forward(
             return r[0]
         return r
 
-    out = run_layout(x, new_like(x), tuple(axes), call)
-    return out, (_bits_of(masks[0]) if want else _no_bits(x))
+    out = run_layout(x, out, tuple(axes), call)
+    return out, (bits_of(masks[0]) if want else no_bits(x))
+
+
+forward = torch.library.custom_op("fastdropout::forward", forward_impl, mutates_args=())
 
 
 @forward.register_fake
@@ -129,9 +216,9 @@ def _(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     del rng, p, mode
     if keep and training:
-        n = _mask_size(x.shape, axes)
+        n = mask_size(x.shape, axes)
         return torch.empty_like(x), x.new_empty(((n + 7) // 8,), dtype=torch.uint8)
-    return torch.empty_like(x), _no_bits(x)
+    return torch.empty_like(x), no_bits(x)
 
 
 def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -144,40 +231,85 @@ def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
 def _forward_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, ...]:
     (saved,) = ctx.saved_tensors
     if ctx.training:
-        g = backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
+        g = run_backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
     else:  # evaluation is a diagonal linear map: its own adjoint
-        g = forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
+        g = run_forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
     return g, None, None, None, None, None, None
 
 
 forward.register_autograd(_forward_backward, setup_context=_forward_setup)
 
 
+def _batched_axes(axes: list[int]) -> list[int]:
+    """The broadcast axes of a call that prepends a batch axis, which is one of
+    them: the mask stays the un-batched call's (docs/spec.md section 4 numbers
+    a mask over its non-broadcast axes only)."""
+    return [0, *(a + 1 for a in axes)]
+
+
+def _per_example(op: Any, batch: int, in_dims: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+    """op once per example (a batched random state: a stream per example)."""
+    results = []
+    for i in range(batch):
+        results.append(op(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims))))
+    return results
+
+
+def _forward_vmap(
+    info: Any, in_dims: tuple[Any, ...], x: torch.Tensor, rng: torch.Tensor, p: float,
+    mode: str, axes: list[int], training: bool, keep: bool,
+) -> Any:
+    """vmap over x: one call in which the batch axis is broadcast, so every example
+    gets the mask of one un-batched call, as the per-example fallback would, at the
+    cost of one call. A batched [seed, offset] runs each example on its own."""
+    x_dim, rng_dim = in_dims[0], in_dims[1]
+    if rng_dim is not None:
+        rs = _per_example(
+            forward, info.batch_size, in_dims,
+            (x, rng, p, mode, axes, training, keep),
+        )
+        return (torch.stack([r[0] for r in rs]), torch.stack([r[1] for r in rs])), (0, 0)
+    out, bits = forward(x.movedim(x_dim, 0), rng, p, mode, _batched_axes(axes), training, keep)
+    return (out, bits), (0, None)
+
+
+forward.register_vmap(_forward_vmap)
+
+
 class Forward(torch.autograd.Function):
     """``forward`` as an autograd.Function with a ``setup_context``: the
     functorch transforms (``torch.func.grad``, ``vjp``, ``jacrev``) need one, and
-    the function registered by ``register_autograd`` lacks it (pytorch#168393)."""
+    the function registered by ``register_autograd`` lacks it (pytorch#168393).
+    Under vmap, forward and backward are mapped through the operators' own
+    batching rules."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(*args: Any) -> Any:
-        return forward(*args)
+        return run_forward(*args)
 
     setup_context = staticmethod(_forward_setup)
     backward = staticmethod(_forward_backward)
 
 
 def apply_forward(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Forward.apply`` (typed)."""
-    return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+    """``Forward.apply`` (typed). Without functorch transforms this is the
+    C++ ``apply`` that ``Function.apply`` ends in, minus its binding of the
+    arguments to ``forward``'s signature with ``inspect`` (a third of an eager
+    call at 2**10 elements; ``forward`` takes ``*args``, so the binding
+    changes nothing)."""
+    if _C._are_functorch_transforms_active():
+        return Forward.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+    return base_apply(Forward)(*unwrap_dead_wrappers(args))  # type: ignore[no-any-return]
 
 
-@torch.library.custom_op("fastdropout::forward_", mutates_args=("x",))
-def forward_(
+def forward_impl_(
     x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]
 ) -> None:
     """Training-mode ``forward`` written into ``x`` itself (no autograd: for
     ``inplace=True`` calls that record no gradient)."""
-    seed, offset = _seed_offset(rng)
+    seed, offset = seed_offset(rng)
 
     def call(xa: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
         kw = {"seed": seed, "offset": offset, "broadcast_axes": ax or None, "out": oa}
@@ -186,6 +318,11 @@ def forward_(
         return _fd.dropout(xa, p, mode=mode, **kw)
 
     run_layout(x, x, tuple(axes), call)
+
+
+forward_ = torch.library.custom_op(
+    "fastdropout::forward_", forward_impl_, mutates_args=("x",)
+)
 
 
 @forward_.register_fake
@@ -198,7 +335,7 @@ def _(x: torch.Tensor, rng: torch.Tensor, p: float, mode: str, axes: list[int]) 
 
 def _regenerated(rng: torch.Tensor, p: float, mode: str) -> Call:
     """A layout call: the gradient with the mask regenerated from ``rng``."""
-    seed, offset = _seed_offset(rng)
+    seed, offset = seed_offset(rng)
 
     def call(ga: Any, ax: tuple[int, ...], _perm: Any, oa: Any) -> Any:
         return _fd.dropout_backward(
@@ -221,7 +358,7 @@ def _stored(
     logical mask shape; a view permutes the shape, not the numbering)."""
     bits = bits_t.numpy()
     shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
-    n = _mask_size(grad.shape, axes)
+    n = mask_size(grad.shape, axes)
 
     def call(ga: Any, ax: tuple[int, ...], perm: Any, oa: Any) -> Any:
         mask = Mask._new(bits, tuple(shape[d] for d in perm), n, p, mode, 0, 0, ax)
@@ -230,8 +367,7 @@ def _stored(
     return call
 
 
-@torch.library.custom_op("fastdropout::backward", mutates_args=())
-def backward(
+def backward_impl(
     grad: torch.Tensor,
     saved: torch.Tensor,
     p: float,
@@ -245,6 +381,11 @@ def backward(
         else _stored(saved, grad, p, mode, axes)
     )
     return run_layout(grad, new_like(grad), tuple(axes), call)
+
+
+backward = torch.library.custom_op(
+    "fastdropout::backward", backward_impl, mutates_args=()
+)
 
 
 @backward.register_fake
@@ -276,156 +417,46 @@ def _backward_backward(ctx: Any, gg: torch.Tensor) -> tuple[Any, ...]:
 backward.register_autograd(_backward_backward, setup_context=_backward_setup)
 
 
-# ---- dropout + residual add -----------------------------------------------------
-
-
-@torch.library.custom_op("fastdropout::dropout_add", mutates_args=())
-def dropout_add(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    bias: Optional[torch.Tensor],  # noqa: UP045 (the schema parser wants Optional)
-    rng: torch.Tensor,
-    p: float,
-    mode: str,
-    axes: list[int],
-    training: bool,
-    keep: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    seed, offset = _seed_offset(rng)
-    want = keep and training
-    out = new_like(x, contiguous=True)
-    r = _fd.dropout_add(
-        as_numpy(x),
-        as_numpy(residual),
-        p,
-        bias=None if bias is None else as_numpy(bias),
-        training=training,
-        mode=mode,
-        seed=seed,
-        offset=offset,
-        broadcast_axes=tuple(axes) or None,
-        out=as_numpy(out),
-        return_mask=want,
-    )
-    return out, (_bits_of(r[1]) if want else _no_bits(x))
-
-
-@dropout_add.register_fake
-def _(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    bias: Optional[torch.Tensor],  # noqa: UP045
-    rng: torch.Tensor,
-    p: float,
-    mode: str,
-    axes: list[int],
-    training: bool,
-    keep: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    del residual, bias, rng, p, mode
-    out = x.new_empty(x.shape)
-    if keep and training:
-        n = _mask_size(x.shape, axes)
-        return out, x.new_empty(((n + 7) // 8,), dtype=torch.uint8)
-    return out, _no_bits(x)
-
-
-@torch.library.custom_op("fastdropout::dropout_add_bias_grad", mutates_args=())
-def dropout_add_bias_grad(
-    grad: torch.Tensor,
-    saved: torch.Tensor,
-    p: float,
-    mode: str,
-    axes: list[int],
-    regenerate: bool,
-    bias_ndim: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    del bias_ndim  # the NumPy function takes it from the shapes
-    gx = new_like(grad, contiguous=True)
-    kw: dict[str, Any] = {"bias": True, "out": as_numpy(gx)}
-    if regenerate:
-        seed, offset = _seed_offset(saved)
-        kw.update(
-            p=p, mode=mode, seed=seed, offset=offset, broadcast_axes=tuple(axes) or None
+def _backward_vmap(
+    info: Any, in_dims: tuple[Any, ...], grad: torch.Tensor, saved: torch.Tensor, p: float,
+    mode: str, axes: list[int], regenerate: bool,
+) -> Any:
+    """vmap over grad with one mask (or [seed, offset]) for every example, as
+    _forward_vmap makes it; a batched mask runs each example on its own."""
+    g_dim, s_dim = in_dims[0], in_dims[1]
+    if s_dim is not None or g_dim is None:
+        rs = _per_example(
+            backward, info.batch_size, in_dims,
+            (grad, saved, p, mode, axes, regenerate),
         )
-        res = _fd.dropout_add_backward(as_numpy(grad), **kw)
-    else:
-        shape = tuple(1 if d in axes else s for d, s in enumerate(grad.shape))
-        n = _mask_size(grad.shape, axes)
-        mask = Mask._new(saved.numpy(), shape, n, p, mode, 0, 0, tuple(axes))
-        res = _fd.dropout_add_backward(as_numpy(grad), mask, **kw)
-    return gx, from_numpy(np.asarray(res[2]))
+        return torch.stack(rs), 0
+    return backward(grad.movedim(g_dim, 0), saved, p, mode, _batched_axes(axes), regenerate), 0
 
 
-@dropout_add_bias_grad.register_fake
-def _(
-    grad: torch.Tensor,
-    saved: torch.Tensor,
-    p: float,
-    mode: str,
-    axes: list[int],
-    regenerate: bool,
-    bias_ndim: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    del saved, p, mode, axes, regenerate
-    lead = grad.ndim - bias_ndim
-    return grad.new_empty(grad.shape), grad.new_empty(grad.shape[lead:])
-
-
-def _add_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    _x, _residual, bias, rng, p, mode, axes, training, keep = inputs
-    ctx.p, ctx.mode, ctx.axes, ctx.training = p, mode, axes, training
-    ctx.regenerate = not keep
-    ctx.bias_ndim = -1 if bias is None else bias.ndim
-    ctx.save_for_backward(output[1] if keep and training else rng)
-
-
-def _add_backward(ctx: Any, grad: torch.Tensor, _grad_bits: Any) -> tuple[Any, ...]:
-    (saved,) = ctx.saved_tensors
-    gb = None
-    if ctx.training and ctx.bias_ndim >= 0:
-        gx, gb = dropout_add_bias_grad(
-            grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate, ctx.bias_ndim
-        )
-        return gx, grad, gb, None, None, None, None, None, None
-    if ctx.training:
-        gx = backward(grad, saved, ctx.p, ctx.mode, ctx.axes, ctx.regenerate)
-    elif ctx.mode == "classic":
-        gx = forward(grad, saved, ctx.p, ctx.mode, ctx.axes, False, False)[0]
-    else:
-        gx = grad
-    if ctx.bias_ndim >= 0:  # evaluation: summed in float64, rounded once
-        lead = tuple(range(grad.ndim - ctx.bias_ndim))
-        gb = gx.to(torch.float64).sum(dim=lead).to(grad.dtype)
-    return gx, grad, gb, None, None, None, None, None, None
-
-
-dropout_add.register_autograd(_add_backward, setup_context=_add_setup)
-
-
-class DropoutAdd(torch.autograd.Function):
-    """``dropout_add`` for the functorch transforms (see :class:`Forward`)."""
-
-    @staticmethod
-    def forward(*args: Any) -> Any:
-        return dropout_add(*args)
-
-    setup_context = staticmethod(_add_setup)
-    backward = staticmethod(_add_backward)
-
-
-def apply_dropout_add(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``DropoutAdd.apply`` (typed)."""
-    return DropoutAdd.apply(*args)  # type: ignore[no-untyped-call,no-any-return]
+backward.register_vmap(_backward_vmap)
 
 
 # ---- stream position of a module ------------------------------------------------
 
 
-@torch.library.custom_op("fastdropout::advance_", mutates_args=("state",))
-def advance_(state: torch.Tensor, n: int) -> None:
+def advance_impl_(state: torch.Tensor, n: int) -> None:
     pair = state.numpy().view(np.uint64)
     pair[1:] += np.uint64(n)  # an array add: wraps modulo 2**64
+
+
+advance_ = torch.library.custom_op(
+    "fastdropout::advance_", advance_impl_, mutates_args=("state",)
+)
+
+
+def run_advance_(state: torch.Tensor, n: int) -> None:
+    """``advance_``, directly when :func:`plain_eager` (bumping the version
+    counter as the operator does)."""
+    if plain_eager(state):
+        advance_impl_(state, n)
+        _increment_version(state)
+    else:
+        advance_(state, n)
 
 
 @advance_.register_fake
