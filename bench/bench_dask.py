@@ -1,10 +1,14 @@
 """Benchmarks of windows and fastdropout.dask (README section "Dask and windows").
 
-1. Window calls vs plain calls on the same elements: a float32 block whose rows are
-   runs of `run` contiguous elements inside a 16x wider global array, against
-   ``fastdropout.dropout`` on an array of the block's shape. Per round, both are timed
-   back to back; the reported ratio is the median of the per-round ratios (this
-   cancels most of a shared machine's drift).
+1. Window calls vs plain calls on the same elements (2**18 float32 on 1 thread, in
+   cache; 2**22 on 2 threads, memory-bound): a block whose mask rows are runs of
+   `run` contiguous elements inside a 16x wider global array, against the same
+   function on an array of the block's shape (``dropout`` at several run lengths and
+   stream offsets 0 and 1; ``spatial_dropout``, ``dropout_add``, ``alpha_dropout``
+   and the regenerating ``dropout_backward`` at 64-element runs and one whole run).
+   Per round, both are timed back to back; the reported ratio is the median of the
+   per-round ratios (this cancels most of a shared machine's drift). The window
+   table alone takes about a minute: ``--no-dask``.
 2. fastdropout.dask on a 2-worker LocalCluster (processes, 1 thread each) over an
    in-memory (persisted) 2**26 float32 dask array in 2**22-element chunks: time to
    persist the result, against ``fastdropout.dropout`` on the whole NumPy array in
@@ -12,7 +16,7 @@
    ``np.where``). Overhead per task: many tiny blocks, fastdropout.dask against an
    identity ``map_blocks`` of the same graph shape.
 
-    python bench/bench_dask.py [--rounds 7] [--json out.json]
+    python bench/bench_dask.py [--rounds 7] [--no-dask] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,43 +59,80 @@ def _loop(fn: Callable[[], Any], min_time: float = 0.02) -> float:
         n *= 2
 
 
+def _window_case(
+    func: str, n: int, run: int, offset: int
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(plain call, window call) of ``func`` on the same ``n`` float32 elements: a
+    block whose mask rows are runs of ``run`` elements inside a 16x wider global
+    array (one run: the whole array)."""
+    rng = np.random.default_rng(0)
+    wide = 16 if run < n else 1
+    kw: dict[str, Any] = {"seed": SEED, "offset": offset}
+    if func == "spatial_dropout":  # (N, C, 16): the (N, C) mask rows are the runs
+        nrows = max(n // (16 * run), 1)
+        shape: tuple[int, ...] = (nrows, n // (16 * nrows), 16)
+        run = shape[1]
+        window = ((nrows, run * wide, 16), (0, run * (wide // 2), 0))
+    else:
+        nrows = n // run
+        shape = (nrows, run)
+        window = ((nrows, run * wide), (0, run * (wide // 2)))
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = np.empty_like(x)
+    kw["out"] = y
+    if func == "dropout_add":
+        r = rng.standard_normal(shape).astype(np.float32)
+        call: Callable[..., Any] = functools.partial(fd.dropout_add, x, r, P, **kw)
+    elif func == "dropout_backward":
+        call = functools.partial(fd.dropout_backward, x, p=P, **kw)
+    else:
+        call = functools.partial(getattr(fd, func), x, P, **kw)
+    return call, functools.partial(call, window=window)
+
+
+# (function, run lengths) of the window table; None is the whole array (one run).
+WINDOW_CASES: tuple[tuple[str, tuple[int | None, ...], tuple[int, ...]], ...] = (
+    ("dropout", (64, 256, 4096, None), (0, 1)),
+    ("spatial_dropout", (64, None), (1,)),
+    ("dropout_add", (64, None), (1,)),
+    ("alpha_dropout", (64, None), (1,)),
+    ("dropout_backward", (64, None), (1,)),
+)
+
+
 def bench_windows(rounds: int, n: int, threads: int) -> list[dict[str, Any]]:
+    """Window calls against plain calls on the same elements; per round, the two are
+    timed back to back and the ratio is the median of the per-round ratios."""
     before = fd.get_num_threads()
     fd.set_num_threads(threads)
     rows = []
     try:
-        for run in (64, 256, 4096, 65536, n):
-            nrows = n // run
-            x = (
-                np.random.default_rng(0)
-                .standard_normal((nrows, run))
-                .astype(np.float32)
-            )
-            y = np.empty_like(x)
-            wide = 16 if run < n else 1
-            window = ((nrows, run * wide), (0, run * (wide // 2)))
-            for offset in (0, 1):  # aligned and unaligned stream positions
-                kw = {"seed": SEED, "offset": offset, "out": y}
-                plain = functools.partial(fd.dropout, x, P, **kw)
-                windowed = functools.partial(fd.dropout, x, P, **kw, window=window)
-                ratios, tp, tw = [], [], []
-                for _ in range(rounds):
-                    a = _loop(plain)
-                    b = _loop(windowed)
-                    tp.append(a)
-                    tw.append(b)
-                    ratios.append(b / a)
-                rows.append(
-                    {
-                        "n": n,
-                        "threads": threads,
-                        "run": run,
-                        "offset": offset,
-                        "plain_s": statistics.median(tp),
-                        "window_s": statistics.median(tw),
-                        "ratio": statistics.median(ratios),
-                    }
-                )
+        for func, runs, offsets in WINDOW_CASES:
+            for run in runs:
+                for offset in offsets:  # aligned and unaligned stream positions
+                    plain, windowed = _window_case(func, n, run or n, offset)
+                    assert np.array_equal(
+                        plain().view(np.uint32), windowed().view(np.uint32)
+                    )
+                    ratios, tp, tw = [], [], []
+                    for _ in range(rounds):
+                        a = _loop(plain)
+                        b = _loop(windowed)
+                        tp.append(a)
+                        tw.append(b)
+                        ratios.append(b / a)
+                    rows.append(
+                        {
+                            "func": func,
+                            "n": n,
+                            "threads": threads,
+                            "run": run or n,
+                            "offset": offset,
+                            "plain_s": statistics.median(tp),
+                            "window_s": statistics.median(tw),
+                            "ratio": statistics.median(ratios),
+                        }
+                    )
     finally:
         fd.set_num_threads(before)
     return rows
@@ -199,12 +240,16 @@ def _ms(s: float) -> str:
 
 def report(windows: list[dict[str, Any]], dask_result: dict[str, Any] | None) -> str:
     lines = [
-        "| elements | threads | run length | offset | plain | window | window / plain |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        (
+            "| function | elements | threads | run length | offset | plain | window "
+            "| window / plain |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in windows:
+        run = "whole" if r["run"] == r["n"] else r["run"]
         lines.append(
-            f"| 2**{r['n'].bit_length() - 1} | {r['threads']} | {r['run']} | "
+            f"| {r['func']} | 2**{r['n'].bit_length() - 1} | {r['threads']} | {run} | "
             f"{r['offset']} | {_ms(r['plain_s'])} | {_ms(r['window_s'])} | "
             f"{r['ratio']:.2f}x |"
         )
@@ -239,10 +284,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-dask", action="store_true", help="window calls only")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads for the 2**22 window cases (2**18 runs on 1)",
+    )
     ap.add_argument("--json", type=Path, help="write the raw numbers here")
     ns = ap.parse_args()
     windows = []
-    for n, threads in ((1 << 22, fd.get_num_threads()), (1 << 18, 1)):
+    for n, threads in ((1 << 18, 1), (1 << 22, ns.threads)):
         windows += bench_windows(ns.rounds, n, threads)
     dask_result = None if ns.no_dask else bench_dask(ns.rounds, 1 << 26, 1 << 22)
     print(report(windows, dask_result))

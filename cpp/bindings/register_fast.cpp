@@ -1,6 +1,7 @@
-// _core.dense, _core.spatial, _core.backward, _core._mask_maker: the whole of a plain
-// call (dropout, spatial_dropout, dropout_backward with a stored mask) in one C++
-// function, so that
+// _core.dense, _core.dense_window, _core.spatial, _core.spatial_window,
+// _core.backward, _core._mask_maker: the whole of a plain call (dropout and
+// spatial_dropout, each also of a block with a plain window; dropout_backward with a
+// stored mask) in one C++ function, so that
 // small arrays do not pay for Python-level checks, np.empty and pybind11's argument
 // conversion (together several microseconds, against ~0.5 us of Philox for 1024
 // elements).
@@ -29,6 +30,7 @@
 
 #include "../src/dispatch.hpp"
 #include "../src/parallel.hpp"
+#include "../src/window.hpp"
 #include "array_view.hpp"
 #include "fast_common.hpp"
 #include "fast_spread.hpp"
@@ -123,17 +125,117 @@ PyObject* dense(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     return result(y, bits, second);
 }
 
-// spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
-//   -> y | (y, bits) | (y, Mask) | None; x of rank 3, 4 or 5 (else None).
-PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+// A plain window (docs/spec.md section 11) for a block of dims `dims`: an exact tuple
+// (global_shape, start) of two exact tuples of exact ints, one per axis, global sizes
+// in [0, 2**63), the block inside the global array at start. Fills w with the window
+// layout of a dense mask and `first` with the stream position of the block's first
+// element (offset + the start's global index, mod 2**64), as _window.layout does.
+//
+// broadcast (null: none) marks the axes along which the mask is broadcast: there the
+// window of the mask has size 1 and stride 0, and the axis does not count in the
+// global mask's strides (the block must still fit along it).
+bool plain_window(PyObject* window, const Py_intptr_t* dims, int nd, std::uint64_t offset,
+                  const std::vector<bool>* broadcast, WindowLayout& w, std::uint64_t& first) {
+    if (!PyTuple_CheckExact(window) || PyTuple_GET_SIZE(window) != 2) {
+        return false;
+    }
+    PyObject* gshape = PyTuple_GET_ITEM(window, 0);
+    PyObject* start = PyTuple_GET_ITEM(window, 1);
+    if (!PyTuple_CheckExact(gshape) || !PyTuple_CheckExact(start) ||
+        PyTuple_GET_SIZE(gshape) != nd || PyTuple_GET_SIZE(start) != nd ||
+        static_cast<std::size_t>(nd) > kMaxWindowDims) {
+        return false;
+    }
+    const auto n = static_cast<std::size_t>(nd);
+    w.dims.resize(n);
+    w.gstride.resize(n);
+    std::uint64_t acc = 1;  // the global C strides, mod 2**64
+    for (std::size_t k = n; k-- > 0;) {
+        std::uint64_t g = 0;
+        std::uint64_t s = 0;
+        const auto item = static_cast<Py_ssize_t>(k);
+        if (!plain_u64(PyTuple_GET_ITEM(gshape, item), g) ||
+            !plain_u64(PyTuple_GET_ITEM(start, item), s) || g >= (std::uint64_t{1} << 63)) {
+            return false;
+        }
+        const auto d = static_cast<std::uint64_t>(dims[k]);
+        if (s > g || d > g - s) {
+            return false;  // the block does not fit: the general path says so
+        }
+        if (broadcast != nullptr && (*broadcast)[k]) {
+            w.dims[k] = 1;
+            w.gstride[k] = 0;
+            continue;
+        }
+        w.dims[k] = static_cast<std::size_t>(d);
+        w.gstride[k] = acc;
+        offset += s * acc;
+        acc *= g;
+    }
+    first = offset;
+    return true;
+}
+
+// dense_window(x, p, mode, seed, offset, out, return_mask, window)
+//   -> y | (y, bits) | None: dense() of a block with window=(global_shape, start)
+//   (return_mask True or False: the Python layer makes the Mask, which records the
+//   window).
+PyObject* dense_window(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 8,
-                     "spatial(x, p, mode, seed, offset, out, return_mask, channels_last)")) {
+                     "dense_window(x, p, mode, seed, offset, out, return_mask, window)")) {
         return nullptr;
     }
     ForwardCall c;
+    if (!plain_forward(args, c) || c.want == Want::kMask) {
+        return none();
+    }
+    WindowLayout w;
+    std::uint64_t first = 0;
+    if (!plain_window(args[7], c.xa->dimensions, c.xa->nd, c.offset, nullptr, w, first)) {
+        return none();
+    }
+    if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
+        return none();
+    }
+    PyObject* y = nullptr;
+    const Target t = output_for(args[0], c.xa, c.dt, c.n, args[5], &y);
+    if (t != Target::kReady) {
+        return t == Target::kError ? nullptr : none();
+    }
+    PyObject* bits = nullptr;
+    PyObject* second = nullptr;
+    if (c.want != Want::kY && ((bits = new_bits(*g_api, c.n)) == nullptr ||
+                               !second_result(bits, c.want, mask_spec(args, c, 0), &second))) {
+        Py_DECREF(y);
+        Py_XDECREF(bits);
+        return nullptr;
+    }
+    ForwardArgs a{};
+    a.stream = stream_of(c);
+    a.stream.offset = first;
+    a.x = c.xa->data;
+    a.y = data_of(y);
+    a.bits = bits == nullptr ? nullptr : reinterpret_cast<std::uint8_t*>(data_of(bits));
+    a.n = c.n;
+    a.scale = c.scaled ? inverted_scale(c.p, c.dt) : 1.0;
+    a.scaled = c.scaled;
+    const KernelTable& table = active_table();
+    if (!run_released(c.n, [&] { run_window_forward(table, c.dt, a, w); })) {
+        Py_DECREF(y);
+        Py_XDECREF(bits);
+        Py_XDECREF(second);
+        return nullptr;
+    }
+    return result(y, bits, second);
+}
+
+// spatial() and spatial_window(): window is null for a plain call; with a window,
+// return_mask is True or False (the Python layer makes the Mask).
+PyObject* spatial_call(PyObject* const* args, PyObject* window) {
+    ForwardCall c;
     bool channels_last = false;
     if (!plain_forward(args, c) || !plain_flag(args[7], channels_last) || c.xa->nd < 3 ||
-        c.xa->nd > 5) {
+        c.xa->nd > 5 || (window != nullptr && c.want == Want::kMask)) {
         return none();
     }
     if (c.scaled && scale_overflows(c.p, inverted_scale(c.p, c.dt))) {
@@ -153,6 +255,13 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     const std::size_t channel_axis = channels_last ? nd - 1 : 1;
     broadcast[0] = false;  // one decision per (n, c): docs/spec.md section 4
     broadcast[channel_axis] = false;
+    WindowLayout w;  // the window of the (N, C) mask (docs/spec.md section 11)
+    std::uint64_t first = c.offset;
+    if (window != nullptr &&
+        !plain_window(window, c.xa->dimensions, c.xa->nd, c.offset, &broadcast, w, first)) {
+        Py_DECREF(y);
+        return none();
+    }
     const std::size_t n_mask = dims[0] * dims[channel_axis];
     PyObject* bits = new_bits(*g_api, n_mask);  // the mask is made first, even if not returned
     PyObject* second = nullptr;
@@ -169,11 +278,16 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     ap.bits = reinterpret_cast<const std::uint8_t*>(data_of(bits));
     ap.scale = c.scaled ? inverted_scale(c.p, c.dt) : 1.0;
     ap.scaled = c.scaled;
-    const StreamArgs stream = stream_of(c);
+    StreamArgs stream = stream_of(c);
+    stream.offset = first;
     auto* bits_out = reinterpret_cast<std::uint8_t*>(data_of(bits));
     const KernelTable& table = active_table();
     if (!run_released(c.n, [&] {
-            run_gen_bits(table, stream, bits_out, n_mask);
+            if (window == nullptr) {
+                run_gen_bits(table, stream, bits_out, n_mask);
+            } else {
+                run_window_gen_bits(table, stream, bits_out, w);
+            }
             apply_mask(table, c.dt, ap, dims, broadcast, c.n, n_mask);
         })) {
         Py_DECREF(y);
@@ -182,6 +296,28 @@ PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     return result(y, bits, second);
+}
+
+// spatial(x, p, mode, seed, offset, out, return_mask, channels_last)
+//   -> y | (y, bits) | (y, Mask) | None; x of rank 3, 4 or 5 (else None).
+PyObject* spatial(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 8,
+                     "spatial(x, p, mode, seed, offset, out, return_mask, channels_last)")) {
+        return nullptr;
+    }
+    return spatial_call(args, nullptr);
+}
+
+// spatial_window(x, p, mode, seed, offset, out, return_mask, channels_last, window)
+//   -> y | (y, bits) | None: spatial() of a block with window=(global_shape, start);
+//   the bits are the block's window of the (N, C) mask.
+PyObject* spatial_window(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 9,
+                     "spatial_window(x, p, mode, seed, offset, out, return_mask, "
+                     "channels_last, window)")) {
+        return nullptr;
+    }
+    return spatial_call(args, args[8]);
 }
 
 // backward(g, bits, p, mode, out, mask_shape, axes) -> grad_x | None: the backward
@@ -273,6 +409,15 @@ PyMethodDef kMethods[] = {
      "dense(x, p, mode, seed, offset, out, return_mask) -> y, (y, bits) or None.\n\n"
      "A plain dense training forward pass, checked and allocated in C++ (private; see\n"
      "fastdropout.dropout). None means 'not plain': take the general path."},
+    {"dense_window", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&dense_window)),
+     METH_FASTCALL,
+     "dense_window(x, p, mode, seed, offset, out, return_mask, window) -> y, (y, bits)\n"
+     "or None: the same for a block with window=(global_shape, start), both exact tuples\n"
+     "of ints (private; see fastdropout.dropout's window=)."},
+    {"spatial_window",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&spatial_window)), METH_FASTCALL,
+     "spatial_window(x, p, mode, seed, offset, out, return_mask, channels_last, window)\n"
+     "-> y, (y, bits) or None: spatial() of a block with a plain window (private)."},
     {"spatial", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&spatial)),
      METH_FASTCALL,
      "spatial(x, p, mode, seed, offset, out, return_mask, channels_last) -> y, (y, bits)\n"

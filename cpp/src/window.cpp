@@ -2,17 +2,25 @@
 //
 // Threads split the window's elements [0, n) exactly as the dense kernels do (chunk
 // edges at multiples of 64, so no two threads write one mask byte); inside its chunk a
-// thread walks the runs with an odometer over the outer axes (no division per run)
-// and calls the kernel once per run, with x, y and the stream rebased to the run's
-// start: the kernel then always starts at element 0, the alignment it asks for.
-// A run whose first mask bit is not at a byte boundary gets its bits through a small
-// per-thread buffer and is merged in with a shift.
+// thread walks the runs with an odometer over the outer axes (no division per run).
+// Long runs (kDirectRun elements or more) go to the kernel one by one, with x, y and
+// the stream rebased to the run's start: the kernel then always starts at element 0,
+// the alignment it asks for. Shorter runs are gathered into batches of consecutive
+// elements handed to the window kernels in one call (window_kernels.hpp: each Philox
+// block once, whole vectors at a time): the fused forward_runs, or gen_bits_runs for
+// the mask alone; outputs large enough for streaming stores get the batch's bits
+// first and then the apply kernel with streaming stores.
+// A run or batch whose first mask bit is not at a byte boundary gets its bits through
+// a small per-thread buffer and is merged in with a shift.
 #include "window.hpp"
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
+#include <string>
 
+#include "fastdropout/window_kernels.hpp"
 #include "parallel.hpp"
 
 namespace fastdropout {
@@ -21,6 +29,66 @@ namespace {
 // Mask bits of one run go through the per-thread buffer in pieces of this many
 // elements (a multiple of 64: 8 KiB of bits).
 constexpr std::size_t kPieceBits = std::size_t{1} << 16;
+
+// Runs at least this long go to the dense kernels by themselves: their fills waste
+// at most one fill's worth of Philox blocks at the run's end (128 positions on
+// AVX-512), while the fused dense kernel overlaps the Philox work with the loads and
+// stores better than the window kernel can (measured crossover: about 1024).
+constexpr std::size_t kDirectRun = 1024;
+
+// Elements per batch of short runs (a multiple of 64).
+constexpr std::size_t kBatchBits = 8192;
+static_assert(kBatchBits % 64 == 0 && kBatchBits <= kPieceBits, "batch size");
+
+// The window kernels that belong to the active kernel table.
+const WindowKernels& window_kernels_of(const KernelTable& t) {
+#if defined(FASTDROPOUT_HAVE_AVX512)
+    if (&t == &avx512::kernel_table()) {
+        return avx512::window_kernels();
+    }
+#endif
+#if defined(FASTDROPOUT_HAVE_AVX2)
+    if (&t == &avx2::kernel_table()) {
+        return avx2::window_kernels();
+    }
+#endif
+#if defined(FASTDROPOUT_HAVE_NEON)
+    if (&t == &neon::kernel_table()) {
+        return neon::window_kernels();
+    }
+#endif
+    if (&t != &scalar::kernel_table()) {
+        throw std::invalid_argument(std::string("window: no window kernels for the ") +
+                                    t.name + " kernel table");
+    }
+    return scalar::window_kernels();
+}
+
+// Runs per batch at most (a batch of many one-element runs is cut short).
+constexpr std::size_t kBatchRuns = 512;
+
+// One thread's scratch: the runs of a batch and a bit buffer (a batch's or a long
+// run's piece's bits when they do not start at a mask byte boundary). Left
+// uninitialised (written before read) and sized for the call, so that a small call
+// does not pay for clearing buffers sized for a large one.
+struct ThreadBuf {
+    explicit ThreadBuf(std::size_t n)
+        : runs(new BitRun[std::min(n, kBatchRuns)]),
+          bits(new std::uint8_t[(std::min(n, kPieceBits) + 7) / 8]) {}
+    std::unique_ptr<BitRun[]> runs;
+    std::unique_ptr<std::uint8_t[]> bits;
+};
+
+// Per-thread scratch for a call on n elements, allocated before the parallel region
+// so that nothing in it throws.
+std::vector<ThreadBuf> thread_bufs(std::size_t nt, std::size_t n) {
+    std::vector<ThreadBuf> bufs;
+    bufs.reserve(nt);
+    for (std::size_t t = 0; t < nt; ++t) {
+        bufs.emplace_back(n);
+    }
+    return bufs;
+}
 
 struct OuterDim {
     std::size_t size;
@@ -113,6 +181,116 @@ void put_bits(std::uint8_t* dst, std::size_t pos, const std::uint8_t* src, std::
     }
 }
 
+// Short runs of one thread, gathered into batches of at most kBatchBits consecutive
+// elements [i0, i0 + count), each handed to done(i0, count, runs, nruns, scratch)
+// (scratch: kPieceBits / 8 bytes of the thread's own).
+class Batch {
+  public:
+    explicit Batch(ThreadBuf& buf) : buf_(buf) {}
+
+    // Elements [i, i + len), at global mask index g onwards.
+    template <class Done>
+    void add(std::size_t i, std::uint64_t g, std::size_t len, const Done& done) {
+        while (len != 0) {
+            if (total_ == 0) {
+                i0_ = i;
+            }
+            const std::size_t m = std::min(len, kBatchBits - total_);
+            buf_.runs[nruns_++] = BitRun{g, m};
+            total_ += m;
+            i += m;
+            g += m;
+            len -= m;
+            if (total_ == kBatchBits || nruns_ == kBatchRuns) {
+                flush(done);
+            }
+        }
+    }
+
+    template <class Done>
+    void flush(const Done& done) {
+        if (total_ == 0) {
+            return;
+        }
+        done(i0_, total_, buf_.runs.get(), nruns_, buf_.bits.get());
+        nruns_ = 0;
+        total_ = 0;
+    }
+
+  private:
+    ThreadBuf& buf_;
+    std::size_t i0_ = 0;
+    std::size_t total_ = 0;
+    std::size_t nruns_ = 0;
+};
+
+// Where a batch's mask bits go: straight into the mask when the batch starts at a
+// byte boundary, else into the scratch buffer (then merged in by put_back).
+std::uint8_t* bits_for(std::uint8_t* mask, std::size_t i0, std::uint8_t* scratch) {
+    return mask != nullptr && i0 % 8 == 0 ? mask + i0 / 8 : scratch;
+}
+
+void put_back(std::uint8_t* mask, std::size_t i0, const std::uint8_t* bits, std::size_t count) {
+    if (mask != nullptr && i0 % 8 != 0) {
+        put_bits(mask, i0, bits, count);
+    }
+}
+
+// A batch of the mask bits only.
+struct GenBatch {
+    const WindowKernels& wk;
+    const StreamArgs& s;
+    std::uint8_t* mask;
+
+    void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
+                    std::uint8_t* scratch) const {
+        std::uint8_t* dst = bits_for(mask, i0, scratch);
+        wk.gen_bits_runs(s, runs, nruns, dst);
+        put_back(mask, i0, dst, count);
+    }
+};
+
+// A batch of the forward pass: the fused window kernel, or, for outputs large enough
+// for streaming stores (memory-bound), the batch's bits first and then the apply
+// kernel with streaming stores.
+struct ForwardBatch {
+    const WindowKernels& wk;
+    const KernelTable& table;
+    Dtype dt;
+    const ForwardArgs& a;
+    std::size_t es;
+    bool streaming;
+
+    void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
+                    std::uint8_t* scratch) const {
+        const auto* x = static_cast<const unsigned char*>(a.x) + i0 * es;
+        auto* y = static_cast<unsigned char*>(a.y) + i0 * es;
+        if (!streaming) {
+            ForwardArgs f = a;
+            f.x = x;
+            f.y = y;
+            f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
+            f.n = count;
+            wk.forward_runs[dt](f, runs, nruns);
+            put_back(a.bits, i0, f.bits, count);
+            return;
+        }
+        std::uint8_t* dst = bits_for(a.bits, i0, scratch);
+        wk.gen_bits_runs(a.stream, runs, nruns, dst);
+        put_back(a.bits, i0, dst, count);
+        ApplyArgs ap{};
+        ap.x = x;
+        ap.y = y;
+        ap.bits = dst;
+        ap.bit0 = 0;
+        ap.scale = a.scale;
+        ap.scaled = a.scaled;
+        ap.all_kept = false;
+        ap.stream_stores = true;
+        table.apply[dt](ap, 0, count);
+    }
+};
+
 void check_layout(const WindowLayout& w) {
     if (w.dims.size() > kMaxWindowDims || w.gstride.size() != w.dims.size()) {
         throw std::invalid_argument("window layout: at most 64 axes, one stride per axis");
@@ -159,18 +337,28 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
         return;
     }
     const Runs r = plan_runs(w);
+    const WindowKernels& wk = window_kernels_of(table);
     const auto fn = table.forward[dt];
     const std::size_t es = dtype_size(dt);
+    // Streaming stores for y on the same rule as a plain call of n elements.
+    const bool streaming = n * es >= stream_threshold();
     const auto* x = static_cast<const unsigned char*>(a.x);
     auto* y = static_cast<unsigned char*>(a.y);
     const std::size_t nt = plan_chunks(n);
-    // Per-thread bit buffers, allocated here so nothing in the parallel region throws.
-    std::vector<std::vector<std::uint8_t>> bufs(a.bits != nullptr ? nt : 0,
-                                                std::vector<std::uint8_t>(kPieceBits / 8));
+    // Per-thread buffers, allocated here so nothing in the parallel region throws.
+    std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        Batch batch(bufs[t]);
+        const ForwardBatch apply_batch{wk, table, dt, a, es, streaming};
         walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            if (len < kDirectRun) {
+                batch.add(i, g, len, apply_batch);
+                return;
+            }
+            batch.flush(apply_batch);
             ForwardArgs run = a;
             run.stream.offset = a.stream.offset + g;  // mod 2**64, as the stream wraps
+            run.stream_stores = streaming;
             if (a.bits == nullptr || i % 8 == 0) {
                 run.x = x + i * es;
                 run.y = y + i * es;
@@ -179,7 +367,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
                 fn(run, 0, len);
                 return;
             }
-            std::uint8_t* buf = bufs[t].data();
+            std::uint8_t* buf = bufs[t].bits.get();
             for (std::size_t done = 0; done < len; done += kPieceBits) {
                 const std::size_t m = std::min(kPieceBits, len - done);
                 run.x = x + (i + done) * es;
@@ -191,6 +379,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
                 put_bits(a.bits, i + done, buf, m);
             }
         });
+        batch.flush(apply_batch);
     });
 }
 
@@ -202,18 +391,26 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
         return;
     }
     const Runs r = plan_runs(w);
+    const WindowKernels& wk = window_kernels_of(table);
     const auto fn = table.gen_bits;
     const std::size_t nt = plan_chunks(n);
-    std::vector<std::vector<std::uint8_t>> bufs(nt, std::vector<std::uint8_t>(kPieceBits / 8));
+    std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        Batch batch(bufs[t]);
+        const GenBatch keep{wk, s, bits};
         walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            if (len < kDirectRun) {
+                batch.add(i, g, len, keep);
+                return;
+            }
+            batch.flush(keep);
             StreamArgs run = s;
             if (i % 8 == 0) {
                 run.offset = s.offset + g;
                 fn(run, bits + i / 8, 0, len);
                 return;
             }
-            std::uint8_t* buf = bufs[t].data();
+            std::uint8_t* buf = bufs[t].bits.get();
             for (std::size_t done = 0; done < len; done += kPieceBits) {
                 const std::size_t m = std::min(kPieceBits, len - done);
                 run.offset = s.offset + g + done;
@@ -221,6 +418,7 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
                 put_bits(bits, i + done, buf, m);
             }
         });
+        batch.flush(keep);
     });
 }
 

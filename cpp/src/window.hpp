@@ -1,8 +1,9 @@
 // Windows (docs/spec.md section 11): a C-contiguous block of a larger array whose mask
 // elements are numbered over the larger array's mask. The block is walked in runs, the
-// longest stretches that are contiguous both in memory and in the global stream, and
-// each run is handed to the active kernel table's forward / gen_bits entries with its
-// own stream position. No intrinsics here; baseline flags.
+// longest stretches that are contiguous both in memory and in the global stream; long
+// runs are handed to the active kernel table's forward / gen_bits entries with their
+// own stream positions, short ones in batches to the matching window kernels
+// (fastdropout/window_kernels.hpp). No intrinsics here; baseline flags.
 #pragma once
 
 #include <cstddef>

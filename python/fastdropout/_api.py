@@ -17,7 +17,7 @@ import importlib
 import math
 import operator
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
 
 import numpy as np
 
@@ -55,7 +55,9 @@ __all__ = [
 _empty = np.empty
 _prod = math.prod
 _dense = _core.dense
+_dense_window = _core.dense_window
 _spatial = _core.spatial
+_spatial_window = _core.spatial_window
 _backward = _core.backward
 _alpha_regen = _core.alpha_regen
 _CHANNELS_LAST = {"channels_first": False, "channels_last": True}
@@ -343,12 +345,20 @@ def dropout(
     Dropped elements are ``+0.0`` whatever ``x`` was; kept ones are ``x * s``
     with ``s = dtype(1 / (1 - p))`` (inverted) or ``x`` (classic).
     """
-    if training is True and broadcast_axes is None and window is None:
-        # A plain call (see _core.dense) is checked, allocated and run in C++;
-        # None means "not plain": the general path below validates and raises.
+    if training is True and broadcast_axes is None:
+        # A plain call (see _core.dense, _core.dense_window) is checked, allocated
+        # and run in C++; None means "not plain": the general path below validates
+        # and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
-        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
-        fast = _dense(x, p, mode, s, offset, out, want)
+        if window is None:
+            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+            fast = _dense(x, p, mode, s, offset, out, want)
+        else:  # (y, bits): the Mask records the window
+            fast = _dense_window(x, p, mode, s, offset, out, return_mask, window)
+            if fast is not None and return_mask is True:
+                y, bits = fast
+                win = _window.Window(*cast("Any", window))
+                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, (), win)
         if fast is not None:
             return fast
     if _is_dask(x):  # lazy, block by block
@@ -488,12 +498,28 @@ def spatial_dropout(
     and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
     for the same seed and offset. Other arguments as :func:`dropout`.
     """
-    if training is True and type(data_format) is str and window is None:
+    if training is True and type(data_format) is str:
         channels_last = _CHANNELS_LAST.get(data_format)
         if channels_last is not None:  # a plain call: see dropout()
             s: Any = secrets.randbits(64) if seed is None else seed
-            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
-            fast = _spatial(x, p, mode, s, offset, out, want, channels_last)
+            if window is None:
+                want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+                fast = _spatial(x, p, mode, s, offset, out, want, channels_last)
+            else:  # (y, bits): the Mask records the window
+                fast = _spatial_window(
+                    x, p, mode, s, offset, out, return_mask, channels_last, window
+                )
+                if fast is not None and return_mask is True:
+                    y, bits = fast
+                    shp = y.shape
+                    axes = _v.spatial_axes(len(shp), data_format)
+                    ones = (1,) * len(axes)
+                    n, c = shp[0], shp[-1] if channels_last else shp[1]
+                    shape = (n, *ones, c) if channels_last else (n, c, *ones)
+                    win = _window.Window(*cast("Any", window))
+                    return y, Mask._new(
+                        bits, shape, n * c, p, mode, s, offset, axes, win
+                    )
             if fast is not None:
                 return fast
     if _is_dask(x):  # lazy, block by block
@@ -590,7 +616,15 @@ def dropout_backward(
     covers just the block.
     """
     if window is not None:
-        pass  # validated and run below
+        if mask is None and broadcast_axes is None:
+            # a block's dense mask regenerated (see _core.dense_window); else
+            # validated and run below
+            m = "inverted" if mode is DEFAULT_MODE else mode
+            grad: FloatArray | None = _dense_window(
+                grad_y, p, m, seed, offset, out, False, window
+            )
+            if grad is not None:
+                return grad
     elif (
         type(mask) is Mask
         and p is None
@@ -602,9 +636,7 @@ def dropout_backward(
     ):  # a plain backward from a stored mask: checked and run in C++
         # (bits, shape, size, p, mode, seed, offset, axes), read once (see Mask)
         ms = mask._s
-        grad: FloatArray | None = _backward(
-            grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7]
-        )
+        grad = _backward(grad_y, ms[0], ms[3], ms[4], out, ms[1], ms[7])
         if grad is not None:
             return grad
     elif mask is None and broadcast_axes is None:

@@ -119,6 +119,22 @@ def dense(
     no exception is raised). Raises only MemoryError.
     """
 
+def dense_window(
+    x: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: object,
+    return_mask: object,
+    window: object,
+    /,
+) -> Any:
+    """As dense() for a block of a larger array (docs/spec.md section 11). Plain
+    window: an exact tuple (global_shape, start) of two exact tuples of exact ints,
+    one per axis of x, global sizes in [0, 2**63), the block inside the global
+    array at start. None when not plain (the general path validates and raises)."""
+
 def spatial(
     x: object,
     p: object,
@@ -133,6 +149,21 @@ def spatial(
     """As dense() for spatial dropout of a rank-3/4/5 x: one decision per (n, c),
     channels on axis 1 (channels_last False) or the last axis (True). The bits
     returned with return_mask are the N*C mask bits. None when not plain."""
+
+def spatial_window(
+    x: object,
+    p: object,
+    mode: object,
+    seed: object,
+    offset: object,
+    out: object,
+    return_mask: object,
+    channels_last: object,
+    window: object,
+    /,
+) -> Any:
+    """As spatial() for a block with a plain window (see dense_window); the bits
+    returned with return_mask are the block's window of the (N, C) mask."""
 
 def backward(
     g: object,

@@ -14,6 +14,7 @@
 #include "fastdropout/kernel_table.hpp"
 #include "fastdropout/philox.hpp"
 #include "parallel.hpp"
+#include "window.hpp"
 
 namespace fd = fastdropout;
 
@@ -252,6 +253,76 @@ void check_kernels(const fd::KernelTable& t, const fd::KernelTable& ref) {
     }
 }
 
+// Windows (window.cpp and the window kernels of window_generic.hpp): a block of R rows
+// of L elements whose rows are S apart in the global stream, against the reference
+// table's dense kernels run row by row. Short rows take the window kernel, long ones
+// the dense kernels; offsets cover every residue mod 4, the block counter's wrap at
+// 2**62 and the carry of its low word.
+void check_windows(const fd::KernelTable& t, const fd::KernelTable& ref) {
+    const std::size_t shapes[][3] = {{600, 1, 9},   {37, 3, 11},  {25, 63, 130},
+                                     {20, 65, 130}, {50, 200, 1000}, {6, 1500, 4000}};
+    const std::uint64_t offsets[] = {0, 1, 2, 3, ~std::uint64_t{0} - 2000,
+                                     (std::uint64_t{1} << 34) - 130};
+    for (int threads = 1; threads <= 2; ++threads) {
+        fd::set_num_threads(threads);
+        for (const auto& sh : shapes) {
+            const std::size_t rows = sh[0];
+            const std::size_t len = sh[1];
+            const std::size_t n = rows * len;
+            fd::WindowLayout w;
+            w.dims = {rows, len};
+            w.gstride = {sh[2], 1};
+            for (std::uint64_t off : offsets) {
+                const fd::StreamArgs s{0x12345678u, 0x9abcdef0u, off, 0x66666666u};
+                // expected: each row's bits from the reference's dense kernel
+                std::vector<std::uint8_t> want((n + 7) / 8, 0);
+                std::vector<std::uint8_t> row((len + 7) / 8 + 8);
+                for (std::size_t r = 0; r < rows; ++r) {
+                    fd::StreamArgs rs = s;
+                    rs.offset = off + r * sh[2];
+                    ref.gen_bits(rs, row.data(), 0, len);
+                    for (std::size_t j = 0; j < len; ++j) {
+                        const std::size_t i = r * len + j;
+                        want[i / 8] = static_cast<std::uint8_t>(
+                            want[i / 8] | (((row[j / 8] >> (j % 8)) & 1u) << (i % 8)));
+                    }
+                }
+                const std::string what = std::string(t.name) + " window " +
+                                         std::to_string(rows) + "x" + std::to_string(len) +
+                                         " offset " + std::to_string(off) + " threads " +
+                                         std::to_string(threads);
+                std::vector<std::uint8_t> got((n + 7) / 8, 0xAB);
+                fd::run_window_gen_bits(t, s, got.data(), w);
+                check(got == want, what + " gen_bits");
+                // the forward pass: float32, y = x * 2 where kept, its mask bits
+                std::vector<float> x(n);
+                std::vector<float> y(n);
+                for (std::size_t i = 0; i < n; ++i) {
+                    x[i] = static_cast<float>(i % 1000) + 0.5f;
+                }
+                fd::ForwardArgs a{};
+                a.stream = s;
+                a.x = x.data();
+                a.y = y.data();
+                std::vector<std::uint8_t> bits((n + 7) / 8, 0xCD);
+                a.bits = bits.data();
+                a.n = n;
+                a.scale = 2.0;
+                a.scaled = true;
+                fd::run_window_forward(t, fd::kF32, a, w);
+                check(bits == want, what + " forward bits");
+                bool values = true;
+                for (std::size_t i = 0; i < n; ++i) {
+                    const bool keep = ((want[i / 8] >> (i % 8)) & 1u) != 0;
+                    values = values && y[i] == (keep ? x[i] * 2.0f : 0.0f);
+                }
+                check(values, what + " forward values");
+            }
+        }
+    }
+    fd::set_num_threads(0);
+}
+
 }  // namespace
 
 int main() {
@@ -262,6 +333,7 @@ int main() {
         const fd::KernelTable& t = fd::active_table();
         check_philox(t);
         check_kernels(t, scalar);
+        check_windows(t, scalar);
         std::printf("%-7s checked against scalar\n", t.name);
     }
     if (g_failures != 0) {

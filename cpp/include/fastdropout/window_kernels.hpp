@@ -1,0 +1,42 @@
+// Per-ISA kernels behind windows (docs/spec.md section 11), next to KernelTable: each
+// kernels/<isa>.cpp stamps kernels/window_generic.hpp after dropout_generic.hpp and
+// defines fastdropout::<isa>::window_kernels(). window.cpp picks the record that
+// belongs to the active KernelTable.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fastdropout/kernel_args.hpp"
+
+namespace fastdropout {
+
+// A run of `len` consecutive mask elements whose first one is at stream position
+// stream.offset + pos (mod 2**64, as the stream wraps).
+struct BitRun {
+    std::uint64_t pos;
+    std::size_t len;
+};
+
+struct WindowKernels {
+    const char* name;  // the KernelTable's name
+    // The keep bits of runs[0], runs[1], ... runs[nruns-1], one after another from bit
+    // 0 of `bits` (bit k of byte j is bit 8j + k): ceil(total / 8) bytes are written,
+    // the unused high bits of the last one 0. The Philox blocks the runs need are
+    // computed together, full SIMD vectors at a time, each block once even when two
+    // neighbouring runs share it: a short run costs its own blocks, not a whole fill.
+    void (*gen_bits_runs)(const StreamArgs& s, const BitRun* runs, std::size_t nruns,
+                          std::uint8_t* bits);
+    // The forward pass (docs/spec.md sections 2-3) with those bits: elements 0 ..
+    // total-1 of a.x and a.y (a.n and a.stream_stores are not used), the mask bits
+    // to a.bits from bit 0 when it is not null, as gen_bits_runs writes them.
+    void (*forward_runs[kNumDtypes])(const ForwardArgs& a, const BitRun* runs,
+                                     std::size_t nruns);
+};
+
+namespace scalar { const WindowKernels& window_kernels(); }
+namespace avx2 { const WindowKernels& window_kernels(); }
+namespace avx512 { const WindowKernels& window_kernels(); }
+namespace neon { const WindowKernels& window_kernels(); }
+
+}  // namespace fastdropout

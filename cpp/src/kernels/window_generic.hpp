@@ -1,0 +1,345 @@
+// The window kernel (see fastdropout/window_kernels.hpp), written once against the
+// vec_<isa>.hpp vocabulary and dropout_generic.hpp's Philox helpers. kernels/<isa>.cpp
+// includes it right after dropout_generic.hpp, in the same translation unit, so it
+// shares that file's internal helpers and its rules: internal linkage for everything
+// but window_kernels(), and no std:: templates (no weak symbols across ISAs).
+//
+// Why a kernel of its own: the dense kernels compute the stream in fills of
+// kFillBlocks Philox blocks from a run's first block, so a run shorter than a fill
+// pays for a whole one (plus a straddled block at each end). Here the blocks that a
+// list of runs needs are collected first, each once, then computed kPassBlocks at a
+// time with every lane in use, and the runs' bits are copied out of the result.
+
+#ifndef FASTDROPOUT_ISA
+#error "define FASTDROPOUT_ISA before including window_generic.hpp"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fastdropout/window_kernels.hpp"
+
+namespace fastdropout {
+namespace FASTDROPOUT_ISA {
+namespace {
+
+// Blocks collected before one Philox pass over them (a multiple of kPassBlocks), and
+// runs (or pieces of runs) waiting for those blocks. Small, so that the forward
+// kernel's Philox work and its loads and stores interleave closely, as in the dense
+// kernel.
+constexpr std::size_t kRunBlocks = 128;
+constexpr std::size_t kRunPending = 128;
+constexpr std::size_t kKeepWords = kRunBlocks * 4 / 64;
+static_assert(kRunBlocks % static_cast<std::size_t>(kPassBlocks) == 0,
+              "kRunBlocks must be a multiple of kPassBlocks");
+
+// The keep bits of a list of runs, one after another, 64 at a time (like BitStream
+// for one run): the blocks the runs need are collected (see the file comment),
+// computed, and their bits copied out in order.
+class RunStream {
+  public:
+    FASTDROPOUT_INLINE RunStream(const StreamArgs& s, const BitRun* runs, std::size_t nruns)
+        : rk_(make_round_keys(s.k0, s.k1)), runs_(runs), nruns_(nruns), offset_(s.offset) {
+        broadcast_keys(rk_, kv_);
+        if (s.threshold == 0) {
+            constant_ = true;  // p == 0: all kept
+            const_bits_ = ~std::uint64_t{0};
+        } else if (s.threshold > 0xFFFFFFFFu) {
+            constant_ = true;  // threshold 2**32: all dropped
+            const_bits_ = 0;
+        } else {
+            t_ = set1(static_cast<std::uint32_t>(s.threshold));
+        }
+        if (nruns_ != 0) {
+            pos_ = offset_ + runs_[0].pos;
+            left_ = runs_[0].len;
+        }
+    }
+
+    // The next 64 bits (past the runs' total: 0).
+    FASTDROPOUT_INLINE std::uint64_t next() {
+        if (constant_) {
+            return const_bits_;
+        }
+        if (used_ == nwords_) {
+            refill();
+        }
+        return used_ < nwords_ ? words_[used_++] : 0;
+    }
+
+  private:
+    struct Pending {
+        std::size_t bit;  // first bit of the piece in keep_
+        std::size_t len;
+    };
+
+    // Collects pieces of runs until the blocks or the pending list are full (or the
+    // runs end), computes the blocks and writes the pieces' bits to words_.
+    FASTDROPOUT_INLINE void refill() {
+        nwords_ = 0;
+        used_ = 0;
+        while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
+            collect();
+            if (nblocks_ != 0) {
+                compute();
+            }
+            for (std::size_t r = 0; r < npending_; ++r) {
+                std::size_t bit = pending_[r].bit;
+                std::size_t len = pending_[r].len;
+                for (; len >= 64; len -= 64, bit += 64) {  // whole words
+                    const std::uint64_t v = keep_at(bit, 64);
+                    words_[nwords_++] = acc_ | (v << acc_used_);
+                    acc_ = acc_used_ == 0 ? 0 : v >> (64 - acc_used_);
+                }
+                if (len != 0) {
+                    put(keep_at(bit, len), len);
+                }
+            }
+            nblocks_ = 0;
+            npending_ = 0;
+            if (run_ == nruns_ && acc_used_ != 0) {  // the last, partial word
+                words_[nwords_++] = acc_;
+                acc_ = 0;
+                acc_used_ = 0;
+            }
+        }
+    }
+
+    FASTDROPOUT_INLINE void collect() {
+        while (run_ < nruns_) {
+            if (left_ == 0) {
+                if (++run_ < nruns_) {
+                    pos_ = offset_ + runs_[run_].pos;
+                    left_ = runs_[run_].len;
+                }
+                continue;
+            }
+            const std::uint64_t block = pos_ >> 2;  // < 2**62
+            const auto shift = static_cast<std::size_t>(pos_ & 3u);
+            // The previous piece may have ended in this very block: use it again.
+            const bool reuse = nblocks_ != 0 && block == last_;
+            const std::size_t first = reuse ? nblocks_ - 1 : nblocks_;
+            if (first == kRunBlocks || npending_ == kRunPending) {
+                return;
+            }
+            const std::size_t room = 4 * (kRunBlocks - first) - shift;
+            const std::size_t m = left_ < room ? left_ : room;
+            const std::size_t need = (shift + m + 3) / 4;  // blocks from `block`
+            if (!reuse) {
+                push_blocks(block, need);
+            } else if (need > 1) {
+                push_blocks((block + 1) & kStreamBlockMask, need - 1);
+            }
+            last_ = (block + need - 1) & kStreamBlockMask;
+            pending_[npending_].bit = 4 * first + shift;
+            pending_[npending_].len = m;
+            ++npending_;
+            pos_ += m;
+            left_ -= m;
+        }
+    }
+
+    // Appends the low `count` (1..64) bits of v (higher bits 0) to the output words.
+    FASTDROPOUT_INLINE void put(std::uint64_t v, std::size_t count) {
+        acc_ |= v << acc_used_;
+        acc_used_ += count;
+        if (acc_used_ >= 64) {
+            words_[nwords_++] = acc_;
+            acc_used_ -= 64;
+            acc_ = acc_used_ == 0 ? 0 : v >> (count - acc_used_);
+        }
+    }
+
+    // Counters of blocks b, b+1, ..., b+count-1 (mod 2**62) into the next slots. The
+    // high words are stored only once some block's differs from the first one's
+    // (mixed_), which is rare: until then hi_ is not needed.
+    FASTDROPOUT_INLINE void push_blocks(std::uint64_t b, std::size_t count) {
+        const auto lo = static_cast<std::uint32_t>(b);
+        const auto hi = static_cast<std::uint32_t>(b >> 32);
+        if (nblocks_ == 0) {
+            hi0_ = hi;
+            mixed_ = false;
+        }
+        const bool carry = static_cast<std::uint64_t>(lo) + (count - 1) > 0xFFFFFFFFu;
+        if (!mixed_ && (carry || hi != hi0_)) {
+            for (std::size_t j = 0; j < nblocks_; ++j) {
+                hi_[j] = hi0_;
+            }
+            mixed_ = true;
+        }
+        std::uint32_t* plo = lo_ + nblocks_;
+        std::uint32_t* phi = hi_ + nblocks_;
+        if (!carry) {
+            // No carry into the high word (so no wrap at 2**62 either): whole vectors
+            // of consecutive counters; the last store may run up to kLanes - 1 slots
+            // past the end, which the arrays leave room for.
+            const U32 step = iota();
+            for (std::size_t j = 0; j < count; j += static_cast<std::size_t>(kLanes)) {
+                store(plo + j, add(set1(lo + static_cast<std::uint32_t>(j)), step));
+            }
+            if (mixed_) {
+                const U32 vhi = set1(hi);
+                for (std::size_t j = 0; j < count; j += static_cast<std::size_t>(kLanes)) {
+                    store(phi + j, vhi);
+                }
+            }
+        } else {
+            for (std::size_t j = 0; j < count; ++j) {  // once every 2**32 blocks
+                const std::uint64_t c = (b + j) & kStreamBlockMask;
+                plo[j] = static_cast<std::uint32_t>(c);
+                phi[j] = static_cast<std::uint32_t>(c >> 32);
+            }
+        }
+        nblocks_ += count;
+    }
+
+    // keep_ bits [bit, bit + k), k in 1..64.
+    FASTDROPOUT_INLINE std::uint64_t keep_at(std::size_t bit, std::size_t k) const {
+        const std::size_t w = bit / 64;
+        const auto o = static_cast<unsigned>(bit % 64);
+        std::uint64_t v = keep_[w] >> o;
+        if (o != 0) {
+            v |= keep_[w + 1] << (64 - o);
+        }
+        return v & low_bits(k);
+    }
+
+    // Bits 4j .. 4j+3 of keep_ for collected block j, whole passes of kPassBlocks.
+    FASTDROPOUT_INLINE void compute() {
+        const std::size_t pass_blocks = static_cast<std::size_t>(kPassBlocks);
+        const std::size_t passes = (nblocks_ + pass_blocks - 1) / pass_blocks;
+        for (std::size_t w = 0; w < kKeepWords + 1; ++w) {
+            keep_[w] = 0;
+        }
+        // The last pass is whole: the slots after the last collected block get defined
+        // values (their bits are never read).
+        for (std::size_t k = nblocks_; k < passes * pass_blocks; ++k) {
+            lo_[k] = 0;
+            hi_[k] = 0;
+        }
+        const std::size_t lanes = static_cast<std::size_t>(kLanes);
+        if (!mixed_) {  // one high counter word: the cheaper first rounds
+            if (uhi_.hi != hi0_) {
+                set_uniform_hi(uhi_, hi0_, rk_);
+            }
+            for (std::size_t pass = 0; pass < passes; ++pass) {
+                const std::size_t base = pass * pass_blocks;
+                U32 c[kSets][4];
+                for (std::size_t s = 0; s < static_cast<std::size_t>(kSets); ++s) {
+                    c[s][0] = load(lo_ + base + s * lanes);
+                }
+                philox10_uniform_hi(c, uhi_, kv_);
+                finish_keep_bits(c, kv_, t_, keep_, static_cast<int>(4 * base));
+            }
+            return;
+        }
+        const U32 zero = set1(0);
+        for (std::size_t pass = 0; pass < passes; ++pass) {
+            const std::size_t base = pass * pass_blocks;
+            U32 c[kSets][4];
+            for (std::size_t s = 0; s < static_cast<std::size_t>(kSets); ++s) {
+                c[s][0] = load(lo_ + base + s * lanes);
+                c[s][1] = load(hi_ + base + s * lanes);
+                c[s][2] = zero;
+                c[s][3] = zero;
+            }
+            philox_rounds(c, kv_, 0, kPhiloxRounds - 1);
+            finish_keep_bits(c, kv_, t_, keep_, static_cast<int>(4 * base));
+        }
+    }
+
+    RoundKeys rk_;
+    RoundKeyVecs kv_;
+    UniformHi uhi_;
+    U32 t_{};
+    const BitRun* runs_;
+    std::size_t nruns_;
+    std::uint64_t offset_;
+    bool constant_ = false;
+    std::uint64_t const_bits_ = 0;
+    // the run being collected: index, next stream position, elements left
+    std::size_t run_ = 0;
+    std::uint64_t pos_ = 0;
+    std::size_t left_ = 0;
+    std::uint32_t lo_[kRunBlocks + static_cast<std::size_t>(kLanes)];
+    std::uint32_t hi_[kRunBlocks + static_cast<std::size_t>(kLanes)];
+    std::uint64_t keep_[kKeepWords + 1];  // one spare word for keep_at's second read
+    Pending pending_[kRunPending];
+    std::size_t nblocks_ = 0;
+    std::size_t npending_ = 0;
+    std::uint64_t last_ = 0;  // the last collected block
+    std::uint32_t hi0_ = 0;   // the first collected block's high counter word
+    bool mixed_ = false;      // some collected block has another high word
+    // output words of the last refill, and the partial word being assembled
+    std::uint64_t words_[kKeepWords + 1];
+    std::size_t nwords_ = 0;
+    std::size_t used_ = 0;
+    std::uint64_t acc_ = 0;
+    std::size_t acc_used_ = 0;
+};
+
+std::size_t total_of(const BitRun* runs, std::size_t nruns) {
+    std::size_t n = 0;
+    for (std::size_t r = 0; r < nruns; ++r) {
+        n += runs[r].len;
+    }
+    return n;
+}
+
+void gen_bits_runs_kernel(const StreamArgs& s, const BitRun* runs, std::size_t nruns,
+                          std::uint8_t* bits) {
+    const std::size_t n = total_of(runs, nruns);
+    RunStream stream(s, runs, nruns);
+    std::size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        store_bits(bits + i / 8, stream.next(), 8);
+    }
+    if (i < n) {
+        const std::size_t rem = n - i;
+        store_bits(bits + i / 8, stream.next() & low_bits(rem), (rem + 7) / 8);
+    }
+}
+
+// forward_kernel with the bits of the runs: elements 0 .. total-1 of a.x / a.y, their
+// mask bits (if a.bits) from bit 0. No streaming stores (the caller keeps the dense
+// kernels' two passes for outputs that would want them).
+template <class Ops>
+void forward_runs_kernel(const ForwardArgs& a, const BitRun* runs, std::size_t nruns) {
+    using T = typename Ops::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    const std::size_t n = total_of(runs, nruns);
+    RunStream stream(a.stream, runs, nruns);
+    std::size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        prefetch_ahead(x, y, i, n);
+        const std::uint64_t b = stream.next();
+        if (a.bits != nullptr) {
+            store_bits(a.bits + i / 8, b, 8);
+        }
+        apply_group<Ops>(b, x + i, y + i, s, a.scaled);
+    }
+    if (i < n) {
+        const std::size_t rem = n - i;
+        const std::uint64_t b = stream.next() & low_bits(rem);
+        if (a.bits != nullptr) {
+            store_bits(a.bits + i / 8, b, (rem + 7) / 8);
+        }
+        apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
+    }
+}
+
+const WindowKernels kWindowKernels = {
+    FASTDROPOUT_ISA_NAME,
+    &gen_bits_runs_kernel,
+    {&forward_runs_kernel<OpsF16>, &forward_runs_kernel<OpsF32>, &forward_runs_kernel<OpsF64>,
+     &forward_runs_kernel<OpsBF16>},
+};
+
+}  // namespace
+
+const WindowKernels& window_kernels() { return kWindowKernels; }
+
+}  // namespace FASTDROPOUT_ISA
+}  // namespace fastdropout
