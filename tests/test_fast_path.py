@@ -341,12 +341,12 @@ def test_plain_public_calls_take_the_fast_paths(
 ) -> None:
     """A plain call of each public function is served by its C++ fast path (a
     declined one would still be right, only slower: this guards the speed)."""
-    from fastdropout import _api
+    from fastdropout import _api, _spatial_api
 
     served: list[str] = []
 
-    def spy_on(name: str) -> Any:
-        real = getattr(_api, name)
+    def spy_on(module: Any, name: str) -> Any:
+        real = getattr(module, name)
 
         def spy(*args: Any) -> Any:
             r = real(*args)
@@ -356,8 +356,8 @@ def test_plain_public_calls_take_the_fast_paths(
 
         return spy
 
-    for name in ("_dense", "_spatial", "_backward"):
-        monkeypatch.setattr(_api, name, spy_on(name))
+    for module, name in ((_api, "_dense"), (_spatial_api, "_spatial"), (_api, "_backward")):
+        monkeypatch.setattr(module, name, spy_on(module, name))
     x = make_input((2, 3, 4, 5), np.float32, seed=1)
     out = np.empty_like(x)
     _, m = native.dropout(x, 0.5, seed=1, return_mask=True)

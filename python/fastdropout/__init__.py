@@ -24,15 +24,10 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
 
 from . import reference
 from ._alpha import alpha_dropout
-from ._api import (
-    dropout,
-    dropout_backward,
-    get_num_threads,
-    set_num_threads,
-    simd_level,
-    spatial_dropout,
-)
+from ._api import dropout, dropout_backward
 from ._fused import dropout_add, dropout_add_backward
+from ._runtime import get_num_threads, set_num_threads, simd_level
+from ._spatial_api import spatial_dropout
 from .layers import AlphaDropout, Dropout, DropoutAdd, SpatialDropout
 from .mask import Mask
 

@@ -12,7 +12,9 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import _WANT_MASK, _dask, _is_dask
+from ._calls import WANT_MASK as _WANT_MASK
+from ._calls import dask_module as _dask
+from ._calls import is_dask as _is_dask
 from ._fused import _finish, _readable, _same_memory, _target
 from ._interop import keeps_array_type
 from ._seed import resolve_seed

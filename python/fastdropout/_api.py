@@ -1,30 +1,29 @@
-"""The native front-end: validate in Python, run the C++ core (``_core``).
-
-Validation comes from ``_validate.py`` (shared with ``fastdropout.reference``);
-this module only decides how to feed the core without hidden temporaries:
-
-- a C-contiguous, aligned input that does not overlap the output is read in
-  place by the kernel;
-- ``out=x`` (same memory, same layout) runs in place;
-- anything else (strided, Fortran-ordered, negative strides) is first copied
-  into the output with ``np.copyto``, and the kernel then runs in place on the
-  output; a partial overlap of ``x`` and ``out`` goes through a copy of ``x``.
+"""The native front-end of ``dropout`` and ``dropout_backward``: plain calls go
+to the C++ core's one-call fast paths, everything else is validated in Python
+(``_validate.py``, shared with ``fastdropout.reference``) and fed to the core as
+``_calls`` describes. ``spatial_dropout`` is in ``_spatial_api``, the thread and
+SIMD settings in ``_runtime``.
 """
 
 from __future__ import annotations
 
-import importlib
-import math
-import operator
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 
-from . import _bfloat16, _core, _scales, _window
+from . import _core, _scales, _window
 from . import _validate as _v
+from ._calls import WANT_MASK as _WANT_MASK
+from ._calls import check_window as _check_window
+from ._calls import dask_module as _dask
+from ._calls import finish as _finish
+from ._calls import forward_planned as _forward
+from ._calls import is_dask as _is_dask
+from ._calls import run_window as _run_window
+from ._calls import source as _source
+from ._calls import target as _target
 from ._interop import keeps_array_type
-from ._seed import resolve_seed
 from ._validate import DEFAULT_MODE
 from .mask import Mask
 
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from ._typing import (
         ArrayT,
         Axes,
-        DataFormat,
         FloatArray,
         Mode,
         Offset,
@@ -43,94 +41,15 @@ if TYPE_CHECKING:
         WindowArg,
     )
 
-__all__ = [
-    "dropout",
-    "dropout_backward",
-    "get_num_threads",
-    "set_num_threads",
-    "simd_level",
-    "spatial_dropout",
-]
+__all__ = ["dropout", "dropout_backward"]
 
 _empty = np.empty
-_prod = math.prod
-_dense = _core.dense
-_dense_window = _core.dense_window
-_spatial = _core.spatial
-_spatial_window = _core.spatial_window
-_backward = _core.backward
-_alpha_regen = _core.alpha_regen
-_CHANNELS_LAST = {"channels_first": False, "channels_last": True}
-# Passed as return_mask, it makes the forward fast paths return (y, Mask) with the
-# Mask made in C++ (as Mask._new would make it); True gives (y, bits) (the layers).
-_WANT_MASK = _core._mask_maker(Mask)
-_may_share_memory = np.may_share_memory
-_copyto = np.copyto
 _uint8 = np.uint8
 _threshold = _v.threshold
-_inverted_scale = _v.inverted_scale
-
-
-def _target(x: FloatArray, out: FloatArray | None) -> FloatArray:
-    """Where the kernel writes: ``out``, or a new C-contiguous array. An
-    unaligned ``out`` gets a temporary (see ``_finish``)."""
-    if out is None or not out.flags.aligned:
-        return _empty(x.shape, x.dtype)
-    return out
-
-
-def _source(x: FloatArray, y: FloatArray, out: FloatArray | None) -> FloatArray:
-    """What the kernel reads: ``x`` itself, or ``y`` after copying ``x`` into it.
-    ``y`` is ``out`` or a fresh array (which cannot overlap ``x``)."""
-    if y is not out or not _may_share_memory(x, y):
-        flags = x.flags
-        if flags.c_contiguous and flags.aligned:
-            return x
-        _copyto(y, x)  # any strides
-        return y
-    if _same_memory(x, y):
-        return y  # out is x: in place
-    # Partial overlap. np.copyto does not always cope with it (1-D arrays of
-    # different strides are copied element by element without a temporary),
-    # so read x through a copy.
-    _copyto(y, x.copy())
-    return y
-
-
-def _same_memory(x: FloatArray, y: FloatArray) -> bool:
-    """x and y are the same elements at the same addresses (y is C-contiguous)."""
-    return (
-        x.flags.c_contiguous
-        and x.shape == y.shape
-        and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
-    )
-
-
-def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
-    if out is None or y is out:
-        return y
-    _copyto(out, y)  # unaligned out
-    return out
-
-
-def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> FloatArray:
-    y = out if out is not None else _empty(x.shape, x.dtype)
-    if out is not None and _may_share_memory(x, out) and not _same_memory(x, out):
-        x = x.copy()  # partial overlap: see _source
-    if mode == "inverted":
-        _copyto(y, x)
-    elif _bfloat16.is_bfloat16(x.dtype):  # the kernels' rounding (docs/spec.md section 8)
-        factor = float(_v.classic_factor(p, x.dtype))
-        if x.flags.c_contiguous and x.flags.aligned and y.flags.aligned:
-            _core.scale_all(x, y, factor)  # x is y or disjoint from it (above)
-        else:
-            tmp = np.array(x, order="C", copy=True)
-            _core.scale_all(tmp, tmp, factor)
-            _copyto(y, tmp)
-    else:
-        with np.errstate(all="ignore"):  # Inf * 0 for p == 1 is NaN, quietly
-            np.multiply(x, _v.classic_factor(p, x.dtype), out=y)
-    return y
+_dense = _core.dense
+_dense_window = _core.dense_window
+_backward = _core.backward
+_alpha_regen = _core.alpha_regen
 
 
 # ---- fast paths ------------------------------------------------------------------
@@ -142,65 +61,6 @@ def _evaluate(x: FloatArray, p: float, mode: str, out: FloatArray | None) -> Flo
 # Both compute the same bits (tests/test_fast_path.py).
 _ndarray = np.ndarray
 
-
-def _is_dask(x: object) -> bool:
-    """A dask collection, recognised without importing dask (docs/spec.md section
-    11: such arrays go to fastdropout.dask instead of being computed here)."""
-    return type(x).__module__.startswith("dask.")
-
-
-def _dask() -> Any:
-    """``fastdropout.dask``, imported at the first dask array (dask is then
-    importable, since the array exists)."""
-    return importlib.import_module("fastdropout.dask")
-
-
-def _check_window(window: object, shape: tuple[int, ...]) -> _window.Window | None:
-    return None if window is None else _window.check_window(window, shape)
-
-
-def _run_window(
-    src: FloatArray,
-    y: FloatArray,
-    seed: int,
-    offset: int,
-    win: _window.Window,
-    axes: tuple[int, ...],
-    threshold: int,
-    scale: float,
-    scaled: bool,
-    bits: npt.NDArray[np.uint8] | None,
-) -> None:
-    """The windowed forward pass (docs/spec.md section 11) from ``src`` into ``y``."""
-    first, strides = _window.layout(win, axes, offset)
-    _core.window_forward(
-        src, y, seed, first, strides, threshold, scale, scaled, bits, axes
-    )
-
-
-def _forward(plan: _v.ForwardPlan, win: _window.Window | None = None) -> Any:
-    x, p, training, mode, seed_arg, offset, axes, mask_shape, n_mask, out, want_mask = (
-        plan
-    )
-    if not training:
-        y = _evaluate(x, p, mode, out)
-        return (y, None) if want_mask else y
-    seed = resolve_seed(seed_arg)
-    y = _target(x, out)
-    bits = _empty((n_mask + 7) >> 3, _uint8) if (want_mask or axes) else None
-    scaled = mode == "inverted"
-    scale = float(_inverted_scale(p, x.dtype)) if scaled else 1.0
-    src = _source(x, y, out)
-    if win is None:
-        _core.forward(src, y, seed, offset, _threshold(p), scale, scaled, bits, axes)
-    else:
-        t = _threshold(p)
-        _run_window(src, y, seed, offset, win, axes, t, scale, scaled, bits)
-    y = _finish(y, out)
-    if not want_mask:
-        return y
-    assert bits is not None
-    return y, Mask._new(bits, mask_shape, n_mask, p, mode, seed, offset, axes, win)
 
 
 # Typing: a float ndarray type in, the same type out (dtype kept); anything else
@@ -393,176 +253,6 @@ def _dropout_general(
 
 
 @overload
-def spatial_dropout(
-    x: ArrayT,
-    p: Probability = ...,
-    *,
-    data_format: DataFormat = ...,
-    training: bool = ...,
-    mode: Mode = ...,
-    seed: Seed = ...,
-    offset: Offset = ...,
-    out: ArrayT | None = ...,
-    return_mask: Literal[False] = ...,
-    window: WindowArg | None = ...,
-) -> ArrayT: ...
-@overload
-def spatial_dropout(
-    x: ArrayT,
-    p: Probability = ...,
-    *,
-    data_format: DataFormat = ...,
-    training: Literal[True] = ...,
-    mode: Mode = ...,
-    seed: Seed = ...,
-    offset: Offset = ...,
-    out: ArrayT | None = ...,
-    return_mask: Literal[True],
-    window: WindowArg | None = ...,
-) -> tuple[ArrayT, Mask]: ...
-@overload
-def spatial_dropout(
-    x: ArrayT,
-    p: Probability = ...,
-    *,
-    data_format: DataFormat = ...,
-    training: bool = ...,
-    mode: Mode = ...,
-    seed: Seed = ...,
-    offset: Offset = ...,
-    out: ArrayT | None = ...,
-    return_mask: Literal[True],
-    window: WindowArg | None = ...,
-) -> tuple[ArrayT, Mask | None]: ...
-@overload
-def spatial_dropout(
-    x: npt.ArrayLike,
-    p: Probability = ...,
-    *,
-    data_format: DataFormat = ...,
-    training: bool = ...,
-    mode: Mode = ...,
-    seed: Seed = ...,
-    offset: Offset = ...,
-    out: FloatArray | None = ...,
-    return_mask: Literal[False] = ...,
-    window: WindowArg | None = ...,
-) -> FloatArray: ...
-@overload
-def spatial_dropout(
-    x: npt.ArrayLike,
-    p: Probability = ...,
-    *,
-    data_format: DataFormat = ...,
-    training: Literal[True] = ...,
-    mode: Mode = ...,
-    seed: Seed = ...,
-    offset: Offset = ...,
-    out: FloatArray | None = ...,
-    return_mask: Literal[True],
-    window: WindowArg | None = ...,
-) -> tuple[FloatArray, Mask]: ...
-@overload
-def spatial_dropout(
-    x: npt.ArrayLike,
-    p: Probability = ...,
-    *,
-    data_format: DataFormat = ...,
-    training: bool = ...,
-    mode: Mode = ...,
-    seed: Seed = ...,
-    offset: Offset = ...,
-    out: FloatArray | None = ...,
-    return_mask: bool,
-    window: WindowArg | None = ...,
-) -> FloatArray | tuple[FloatArray, Mask | None]: ...
-
-
-def spatial_dropout(
-    x: Any,
-    p: Any = 0.5,
-    *,
-    data_format: DataFormat = "channels_first",
-    training: bool = True,
-    mode: Mode = "inverted",
-    seed: Any = None,
-    offset: Any = 0,
-    out: Any = None,
-    return_mask: bool = False,
-    window: WindowArg | None = None,
-) -> Any:
-    """Dropout of whole feature maps (channels) of a 3-, 4- or 5-D ``x``.
-
-    ``data_format="channels_first"``: ``x`` is ``(N, C, *spatial)`` and the
-    mask shape ``(N, C, 1, ..., 1)``; ``"channels_last"``: ``(N, *spatial, C)``
-    and ``(N, 1, ..., 1, C)``. The same ``(n, c)`` is dropped in both layouts
-    for the same seed and offset. Other arguments as :func:`dropout`.
-    """
-    if training is True and type(data_format) is str:
-        channels_last = _CHANNELS_LAST.get(data_format)
-        if channels_last is not None:  # a plain call: see dropout()
-            s: Any = secrets.randbits(64) if seed is None else seed
-            if window is None:
-                want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
-                fast = _spatial(x, p, mode, s, offset, out, want, channels_last)
-            else:  # (y, bits): the Mask records the window
-                fast = _spatial_window(
-                    x, p, mode, s, offset, out, return_mask, channels_last, window
-                )
-                if fast is not None and return_mask is True:
-                    y, bits = fast
-                    shp = y.shape
-                    axes = _v.spatial_axes(len(shp), data_format)
-                    ones = (1,) * len(axes)
-                    n, c = shp[0], shp[-1] if channels_last else shp[1]
-                    shape = (n, *ones, c) if channels_last else (n, c, *ones)
-                    win = _window.Window(*cast("Any", window))
-                    return y, Mask._new(
-                        bits, shape, n * c, p, mode, s, offset, axes, win
-                    )
-            if fast is not None:
-                return fast
-    if _is_dask(x):  # lazy, block by block
-        return _dask().spatial_dropout(
-            x, p, data_format=data_format, training=training, mode=mode, seed=seed,
-            offset=offset, out=out, return_mask=return_mask, window=window,
-        )  # fmt: skip
-    return _spatial_dropout_general(
-        x, p, data_format, training, mode, seed, offset, out, return_mask, window
-    )
-
-
-@keeps_array_type("x")
-def _spatial_dropout_general(
-    x: Any,
-    p: object,
-    data_format: object,
-    training: object,
-    mode: object,
-    seed: object,
-    offset: object,
-    out: Any,
-    return_mask: object,
-    window: object,
-) -> Any:
-    """``spatial_dropout`` for every call but the plain ones (any array type)."""
-    plan = _v.plan_forward(
-        x,
-        p,
-        training,
-        mode,
-        seed,
-        offset,
-        None,
-        out,
-        return_mask,
-        spatial=True,
-        data_format=data_format,
-    )
-    return _forward(plan, _check_window(window, plan.x.shape))
-
-
-@overload
 def dropout_backward(
     grad_y: ArrayT,
     mask: Mask | None = ...,
@@ -702,45 +392,3 @@ def _dropout_backward_general(
             plan.axes,
         )
     return _finish(y, out_)
-
-
-def set_num_threads(n: SupportsIndex | None) -> None:
-    """Use at most ``n`` threads for large arrays; ``None``: back to the default.
-
-    The default follows OpenMP's setting for the calling thread
-    (``omp_get_max_threads()`` of the OpenMP runtime fastdropout links: the
-    processor count, ``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits``
-    block), read on every large call. ``set_num_threads(n)`` also sets that OpenMP
-    setting (``omp_set_num_threads``), so threadpoolctl reports it, and a
-    ``threadpool_limits`` block inside still lowers it. ``n`` is an int in
-    ``[1, cap]``, ``cap`` being a few threads per processor (ValueError outside,
-    TypeError for a non-integer or a bool).
-    """
-    if n is None:
-        _core.set_num_threads(0)
-        return
-    if isinstance(n, (bool, np.bool_)):
-        raise TypeError(f"n must be an int >= 1 or None, got {n!r}")
-    try:
-        value = operator.index(n)
-    except TypeError:
-        raise TypeError(
-            f"n must be an int >= 1 or None, got {n!r} of type {type(n).__name__}"
-        ) from None
-    cap = _core._max_num_threads()
-    if not 1 <= value <= cap:
-        raise ValueError(
-            f"n must be an int in [1, {cap}] ({cap} = a few threads per processor "
-            f"on this machine), got {value}"
-        )
-    _core.set_num_threads(value)
-
-
-def get_num_threads() -> int:
-    """Threads a large call made now, from this thread, would use."""
-    return _core.get_num_threads()
-
-
-def simd_level() -> str:
-    """The instruction set in use: "avx512", "avx2", "neon" or "scalar"."""
-    return _core.simd_level()

@@ -1,7 +1,8 @@
 # Type stub for the compiled extension fastdropout._core (cpp/bindings/).
-# Everything here is private: the Python layer (_api.py) validates arguments and
-# calls these positionally. Arrays must already be C-contiguous, of one of the
-# float dtypes, native byte order; the core re-checks cheaply and raises
+# Everything here is private: the Python layer (_api.py and its siblings)
+# validates arguments and calls these positionally. Arrays must already be
+# C-contiguous, of one of the float dtypes, native byte order; the core
+# re-checks cheaply and raises
 # ValueError/TypeError rather than crash.
 
 from typing import Any

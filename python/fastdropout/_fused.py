@@ -16,7 +16,10 @@ import numpy as np
 from . import _core, _scales, _window
 from . import _validate as _v
 from . import _validate_fused as _vf
-from ._api import _WANT_MASK, _backward, _dask, _is_dask, dropout_backward
+from ._api import _backward, dropout_backward
+from ._calls import WANT_MASK as _WANT_MASK
+from ._calls import dask_module as _dask
+from ._calls import is_dask as _is_dask
 from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed

@@ -1,6 +1,6 @@
 """Argument validation shared by the native front-end and the reference.
 
-Both ``fastdropout`` (``_api.py``) and ``fastdropout.reference`` call these
+Both ``fastdropout`` (``_api.py``, ``_spatial_api.py``, ...) and ``fastdropout.reference`` call these
 functions, so bad input gets the same exception type and the same message from
 either implementation (docs/spec.md section 7). Everything is checked before anything
 is written: an error leaves ``out`` untouched.

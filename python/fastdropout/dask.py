@@ -35,7 +35,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
         name="dask",
     ) from _exc
 
-from . import _alpha, _api, _fused, _seed
+from . import _alpha, _api, _fused, _seed, _spatial_api
 from . import _validate as _v
 from . import _validate_fused as _vf
 from ._validate import DEFAULT_MODE
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 # The NumPy functions each task calls (untyped here: the arguments were validated
 # on the client, in their checked forms).
 _dropout_np: Any = _api.dropout
-_spatial_dropout_np: Any = _api.spatial_dropout
+_spatial_dropout_np: Any = _spatial_api.spatial_dropout
 _dropout_backward_np: Any = _api.dropout_backward
 _alpha_dropout_np: Any = _alpha.alpha_dropout
 _dropout_add_np: Any = _fused.dropout_add

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, overload
 
-from . import _alpha, _api, _core, _fused
+from . import _alpha, _api, _calls, _core, _fused, _spatial_api
 from ._layer_base import (
     AlphaDropoutBase,
     DropoutAddBase,
@@ -33,7 +33,7 @@ _dense = _core.dense
 _fast_spatial = _core.spatial
 _fast_alpha = _core.alpha
 _fast_add = _core.add
-_WANT_MASK = _api._WANT_MASK
+_WANT_MASK = _calls.WANT_MASK
 _MASK_64 = (1 << 64) - 1
 
 
@@ -89,7 +89,7 @@ class SpatialDropout(SpatialDropoutBase, Dropout):
                 x, self._p, self._mode, self._seed, offset, None, _WANT_MASK,
                 self._data_format == "channels_last",
             )  # fmt: skip
-            if fast is not None:  # see _api.spatial_dropout; None: not a plain call
+            if fast is not None:  # see _spatial_api.spatial_dropout; None: not a plain call
                 y, mask = fast
                 self._mask = mask
                 self._input_shape = y.shape
@@ -100,7 +100,7 @@ class SpatialDropout(SpatialDropoutBase, Dropout):
 
     __call__ = forward
     _dropout_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout)
-    _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.spatial_dropout)
+    _spatial_fn: ClassVar[Callable[..., Any]] = staticmethod(_spatial_api.spatial_dropout)
     _backward_fn: ClassVar[Callable[..., Any]] = staticmethod(_api.dropout_backward)
 
 
