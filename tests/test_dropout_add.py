@@ -375,21 +375,28 @@ def test_layer(native: Any, any_dtype: Any) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_grad_bias_rows_wider_than_a_sum_tile(native: Any, threads: int) -> None:
-    """Rows wider than the 2048-column accumulator tile (so a thread sums its columns
-    tile by tile, also alone): grad_x and grad_bias equal the reference bit for bit."""
+@pytest.mark.parametrize(("cols", "misalign"), [(5003, 0), (4096, 1), (4096, 3), (1024, 5)])
+def test_grad_bias_column_splits(native: Any, threads: int, cols: int, misalign: int) -> None:
+    """Rows wider than the 2048-column accumulator tile, and rows of whole cache
+    lines with grad_x written at an offset (the threads' column blocks then start on
+    a line of grad_x): grad_x and grad_bias equal the reference bit for bit."""
     from _util import core
 
-    g = (np.random.default_rng(11).standard_normal((37, 5003)) * 1e3).astype(np.float32)
+    rows = -(-(1 << 17) // cols) + 3  # enough elements for two threads
+    g = (np.random.default_rng(11).standard_normal((rows, cols)) * 1e3).astype(np.float32)
+    buf = np.empty(g.size + misalign, np.float32)
+    out = buf[misalign:].reshape(g.shape)
     before = core.get_num_threads()
     try:
         core.set_num_threads(threads)
         gx, _, gb = native.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
-                                                bias=True)
+                                                bias=True, out=out)
+        assert (core._last_team_size() > 1) == (threads > 1)  # the split really ran
     finally:
         core.set_num_threads(before)
     rx, _, rb = reference.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
                                                bias=True)
+    assert gx is out
     assert_same(gx, rx)
     assert_same(gb, rb)
 

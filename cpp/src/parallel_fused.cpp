@@ -41,6 +41,7 @@ struct SumCtx {
     std::size_t ncols;
     double* acc;
     std::size_t esize;
+    std::size_t shift;  // the threads split columns c + shift (see run_apply_sum)
 };
 
 // One block of columns [c0, c1), row after row: each column's sum runs over the rows
@@ -74,8 +75,12 @@ void prefetch_block(const void* base, std::size_t begin_byte, std::size_t end_by
 // whole row's worth of accumulators through the caches once per row. The order of
 // each column's sum (row after row) does not depend on the tiling.
 constexpr std::size_t kTileColumns = 2048;
+// One thread sweeps the array in memory order while its sums (512 KiB) fit in L2.
+constexpr std::size_t kSweepColumns = std::size_t{1} << 16;
 
-void sum_tile(const SumCtx* c, std::size_t c0, std::size_t c1) {
+// Columns [c0, c1) (at most kTileColumns) summed into `local`, whose element k is
+// column c0 + k.
+void sum_tile(const SumCtx* c, std::size_t c0, std::size_t c1, double* local) {
     for (std::size_t r = 0; r < c->rows; ++r) {
         const std::size_t base = r * c->ncols;
         if (r + kPrefetchRows < c->rows) {
@@ -83,14 +88,23 @@ void sum_tile(const SumCtx* c, std::size_t c0, std::size_t c1) {
             prefetch_block(c->a->x, (ahead + c0) * c->esize, (ahead + c1) * c->esize, false);
             prefetch_block(c->a->y, (ahead + c0) * c->esize, (ahead + c1) * c->esize, true);
         }
-        c->fn(*c->a, base + c0, base + c1, c->acc, c0, c->ncols);
+        c->fn(*c->a, base + c0, base + c1, local, 0, c1 - c0);
     }
 }
 
-void sum_columns(void* ctx, std::size_t, std::size_t c0, std::size_t c1) {
+// A thread's block of columns, given as [v0, v1) of the shifted numbering. Each tile
+// is summed into accumulators of the thread's own (64-byte aligned, on its stack),
+// copied in and back once: threads never write to one cache line of the sums.
+void sum_columns(void* ctx, std::size_t, std::size_t v0, std::size_t v1) {
     const auto* c = static_cast<const SumCtx*>(ctx);
+    const std::size_t c0 = v0 > c->shift ? v0 - c->shift : 0;
+    const std::size_t c1 = v1 > c->shift ? std::min(c->ncols, v1 - c->shift) : 0;
+    alignas(64) double local[kTileColumns];
     for (std::size_t t0 = c0; t0 < c1; t0 += kTileColumns) {
-        sum_tile(c, t0, std::min(c1, t0 + kTileColumns));
+        const std::size_t t1 = std::min(c1, t0 + kTileColumns);
+        std::copy(c->acc + t0, c->acc + t1, local);
+        sum_tile(c, t0, t1, local);
+        std::copy(local, local + (t1 - t0), c->acc + t0);
     }
 }
 
@@ -125,16 +139,28 @@ void run_apply_sum(const KernelTable& table, Dtype dt, const ApplyArgs& a, std::
     if (n == 0 || ncols == 0) {
         return;
     }
-    SumCtx ctx{&a, table.apply_sum[dt], n / ncols, ncols, acc, dtype_size(dt)};
+    const std::size_t esize = dtype_size(dt);
+    // When rows are whole cache lines, the threads' column blocks start on a line of
+    // y, so no two threads write to one line of y (once per row otherwise): they
+    // split columns c + shift at multiples of 64, and a column c is on a line
+    // boundary when c = lead (mod 64 / esize).
+    std::size_t shift = 0;
+    const auto y_addr = reinterpret_cast<std::uintptr_t>(a.y);
+    if ((ncols * esize) % 64 == 0 && y_addr % esize == 0) {
+        const std::size_t per_line = 64 / esize;
+        const std::size_t lead = ((64 - y_addr % 64) % 64) / esize;
+        shift = (per_line - lead) % per_line;
+    }
+    SumCtx ctx{&a, table.apply_sum[dt], n / ncols, ncols, acc, esize, shift};
     // Threads take blocks of at least 64 columns, each summed tile by tile; one thread
-    // with rows no wider than a tile takes the whole array in one sweep (the column
-    // index wraps inside the kernel).
-    const std::size_t nt = std::min(plan_chunks(n), (ncols + 63) / 64);
-    if (nt <= 1 && ncols <= kTileColumns) {
+    // takes the whole array in one sweep (the column index wraps inside the kernel)
+    // unless its sums would not stay in L2.
+    const std::size_t nt = std::min(plan_chunks(n), (ncols + shift + 63) / 64);
+    if (nt <= 1 && ncols <= kSweepColumns) {
         ctx.fn(a, 0, n, acc, 0, ncols);
         return;
     }
-    run_chunks(ncols, nt, &sum_columns, &ctx);
+    run_chunks(ncols + shift, nt, &sum_columns, &ctx);
 }
 
 }  // namespace fastdropout
