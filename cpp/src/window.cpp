@@ -41,28 +41,7 @@ constexpr std::size_t kBatchBits = 8192;
 static_assert(kBatchBits % 64 == 0 && kBatchBits <= kPieceBits, "batch size");
 
 // The window kernels that belong to the active kernel table.
-const WindowKernels& window_kernels_of(const KernelTable& t) {
-#if defined(FASTDROPOUT_HAVE_AVX512)
-    if (&t == &avx512::kernel_table()) {
-        return avx512::window_kernels();
-    }
-#endif
-#if defined(FASTDROPOUT_HAVE_AVX2)
-    if (&t == &avx2::kernel_table()) {
-        return avx2::window_kernels();
-    }
-#endif
-#if defined(FASTDROPOUT_HAVE_NEON)
-    if (&t == &neon::kernel_table()) {
-        return neon::window_kernels();
-    }
-#endif
-    if (&t != &scalar::kernel_table()) {
-        throw std::invalid_argument(std::string("window: no window kernels for the ") +
-                                    t.name + " kernel table");
-    }
-    return scalar::window_kernels();
-}
+const WindowKernels& window_kernels_of(const KernelTable& t) { return *t.window; }
 
 // Runs per batch at most (a batch of many one-element runs is cut short).
 constexpr std::size_t kBatchRuns = 512;

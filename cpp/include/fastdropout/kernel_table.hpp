@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "fastdropout/kernel_args.hpp"
+#include "fastdropout/window_kernels.hpp"
 
 namespace fastdropout {
 
@@ -41,6 +42,8 @@ struct KernelTable {
     void (*philox_blocks)(std::uint32_t k0, std::uint32_t k1, std::uint64_t first,
                           std::uint32_t c2, std::uint32_t c3, std::size_t n,
                           std::uint32_t* out);
+    // The window kernels of the same instruction set (window_kernels.hpp).
+    const WindowKernels* window;
 };
 
 namespace scalar { const KernelTable& kernel_table(); }

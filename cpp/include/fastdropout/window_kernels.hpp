@@ -1,7 +1,7 @@
-// Per-ISA kernels behind windows (docs/spec.md section 11), next to KernelTable: each
-// kernels/<isa>.cpp stamps kernels/window_generic.hpp after dropout_generic.hpp and
-// defines fastdropout::<isa>::window_kernels(). window.cpp picks the record that
-// belongs to the active KernelTable.
+// Per-ISA kernels behind windows (docs/spec.md section 11): each kernels/<isa>.cpp
+// stamps kernels/window_generic.hpp (through dropout_generic.hpp), and its KernelTable
+// points at the record (KernelTable::window), so the window kernels always belong to
+// the active table.
 #pragma once
 
 #include <cstddef>
@@ -33,10 +33,5 @@ struct WindowKernels {
     void (*forward_runs[kNumDtypes])(const ForwardArgs& a, const BitRun* runs,
                                      std::size_t nruns);
 };
-
-namespace scalar { const WindowKernels& window_kernels(); }
-namespace avx2 { const WindowKernels& window_kernels(); }
-namespace avx512 { const WindowKernels& window_kernels(); }
-namespace neon { const WindowKernels& window_kernels(); }
 
 }  // namespace fastdropout

@@ -661,6 +661,7 @@ void philox_blocks_kernel(std::uint32_t k0, std::uint32_t k1, std::uint64_t firs
 }  // namespace fastdropout
 
 #include "fused_generic.hpp"
+#include "window_generic.hpp"
 
 namespace fastdropout {
 namespace FASTDROPOUT_ISA {
@@ -685,6 +686,7 @@ const KernelTable kTable = {
     {&apply_sum_kernel<EF16>, &apply_sum_kernel<EF32>, &apply_sum_kernel<EF64>,
      &apply_sum_kernel<EBF16>},
     &philox_blocks_kernel,
+    &kWindowKernels,
 };
 
 }  // namespace

@@ -1,8 +1,9 @@
 // The window kernel (see fastdropout/window_kernels.hpp), written once against the
-// vec_<isa>.hpp vocabulary and dropout_generic.hpp's Philox helpers. kernels/<isa>.cpp
-// includes it right after dropout_generic.hpp, in the same translation unit, so it
-// shares that file's internal helpers and its rules: internal linkage for everything
-// but window_kernels(), and no std:: templates (no weak symbols across ISAs).
+// vec_<isa>.hpp vocabulary and dropout_generic.hpp's Philox helpers. dropout_generic.hpp
+// includes it before its kernel table, in the same translation unit, so it shares that
+// file's internal helpers and its rules: internal linkage for everything (the record
+// kWindowKernels is reached through KernelTable::window), and no std:: templates (no
+// weak symbols across ISAs).
 //
 // Why a kernel of its own: the dense kernels compute the stream in fills of
 // kFillBlocks Philox blocks from a run's first block, so a run shorter than a fill
@@ -338,8 +339,6 @@ const WindowKernels kWindowKernels = {
 };
 
 }  // namespace
-
-const WindowKernels& window_kernels() { return kWindowKernels; }
 
 }  // namespace FASTDROPOUT_ISA
 }  // namespace fastdropout
