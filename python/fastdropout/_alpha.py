@@ -14,8 +14,11 @@ from . import _validate as _v
 from . import _validate_fused as _vf
 from ._calls import WANT_MASK as _WANT_MASK
 from ._calls import dask_module as _dask
+from ._calls import finish as _finish
 from ._calls import is_dask as _is_dask
-from ._fused import _finish, _readable, _same_memory, _target
+from ._calls import same_memory as _same_memory
+from ._calls import target as _target
+from ._fused import _readable
 from ._interop import keeps_array_type
 from ._seed import resolve_seed
 from .mask import Mask

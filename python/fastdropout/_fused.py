@@ -19,7 +19,10 @@ from . import _validate_fused as _vf
 from ._api import _backward, dropout_backward
 from ._calls import WANT_MASK as _WANT_MASK
 from ._calls import dask_module as _dask
+from ._calls import finish as _finish
 from ._calls import is_dask as _is_dask
+from ._calls import same_memory as _same_memory
+from ._calls import target as _target
 from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
@@ -47,14 +50,6 @@ _add_backward = _core.add_backward
 _ndarray = np.ndarray
 
 
-def _same_memory(a: FloatArray, y: FloatArray) -> bool:
-    return (
-        a.flags.c_contiguous
-        and a.shape == y.shape
-        and a.__array_interface__["data"][0] == y.__array_interface__["data"][0]
-    )
-
-
 def _readable(a: FloatArray, y: FloatArray, may_alias: bool = True) -> FloatArray:
     """``a`` as the kernel can read it while writing ``y``: itself when C-contiguous,
     aligned and either disjoint from ``y`` or (if ``may_alias``) the very same
@@ -65,19 +60,6 @@ def _readable(a: FloatArray, y: FloatArray, may_alias: bool = True) -> FloatArra
         if may_alias and _same_memory(a, y):
             return a
     return np.array(a, order="C", copy=True)
-
-
-def _target(x: FloatArray, out: FloatArray | None) -> FloatArray:
-    if out is None or not out.flags.aligned:
-        return np.empty(x.shape, x.dtype)
-    return out
-
-
-def _finish(y: FloatArray, out: FloatArray | None) -> FloatArray:
-    if out is None or y is out:
-        return y
-    np.copyto(out, y)  # an unaligned out (a hand-made view)
-    return out
 
 
 @overload

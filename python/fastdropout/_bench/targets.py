@@ -50,6 +50,11 @@ class Target:
                 "note": self.note}
 
 
+def big_note(n: int) -> str:
+    """The note of a large-array target evaluated below the size it is set at."""
+    return "" if n >= BIG else f"informational: the target is set at n={size_text(BIG)}"
+
+
 def evaluate_targets(idx: Index, s: Settings, default_simd: str, have_torch: bool) -> list[Target]:
     """The project's performance targets, evaluated at the sizes that were run:
     the large-array ones at every size >= 2**24 (or, if none was run, at the
@@ -59,10 +64,6 @@ def evaluate_targets(idx: Index, s: Settings, default_simd: str, have_torch: boo
     big = [n for n in s.sizes if n >= BIG] or [max(s.sizes)]
     small = [n for n in s.sizes if n <= SMALL] or [min(s.sizes)]
     out: list[Target] = []
-
-    def big_note(n: int) -> str:
-        return "" if n >= BIG else f"informational: the target is set at n={size_text(BIG)}"
-
     # Every kernel at its bound (README "Performance"): the native copy of the same
     # bytes, or for the ops that draw a mask the slower of that and gen_bits.
     for dtype in s.dtypes:
@@ -93,7 +94,7 @@ def _float32_targets(idx: Index, s: Settings, simd: str, big: list[int], small: 
         return idx.baseline_row(kind, op, dt, n, threads)
 
     for n in big:
-        note = "" if n >= BIG else f"informational: the target is set at n={size_text(BIG)}"
+        note = big_note(n)
         if "forward_mask" in s.ops:
             fm = row("forward_mask", "api", n, tmax)
             out.append(Target(
