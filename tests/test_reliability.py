@@ -472,16 +472,24 @@ def test_gil_released_while_kernels_run(case: str) -> None:
     """Another Python thread runs while the kernel runs (docs/spec.md section 6). No clock: with
     forced GIL switching off, the other thread can only run inside the call if
     the call releases the GIL; otherwise it runs once this thread blocks in join.
-    Whether the OS wakes the other thread before a short kernel ends is up to the
-    scheduler (on a busy 2-core machine it may not), so a few attempts are allowed;
-    a call that holds the GIL fails every one of them."""
-    x = np.ones((64, 1 << 16), np.float32)  # 16 MiB: the kernels take a while
+    Whether the OS wakes the other thread before the kernel ends is up to the
+    scheduler. The kernels run on one thread here, so a core is left for the woken
+    one (with a team on every core, the spinning OpenMP workers can hold both cores
+    of a 2-core machine for the whole of a 2 ms call), the array is 64 MiB so each
+    call takes several milliseconds, and a few attempts are allowed; a call that
+    holds the GIL fails every one of them."""
+    x = np.ones((256, 1 << 16), np.float32)
     y = np.empty_like(x)
     _, mask = fastdropout.dropout(x, 0.5, seed=1, return_mask=True)
-    attempts = 25
-    assert any(
-        _other_thread_ran_during_call(case, x, y, mask) for _ in range(attempts)
-    ), f"{case} did not release the GIL in {attempts} attempts"
+    attempts = 40
+    fastdropout.set_num_threads(1)
+    try:
+        ran = any(
+            _other_thread_ran_during_call(case, x, y, mask) for _ in range(attempts)
+        )
+    finally:
+        fastdropout.set_num_threads(None)
+    assert ran, f"{case} did not release the GIL in {attempts} attempts"
 
 
 # --------------------------------------------------------------------------
