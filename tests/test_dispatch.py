@@ -20,7 +20,7 @@ from _util import AVAILABLE_SIMD, HAVE_CORE, NO_CORE_REASON
 
 pytestmark = pytest.mark.skipif(not HAVE_CORE, reason=NO_CORE_REASON)
 
-KNOWN = {"scalar", "avx2", "avx512", "neon"}
+KNOWN = {"scalar", "avx2", "avx512", "avx512fp16", "neon"}
 PROBE = (
     "import numpy as np, fastdropout as fd;"
     "print(fd.simd_level());"
@@ -83,7 +83,7 @@ def test_unknown_name_fails_import_listing_valid_names(name: str) -> None:
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr
     assert name in proc.stderr
-    for valid in ("scalar", "avx2", "avx512"):
+    for valid in ("scalar", "avx2", "avx512", "avx512fp16"):
         assert valid in proc.stderr
 
 
@@ -120,7 +120,7 @@ def test_level_lists(core_module: Any) -> None:
     assert "scalar" in available
     assert available[-1] == "scalar"
     assert core_module.simd_level() in available
-    order = ["avx512", "avx2", "neon", "scalar"]
+    order = ["avx512fp16", "avx512", "avx2", "neon", "scalar"]
     assert available == sorted(available, key=order.index)
 
 
@@ -164,6 +164,8 @@ def test_detection_agrees_with_proc_cpuinfo() -> None:
         expected.add("avx2")
     if v4 and "avx512" in built:
         expected.add("avx512")
+    if v4 and "avx512_fp16" in flags and "avx512fp16" in built:
+        expected.add("avx512fp16")
     # /proc/cpuinfo does not show whether the OS saves the wide registers, but
     # Linux kernels that report the flags do.
     assert set(AVAILABLE_SIMD) == expected

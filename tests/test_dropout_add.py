@@ -423,3 +423,38 @@ def test_grad_bias_keeps_the_first_nan(native: Any, simd: str, broadcast_axes: A
             assert_same(native.dropout_add_backward(g, m, bias=True)[2], want)
     finally:
         core.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_nan_plus_nan_is_the_first_operand(native: Any, simd: str, dtype: Any) -> None:
+    """NaN + NaN gives the first operand's NaN, quieted (docs/spec.md section 9):
+    x's over the bias's, the residual's over the dropped-or-scaled x's, for signalling
+    and quiet NaNs of both signs, on every SIMD level. NumPy itself returns either
+    one (even within one array), so the reference pins it too."""
+    del simd
+    dt = np.dtype(dtype)
+    u = np.dtype(f"u{dt.itemsize}")
+    bits = dt.itemsize * 8
+    mant = {16: 10, 32: 23, 64: 52}[bits] if dt != BF16 else 7
+    exp_all = ((1 << (bits - 1 - mant)) - 1) << mant
+    sign = 1 << (bits - 1)
+    quiet = 1 << (mant - 1)
+    nans = [exp_all | 1, exp_all | quiet | 2, sign | exp_all | 3, sign | exp_all | quiet | 4]
+    n = 200
+    rng = np.random.default_rng(1)
+    pick = rng.integers(0, 4, size=(3, n))
+    x = np.array([nans[k] for k in pick[0]], u).view(dt)
+    r = np.array([nans[k] for k in pick[1]], u).view(dt)
+    b = np.array([nans[k] for k in pick[2]], u).view(dt)
+    with np.errstate(all="ignore"):
+        for p, training in ((0.5, True), (0.0, True), (0.5, False)):
+            y = native.dropout_add(x, r, p, bias=b, seed=2, training=training)
+            assert_same(y, reference.dropout_add(x, r, p, bias=b, seed=2, training=training))
+        # every result is the residual's NaN, quieted
+        want = (r.view(u) | u.type(quiet)).view(dt)
+        assert_same(native.dropout_add(x, r, 0.5, bias=b, seed=2), want)
+        # without a residual NaN: a kept x's NaN wins over the bias's
+        y, m = native.dropout_add(x, np.zeros(n, dt), 0.5, bias=b, seed=2, return_mask=True)
+        kept = m.to_bool()
+        assert_same(y[kept], (x.view(u)[kept] | u.type(quiet)).view(dt))
+        assert_same(y[~kept], np.zeros(n, dt)[~kept])

@@ -79,7 +79,7 @@ done
 
 if [[ -n $module ]]; then
     echo "check_symbols: dynamic exports of $(basename "$module")"
-    bad=$(nm -C -D --defined-only "$module" | grep -E 'fastdropout::(scalar|avx2|avx512|neon)::' || true)
+    bad=$(nm -C -D --defined-only "$module" | grep -E 'fastdropout::(scalar|avx2|avx512|avx512fp16|neon)::' || true)
     weak=$(nm -C -D --defined-only "$module" | awk '$2 ~ /^[uvVwWi]$/' || true)
     if [[ -n $bad ]]; then
         echo "check_symbols: FAIL: $module exports kernel symbols:" >&2

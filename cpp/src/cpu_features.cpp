@@ -49,6 +49,7 @@ std::uint64_t xgetbv0() {
 struct X86Features {
     bool avx2 = false;    // x86-64-v3 subset we need
     bool avx512 = false;  // x86-64-v4 subset we need
+    bool avx512fp16 = false;  // that plus AVX512-FP16
 };
 
 X86Features probe() {
@@ -70,6 +71,7 @@ X86Features probe() {
     const bool avx512dq = (r7.ebx >> 17) & 1u;
     const bool avx512bw = (r7.ebx >> 30) & 1u;
     const bool avx512vl = (r7.ebx >> 31) & 1u;
+    const bool avx512fp16 = (r7.edx >> 23) & 1u;
     if (!osxsave || !avx) {
         return f;  // without OSXSAVE we may not even execute xgetbv
     }
@@ -78,6 +80,7 @@ X86Features probe() {
     const bool os_zmm = (xcr0 & 0xE6u) == 0xE6u;   // + opmask, ZMM_Hi256, Hi16_ZMM
     f.avx2 = os_ymm && avx2 && fma && f16c && bmi1 && bmi2;
     f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
+    f.avx512fp16 = f.avx512 && avx512fp16;
     return f;
 }
 
@@ -98,6 +101,8 @@ bool cpu_supports(Isa isa) {
             return features().avx2;
         case Isa::avx512:
             return features().avx512;
+        case Isa::avx512fp16:
+            return features().avx512fp16;
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
         case Isa::neon:

@@ -20,6 +20,9 @@ struct Entry {
 
 // Best first. FASTDROPOUT_HAVE_<ISA> is defined by CMake only for kernels it built.
 const Entry kEntries[] = {
+#if defined(FASTDROPOUT_HAVE_AVX512FP16)
+    {Isa::avx512fp16, &avx512fp16::kernel_table},
+#endif
 #if defined(FASTDROPOUT_HAVE_AVX512)
     {Isa::avx512, &avx512::kernel_table},
 #endif
@@ -32,7 +35,7 @@ const Entry kEntries[] = {
     {Isa::scalar, &scalar::kernel_table},
 };
 
-constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon};
+constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512fp16, Isa::neon};
 
 std::atomic<const KernelTable*> g_active{nullptr};
 

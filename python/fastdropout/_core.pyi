@@ -13,7 +13,7 @@ import numpy.typing as npt
 __version__: str
 
 def simd_level() -> str:
-    """Name of the instruction set in use: "avx512", "avx2", "neon" or "scalar"."""
+    """Name of the instruction set in use: "avx512fp16", "avx512", "avx2", "neon" or "scalar"."""
 
 def _available_simd() -> list[str]:
     """Levels compiled into this build AND supported by this CPU, best first."""

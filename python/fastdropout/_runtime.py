@@ -50,5 +50,5 @@ def get_num_threads() -> int:
 
 
 def simd_level() -> str:
-    """The instruction set in use: "avx512", "avx2", "neon" or "scalar"."""
+    """The instruction set in use: "avx512fp16", "avx512", "avx2", "neon" or "scalar"."""
     return _core.simd_level()

@@ -49,6 +49,7 @@ struct KernelTable {
 namespace scalar { const KernelTable& kernel_table(); }
 namespace avx2 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
+namespace avx512fp16 { const KernelTable& kernel_table(); }
 namespace neon { const KernelTable& kernel_table(); }
 
 }  // namespace fastdropout

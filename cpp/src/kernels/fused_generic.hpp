@@ -33,6 +33,18 @@ FASTDROPOUT_INLINE void select64c(std::uint64_t b, const float* x, float* y) {
 FASTDROPOUT_INLINE void select64c(std::uint64_t b, const double* x, double* y) {
     select64_f64(b, x, y);
 }
+#if defined(FASTDROPOUT_VEC_F16_NATIVE)
+FASTDROPOUT_INLINE void scale64c(std::uint64_t b, const _Float16* x, _Float16* y, _Float16 s) {
+    scale64_ph(b, x, y, s);
+}
+FASTDROPOUT_INLINE void select64c(std::uint64_t b, const _Float16* x, _Float16* y) {
+    std::uint16_t xb[64];
+    std::uint16_t yb[64];
+    std::memcpy(xb, x, sizeof xb);
+    select64_f16(b, xb, yb);
+    std::memcpy(y, yb, sizeof yb);
+}
+#endif
 
 // t[k] = bit k of b ? t[k] : d[k], through the ISA's selects: the kept values (+0.0
 // elsewhere) OR-ed with d's dropped values (+0.0 elsewhere), on the bit patterns.
@@ -109,8 +121,66 @@ struct E16 {
     static FASTDROPOUT_INLINE void out(const C* t, T* y) { Narrow(t, y); }
     static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(ToFloat(v)); }
 };
+#if defined(FASTDROPOUT_VEC_F16_NATIVE)
+// float16 computed in float16 where the ISA has the arithmetic (vec_avx512.hpp on the
+// avx512fp16 level): each operation rounded once, the same bits as E16's float32 round
+// trip (see scale64_ph), with no widening and no rounding pass.
+struct EF16 {
+    using T = std::uint16_t;
+    using C = _Float16;
+    using UC = std::uint16_t;
+    using Ops = OpsF16;
+    static FASTDROPOUT_INLINE const C* in(const T* p, C* buf) {
+        std::memcpy(buf, p, 64 * sizeof(T));
+        return buf;
+    }
+    static FASTDROPOUT_INLINE void round(C*) {}
+    static FASTDROPOUT_INLINE void out(const C* t, T* y) { std::memcpy(y, t, 64 * sizeof(T)); }
+    static FASTDROPOUT_INLINE double wide(T v) {
+        return static_cast<double>(half_bits_to_float(v));
+    }
+};
+#else
 using EF16 = E16<OpsF16, widen64_f16, narrow64_f16, half_bits_to_float>;
+#endif
 using EBF16 = E16<OpsBF16, widen64_bf16, narrow64_bf16, bf16_bits_to_float>;
+
+// a + b for 64 elements, the sum of two NaNs being the first one, quieted (docs/spec.md
+// section 9). IEEE 754 leaves that choice open: x86 returns its first source operand,
+// but a compiler may swap the operands of a commutative addition, and aarch64 prefers
+// a signalling NaN. So wherever a is NaN the result is set to a with its quiet bit,
+// on the bit patterns (a loop the compiler turns into vector compares and blends).
+template <class U>
+struct NanBits;
+template <>
+struct NanBits<std::uint16_t> {  // float16
+    static constexpr std::uint16_t kAbs = 0x7fff, kInf = 0x7c00, kQuiet = 0x0200;
+};
+template <>
+struct NanBits<std::uint32_t> {
+    static constexpr std::uint32_t kAbs = 0x7fffffffu, kInf = 0x7f800000u, kQuiet = 0x00400000u;
+};
+template <>
+struct NanBits<std::uint64_t> {
+    static constexpr std::uint64_t kAbs = 0x7fffffffffffffffu, kInf = 0x7ff0000000000000u,
+                                   kQuiet = 0x0008000000000000u;
+};
+template <class C, class U>
+FASTDROPOUT_INLINE void add64_first_nan(const C* a, const C* b, C* t) {
+    using N = NanBits<U>;
+    for (int k = 0; k < 64; ++k) {
+        t[k] = a[k] + b[k];
+    }
+    U au[64];
+    U tu[64];
+    std::memcpy(au, a, sizeof au);
+    std::memcpy(tu, t, sizeof tu);
+    for (int k = 0; k < 64; ++k) {
+        const U quiet = static_cast<U>(au[k] | N::kQuiet);
+        tu[k] = (au[k] & N::kAbs) > N::kInf ? quiet : tu[k];
+    }
+    std::memcpy(t, tu, sizeof tu);
+}
 
 // The bias of elements i .. i + 63 as C values: a view into bias when those 64 columns
 // do not wrap, else gathered (with wrap-around) into tb first.
@@ -146,9 +216,7 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
         T tb[64];
         C cb[64];
         const C* bc = bias_at<E>(a, i, tb, cb);
-        for (int k = 0; k < 64; ++k) {
-            t[k] = src[k] + bc[k];
-        }
+        add64_first_nan<C, typename E::UC>(src, bc, t);
         E::round(t);
         src = t;
     }
@@ -160,9 +228,7 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
     }
     C rs[64];
     const C* rc = E::in(r, rs);
-    for (int k = 0; k < 64; ++k) {
-        t[k] = rc[k] + t[k];  // residual + (+0.0) where dropped, as NumPy adds
-    }
+    add64_first_nan<C, typename E::UC>(rc, t, t);  // residual + (+0.0) where dropped
     E::out(t, y);
 }
 

@@ -1,6 +1,8 @@
 // AVX-512 vocabulary for dropout_generic.hpp: eight Philox blocks per vector (two
-// vectors per 64 stream positions), opmask registers for the select. Compiled only in
-// kernels/avx512.cpp (-mavx512f -mavx512bw -mavx512dq -mavx512vl + the avx2 set).
+// vectors per 64 stream positions), opmask registers for the select. Compiled in
+// kernels/avx512.cpp (-mavx512f -mavx512bw -mavx512dq -mavx512vl + the avx2 set) and
+// kernels/avx512fp16.cpp (the same plus -mavx512fp16, which turns on the float16
+// paths under __AVX512FP16__).
 #pragma once
 
 #include <cstddef>
@@ -11,7 +13,7 @@
 #include "vec_x86_common.hpp"
 
 namespace fastdropout {
-namespace avx512 {
+namespace FASTDROPOUT_ISA {
 namespace {
 
 // ---- Philox lanes -----------------------------------------------------------------
@@ -91,6 +93,43 @@ FASTDROPOUT_INLINE void select64_f64(std::uint64_t b, const double* x, double* y
         _mm512_storeu_pd(y + 8 * j, _mm512_maskz_mov_pd(k, _mm512_loadu_pd(x + 8 * j)));
     }
 }
+#if defined(__AVX512FP16__)
+// ---- float16 in hardware (the avx512fp16 level) ---------------------------------------
+// vmulph/vaddph round the exact result once to nearest even, which is what NumPy's
+// widen-operate-narrow gives: float32 carries more than 2 * 11 + 2 significant bits, so
+// its first rounding never changes the float16 one (for +, -, *). A NaN operand comes
+// out quieted with its payload, as the float32 round trip leaves it, and the FP16
+// instructions ignore MXCSR's DAZ/FTZ: subnormals are exact. The exhaustive float16
+// tests hold this level to the reference like every other.
+#define FASTDROPOUT_VEC_F16_NATIVE 1
+FASTDROPOUT_INLINE __m512h load_ph(const void* p) {
+    return _mm512_castsi512_ph(_mm512_loadu_si512(p));
+}
+FASTDROPOUT_INLINE void store_ph(void* p, __m512h v) {
+    _mm512_storeu_si512(p, _mm512_castph_si512(v));
+}
+FASTDROPOUT_INLINE void scale64_ph(std::uint64_t b, const void* x, void* y, _Float16 s) {
+    const __m512h vs = _mm512_set1_ph(s);
+    const auto* xb = static_cast<const std::uint16_t*>(x);
+    auto* yb = static_cast<std::uint16_t*>(y);
+    for (int j = 0; j < 2; ++j) {
+        const auto k = static_cast<__mmask32>(b >> (32 * j));
+        store_ph(yb + 32 * j, _mm512_maskz_mul_ph(k, load_ph(xb + 32 * j), vs));
+    }
+}
+FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                    float s) {
+    scale64_ph(b, x, y, static_cast<_Float16>(s));  // s is a float16 value: exact
+}
+// 64 column sums advanced by 64 float16 values (see accumulate8 below).
+FASTDROPOUT_INLINE void accumulate8(double* acc, __m512d v);
+FASTDROPOUT_INLINE void accumulate64(double* acc, const _Float16* c) {
+    for (int j = 0; j < 8; ++j) {
+        accumulate8(acc + 8 * j, _mm512_cvtph_pd(_mm_castsi128_ph(
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 8 * j)))));
+    }
+}
+#else
 // float16: widen (exact), multiply in float32 (exact for two halves), narrow once
 // with round-to-nearest-even: NumPy's float16 product, bit for bit.
 FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
@@ -105,6 +144,7 @@ FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std
                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
 }
+#endif
 FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y) {
     for (int j = 0; j < 2; ++j) {
         const auto k = static_cast<__mmask32>(b >> (32 * j));
@@ -202,5 +242,5 @@ FASTDROPOUT_INLINE void accumulate64(double* acc, const double* c) {
 }
 
 }  // namespace
-}  // namespace avx512
+}  // namespace FASTDROPOUT_ISA
 }  // namespace fastdropout
