@@ -375,16 +375,22 @@ def test_layer(native: Any, any_dtype: Any) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize(("cols", "misalign"), [(5003, 0), (4096, 1), (4096, 3), (1024, 5)])
-def test_grad_bias_column_splits(native: Any, threads: int, cols: int, misalign: int) -> None:
+@pytest.mark.parametrize(
+    ("cols", "misalign"), [(5003, 0), (4096, 1), (4096, 3), (1024, 5), (1024, 0), (192, 7)]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_grad_bias_column_splits(
+    native: Any, threads: int, cols: int, misalign: int, dtype: Any
+) -> None:
     """Rows wider than the 2048-column accumulator tile, and rows of whole cache
-    lines with grad_x written at an offset (the threads' column blocks then start on
-    a line of grad_x): grad_x and grad_bias equal the reference bit for bit."""
+    lines with grad_x written at an offset (the threads then split rotated columns,
+    the first ones being the previous row's last): grad_x and grad_bias equal the
+    reference bit for bit."""
     from _util import core
 
     rows = -(-(1 << 17) // cols) + 3  # enough elements for two threads
-    g = (np.random.default_rng(11).standard_normal((rows, cols)) * 1e3).astype(np.float32)
-    buf = np.empty(g.size + misalign, np.float32)
+    g = (np.random.default_rng(11).standard_normal((rows, cols)) * 1e3).astype(dtype)
+    buf = np.empty(g.size + misalign, dtype)
     out = buf[misalign:].reshape(g.shape)
     before = core.get_num_threads()
     try:

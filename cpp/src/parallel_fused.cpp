@@ -41,7 +41,7 @@ struct SumCtx {
     std::size_t ncols;
     double* acc;
     std::size_t esize;
-    std::size_t shift;  // the threads split columns c + shift (see run_apply_sum)
+    std::size_t rot;  // the threads split rotated columns u = (c + rot) mod ncols
 };
 
 // One block of columns [c0, c1), row after row: each column's sum runs over the rows
@@ -78,33 +78,47 @@ constexpr std::size_t kTileColumns = 2048;
 // One thread sweeps the array in memory order while its sums (512 KiB) fit in L2.
 constexpr std::size_t kSweepColumns = std::size_t{1} << 16;
 
-// Columns [c0, c1) (at most kTileColumns) summed into `local`, whose element k is
-// column c0 + k.
-void sum_tile(const SumCtx* c, std::size_t c0, std::size_t c1, double* local) {
-    for (std::size_t r = 0; r < c->rows; ++r) {
-        const std::size_t base = r * c->ncols;
-        if (r + kPrefetchRows < c->rows) {
-            const std::size_t ahead = base + kPrefetchRows * c->ncols;
-            prefetch_block(c->a->x, (ahead + c0) * c->esize, (ahead + c1) * c->esize, false);
-            prefetch_block(c->a->y, (ahead + c0) * c->esize, (ahead + c1) * c->esize, true);
+// Rotated columns [u0, u1) (at most kTileColumns) summed into `local`, whose element
+// j is rotated column u0 + j. In memory, rotated row r of those columns is the flat
+// range starting at r * ncols + u0 - rot: with rot > 0 the first rot rotated
+// columns are the last columns of the row before, so rotated rows run from 0 to
+// rows inclusive, clipped to the array. Each column still meets its rows in order.
+void sum_tile(const SumCtx* c, std::size_t u0, std::size_t u1, double* local) {
+    const std::size_t n = c->rows * c->ncols;
+    const std::size_t width = u1 - u0;
+    for (std::size_t r = 0; r <= c->rows; ++r) {
+        const std::size_t shifted = r * c->ncols + u0;  // flat start + rot
+        if (shifted + width <= c->rot || shifted >= n + c->rot) {
+            continue;
         }
-        c->fn(*c->a, base + c0, base + c1, local, 0, c1 - c0);
+        const std::size_t b = shifted > c->rot ? shifted - c->rot : 0;
+        const std::size_t e = std::min(n, shifted + width - c->rot);
+        const std::size_t ahead = b + kPrefetchRows * c->ncols;
+        if (ahead < n) {
+            const std::size_t ahead_end = std::min(n, e + kPrefetchRows * c->ncols);
+            prefetch_block(c->a->x, ahead * c->esize, ahead_end * c->esize, false);
+            prefetch_block(c->a->y, ahead * c->esize, ahead_end * c->esize, true);
+        }
+        c->fn(*c->a, b, e, local + (b + c->rot - shifted), 0, e - b);
     }
 }
 
-// A thread's block of columns, given as [v0, v1) of the shifted numbering. Each tile
-// is summed into accumulators of the thread's own (64-byte aligned, on its stack),
-// copied in and back once: threads never write to one cache line of the sums.
-void sum_columns(void* ctx, std::size_t, std::size_t v0, std::size_t v1) {
+// A thread's block of rotated columns [u0, u1). Each tile is summed into
+// accumulators of the thread's own (64-byte aligned, on its stack), copied in and
+// back once: threads never write to one cache line of the sums.
+void sum_columns(void* ctx, std::size_t, std::size_t u0, std::size_t u1) {
     const auto* c = static_cast<const SumCtx*>(ctx);
-    const std::size_t c0 = v0 > c->shift ? v0 - c->shift : 0;
-    const std::size_t c1 = v1 > c->shift ? std::min(c->ncols, v1 - c->shift) : 0;
     alignas(64) double local[kTileColumns];
-    for (std::size_t t0 = c0; t0 < c1; t0 += kTileColumns) {
-        const std::size_t t1 = std::min(c1, t0 + kTileColumns);
-        std::copy(c->acc + t0, c->acc + t1, local);
+    const auto column = [c](std::size_t u) { return (u + c->ncols - c->rot) % c->ncols; };
+    for (std::size_t t0 = u0; t0 < u1; t0 += kTileColumns) {
+        const std::size_t t1 = std::min(u1, t0 + kTileColumns);
+        for (std::size_t j = 0; j < t1 - t0; ++j) {
+            local[j] = c->acc[column(t0 + j)];
+        }
         sum_tile(c, t0, t1, local);
-        std::copy(local, local + (t1 - t0), c->acc + t0);
+        for (std::size_t j = 0; j < t1 - t0; ++j) {
+            c->acc[column(t0 + j)] = local[j];
+        }
     }
 }
 
@@ -140,27 +154,28 @@ void run_apply_sum(const KernelTable& table, Dtype dt, const ApplyArgs& a, std::
         return;
     }
     const std::size_t esize = dtype_size(dt);
-    // When rows are whole cache lines, the threads' column blocks start on a line of
-    // y, so no two threads write to one line of y (once per row otherwise): they
-    // split columns c + shift at multiples of 64, and a column c is on a line
-    // boundary when c = lead (mod 64 / esize).
-    std::size_t shift = 0;
+    // No two threads write to one cache line of y. When rows are whole lines but y
+    // is not line-aligned, each row's first line also holds the last `rot` elements
+    // of the row before; the threads then split the rotated columns
+    // u = (c + rot) mod ncols at multiples of 64, which fall on line boundaries, so
+    // the thread that owns column 0 also owns the columns that share its line.
+    // (Split plainly, the two threads would fight over that line once per row:
+    // float16 rows of 1024 took four times as long on two threads as on one.)
+    std::size_t rot = 0;
     const auto y_addr = reinterpret_cast<std::uintptr_t>(a.y);
     if ((ncols * esize) % 64 == 0 && y_addr % esize == 0) {
-        const std::size_t per_line = 64 / esize;
-        const std::size_t lead = ((64 - y_addr % 64) % 64) / esize;
-        shift = (per_line - lead) % per_line;
+        rot = (y_addr % 64) / esize;
     }
-    SumCtx ctx{&a, table.apply_sum[dt], n / ncols, ncols, acc, esize, shift};
+    SumCtx ctx{&a, table.apply_sum[dt], n / ncols, ncols, acc, esize, rot};
     // Threads take blocks of at least 64 columns, each summed tile by tile; one thread
     // takes the whole array in one sweep (the column index wraps inside the kernel)
     // unless its sums would not stay in L2.
-    const std::size_t nt = std::min(plan_chunks(n), (ncols + shift + 63) / 64);
+    const std::size_t nt = std::min(plan_chunks(n), (ncols + 63) / 64);
     if (nt <= 1 && ncols <= kSweepColumns) {
         ctx.fn(a, 0, n, acc, 0, ncols);
         return;
     }
-    run_chunks(ncols + shift, nt, &sum_columns, &ctx);
+    run_chunks(ncols, nt, &sum_columns, &ctx);
 }
 
 }  // namespace fastdropout
