@@ -430,6 +430,47 @@ def test_alpha_dropout(dtype: np.dtype[Any]) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dropout_add_nan_plus_nan(dtype: np.dtype[Any]) -> None:
+    """NaN + NaN is the first operand's NaN, quieted (docs/spec.md section 9), as in
+    NumPy: signalling and quiet NaNs of both signs in x, residual and bias, under
+    jit too; the gradients stay dropout's whatever the values."""
+    n = 96
+    nbits = dtype.itemsize * 8
+    mant = 7 if dtype == BF16 else {16: 10, 32: 23}[nbits]
+    exp_all = ((1 << (nbits - 1 - mant)) - 1) << mant
+    quiet, sign = 1 << (mant - 1), 1 << (nbits - 1)
+    nans = np.array([exp_all | 1, exp_all | quiet | 2, sign | exp_all | 3,
+                     sign | exp_all | quiet | 4], UINT[dtype.itemsize])
+    pick = np.random.default_rng(3).integers(0, 4, size=(3, n))
+    x, res, bias = (nans[k].view(dtype) for k in pick)
+    x[::5] = 1.5  # some sums of a NaN and a number
+
+    def canonical(y: np.ndarray) -> np.ndarray:
+        """XLA's CPU backend gives every bfloat16 NaN its canonical payload (the sign
+        kept; README, JAX); float16 and float32 NaNs keep theirs."""
+        if dtype != BF16:
+            return y
+        u = y.view(np.uint16).copy()
+        u[np.isnan(y)] = (u[np.isnan(y)] & 0x8000) | 0x7FC0
+        return u.view(dtype)
+
+    for p, training in ((0.5, True), (0.0, True), (0.5, False)):
+        expected = fastdropout.dropout_add(x, res, p, bias=bias, seed=2, training=training)
+        got = fdj.dropout_add(x, res, p, bias=bias, seed=2, training=training)
+        assert_jax_same(got, canonical(expected))
+    jitted = jax.jit(lambda a, r, b: fdj.dropout_add(a, r, 0.5, bias=b, seed=2))
+    assert_jax_same(jitted(x, res, bias),
+                    canonical(fastdropout.dropout_add(x, res, 0.5, bias=bias, seed=2)))
+    if dtype == F32:
+        gx, gr = jax.grad(
+            lambda a, r: fdj.dropout_add(a, r, 0.5, bias=bias, seed=2).sum(), (0, 1)
+        )(x, res)
+        keep = fastdropout.dropout(np.ones(n, dtype), 0.5, seed=2, return_mask=True)[1]
+        assert_jax_same(gx, fastdropout.dropout_backward(np.ones(n, dtype), keep))
+        assert_jax_same(gr, np.ones(n, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_dropout_add(dtype: np.dtype[Any], with_bias: bool) -> None:
     rng = np.random.default_rng(10)

@@ -44,8 +44,8 @@ struct SumCtx {
     std::size_t rot;  // the threads split rotated columns u = (c + rot) mod ncols
 };
 
-// One block of columns [c0, c1), row after row: each column's sum runs over the rows
-// in C order whatever the split.
+// A thread sums its block of columns row after row: each column's sum runs over the
+// rows in C order whatever the split.
 // Each row's block is a short run in a new page, too short for the hardware
 // prefetchers to ramp up: the block kPrefetchRows rows ahead is requested while the
 // current one is processed.

@@ -273,6 +273,30 @@ def _rounded_jvp(primals: tuple[Any], tangents: tuple[Any]) -> tuple[Any, Any]:
     return _rounded(primals[0]), tangents[0]
 
 
+# The quiet bit of a NaN and the unsigned type of its bits, by dtype.
+_QUIET = {
+    np.dtype(np.float16): (jnp.uint16, 0x0200),
+    _BF16: (jnp.uint16, 0x0040),
+    np.dtype(np.float32): (jnp.uint32, 0x00400000),
+    np.dtype(np.float64): (jnp.uint64, 0x0008000000000000),
+}
+
+
+@jax.custom_jvp
+def _add(a: Any, b: Any) -> Any:
+    """``a + b``; where ``a`` is NaN, ``a`` quieted (docs/spec.md section 9: the sum
+    of two NaNs is the first one, which IEEE 754 and XLA leave open). The
+    derivative is the sum's, NaN or not."""
+    utype, quiet = _QUIET[np.dtype(a.dtype)]
+    bits = lax.bitcast_convert_type(a, utype) | jnp.asarray(quiet, utype)
+    return jnp.where(jnp.isnan(a), lax.bitcast_convert_type(bits, a.dtype), a + b)
+
+
+@_add.defjvp
+def _add_jvp(primals: tuple[Any, Any], tangents: tuple[Any, Any]) -> tuple[Any, Any]:
+    return _add(*primals), tangents[0] + tangents[1]
+
+
 @functools.partial(jax.jit, static_argnames=("kind", "mask_shape", "want_mask"))
 def _train(
     x: Any,
@@ -297,10 +321,10 @@ def _train(
     elif kind == "alpha":
         y = jnp.where(keep, _rounded(x * consts[0]) + consts[1], consts[2])
     else:
-        v = x if bias is None else _rounded(x + bias)
+        v = x if bias is None else _rounded(_add(x, jnp.broadcast_to(bias, x.shape)))
         if kind == "add_inverted":
             v = _rounded(v * consts[0])
-        y = residual + jnp.where(keep, v, zero)
+        y = _add(residual, jnp.where(keep, v, zero))
     return (y, keep_m) if want_mask else y
 
 
@@ -530,8 +554,8 @@ def dropout_add(
     if train and m == "inverted" and not _is_traced(pf):
         _scales.check_inverted_scale(pf, np.dtype(arr.dtype))  # docs/spec.md section 8
     if not train:
-        v = arr if b is None else _rounded(arr + b)
+        v = arr if b is None else _rounded(_add(arr, jnp.broadcast_to(b, arr.shape)))
         if m == "classic":
             v = _rounded(v * _classic_factor(pf, np.dtype(arr.dtype)))
-        return _eval_result(res + v, want)
+        return _eval_result(_add(res, v), want)
     return _run(arr, pf, "add_" + m, seed, offset, mask_shape, want, res, b)

@@ -244,7 +244,7 @@ def _add(a: FloatArray, b: Any) -> FloatArray:
         u = np.dtype(f"u{a.dtype.itemsize}")
         first = (np.broadcast_to(a, s.shape).view(u) | u.type(quiet)).view(a.dtype)
         s = np.where(np.broadcast_to(nan, s.shape), first, s)
-    return s  # type: ignore[no-any-return]
+    return s
 
 
 def _kept(
