@@ -26,11 +26,20 @@ __all__ = [
     "classic_factor",
     "dtype_name",
     "inverted_scale",
+    "quiet_bit",
     "round_scalar",
 ]
 
 #: ``-scale * alpha`` of SELU (Klambauer et al. 2017), as PyTorch and Keras use it.
 ALPHA_PRIME = -1.7580993408473766
+
+
+def quiet_bit(dtype: np.dtype[Any]) -> int:
+    """The bit that makes a NaN of ``dtype`` quiet: the top fraction bit (bfloat16's
+    bit 6, float16's bit 9, float32's 22, float64's 51)."""
+    if _bfloat16.is_bfloat16(dtype):
+        return 0x0040
+    return {2: 0x0200, 4: 0x00400000, 8: 0x0008000000000000}[np.dtype(dtype).itemsize]
 
 
 def dtype_name(dtype: np.dtype[Any]) -> str:

@@ -273,22 +273,14 @@ def _rounded_jvp(primals: tuple[Any], tangents: tuple[Any]) -> tuple[Any, Any]:
     return _rounded(primals[0]), tangents[0]
 
 
-# The quiet bit of a NaN and the unsigned type of its bits, by dtype.
-_QUIET = {
-    np.dtype(np.float16): (jnp.uint16, 0x0200),
-    _BF16: (jnp.uint16, 0x0040),
-    np.dtype(np.float32): (jnp.uint32, 0x00400000),
-    np.dtype(np.float64): (jnp.uint64, 0x0008000000000000),
-}
-
-
 @jax.custom_jvp
 def _add(a: Any, b: Any) -> Any:
     """``a + b``; where ``a`` is NaN, ``a`` quieted (docs/spec.md section 9: the sum
     of two NaNs is the first one, which IEEE 754 and XLA leave open). The
     derivative is the sum's, NaN or not."""
-    utype, quiet = _QUIET[np.dtype(a.dtype)]
-    bits = lax.bitcast_convert_type(a, utype) | jnp.asarray(quiet, utype)
+    dt = np.dtype(a.dtype)
+    utype = np.dtype(f"u{dt.itemsize}")
+    bits = lax.bitcast_convert_type(a, utype) | jnp.asarray(_scales.quiet_bit(dt), utype)
     return jnp.where(jnp.isnan(a), lax.bitcast_convert_type(bits, a.dtype), a + b)
 
 

@@ -223,10 +223,6 @@ def _mul(a: FloatArray, s: Any) -> FloatArray:
     return a * s  # type: ignore[no-any-return]
 
 
-# The quiet bit of a NaN, by element size (bfloat16's is bit 6, float16's bit 9).
-_QUIET_BIT = {2: 0x0200, 4: 0x00400000, 8: 0x0008000000000000}
-
-
 def _add(a: FloatArray, b: Any) -> FloatArray:
     """``a + b`` in ``a``'s dtype, rounded as :func:`_mul` rounds; where ``a`` is
     NaN the sum is ``a``, quieted, whatever ``b`` is (docs/spec.md section 9: NumPy
@@ -235,14 +231,13 @@ def _add(a: FloatArray, b: Any) -> FloatArray:
         s = _bfloat16.from_float32(
             _bfloat16.to_float32(a) + _bfloat16.to_float32(np.asarray(b, a.dtype))
         )
-        quiet = 0x0040
     else:
         s = a + b
-        quiet = _QUIET_BIT[a.dtype.itemsize]
     nan = np.isnan(a)
     if nan.any():
         u = np.dtype(f"u{a.dtype.itemsize}")
-        first = (np.broadcast_to(a, s.shape).view(u) | u.type(quiet)).view(a.dtype)
+        quiet = u.type(_scales.quiet_bit(a.dtype))
+        first = (np.broadcast_to(a, s.shape).view(u) | quiet).view(a.dtype)
         s = np.where(np.broadcast_to(nan, s.shape), first, s)
     return s
 
