@@ -40,7 +40,7 @@ std::vector<bool> broadcast_flags(const py::tuple& axes, std::size_t ndim) {
 // What every window entry checks: x (the block, C-contiguous) and y (where the result
 // goes: x itself or disjoint from it) of one dtype and shape; strides: per axis of x,
 // the stride of that axis in the global mask (mod 2**64; ignored on broadcast axes);
-// bits: None or a uint8 buffer for the window's mask (`need_bits`: required).
+// bits: None or a uint8 buffer for the window's mask (required with a broadcast axis).
 struct Prepared {
     Dtype dt;
     std::vector<std::size_t> dims;
@@ -50,7 +50,7 @@ struct Prepared {
 };
 
 Prepared prepare(const py::array& x, const py::array& y, const py::tuple& strides,
-                 const py::object& bits, const py::tuple& axes, bool need_bits) {
+                 const py::object& bits, const py::tuple& axes) {
     Prepared c;
     c.dt = dtype_of(x, "x");
     if (dtype_of(y, "out") != c.dt) {
@@ -96,7 +96,7 @@ Prepared prepare(const py::array& x, const py::array& y, const py::tuple& stride
         }
         c.bits = static_cast<std::uint8_t*>(arr.mutable_data());
     }
-    if (c.bits == nullptr && (need_bits || has_broadcast(c.dims, c.broadcast))) {
+    if (c.bits == nullptr && has_broadcast(c.dims, c.broadcast)) {
         throw py::value_error("a mask bits buffer is required here");
     }
     return c;
@@ -132,7 +132,7 @@ void window_forward(const py::array& x, const py::array& y, const py::object& se
                     const py::object& offset, const py::tuple& strides,
                     const py::object& threshold, double scale, bool scaled,
                     const py::object& bits, const py::tuple& axes) {
-    const Prepared c = prepare(x, y, strides, bits, axes, false);
+    const Prepared c = prepare(x, y, strides, bits, axes);
     ForwardArgs a{};
     a.stream = stream_of(seed, offset, threshold);
     a.x = x.data();
@@ -164,7 +164,7 @@ void window_add_forward(const py::array& x, const py::array& residual, const py:
                         const py::array& y, const py::object& seed, const py::object& offset,
                         const py::tuple& strides, const py::object& threshold, double scale,
                         bool scaled, const py::object& bits, const py::tuple& axes) {
-    const Prepared c = prepare(x, y, strides, bits, axes, true);
+    const Prepared c = prepare(x, y, strides, bits, axes);
     const std::size_t n = product(c.dims);
     FusedArgs a{};
     a.stream = stream_of(seed, offset, threshold);
@@ -206,7 +206,7 @@ void window_alpha_forward(const py::array& x, const py::array& y, const py::obje
                           const py::object& offset, const py::tuple& strides,
                           const py::object& threshold, double coef_a, double coef_b,
                           double coef_d, const py::object& bits, const py::tuple& axes) {
-    const Prepared c = prepare(x, y, strides, bits, axes, true);
+    const Prepared c = prepare(x, y, strides, bits, axes);
     FusedArgs a{};
     a.stream = stream_of(seed, offset, threshold);
     a.x = x.data();

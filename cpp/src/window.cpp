@@ -306,6 +306,65 @@ void fused_segment(void* ctx, const MaskRun& run, std::size_t b, std::size_t e) 
     c->fn(*c->a, run, b, e);
 }
 
+// Whether some axis of x (of size > 1) shares its mask entries (broadcast_axes).
+bool broadcasts(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
+    for (std::size_t k = 0; k < dims.size() && k < broadcast.size(); ++k) {
+        if (broadcast[k] && dims[k] != 1) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// A batch of dropout_add / alpha_dropout: the fused window kernel.
+struct FusedBatch {
+    const WindowKernels& wk;
+    Dtype dt;
+    FusedOp op;
+    const FusedArgs& a;
+
+    void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
+                    std::uint8_t* scratch) const {
+        FusedArgs f = a;
+        f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
+        (op == FusedOp::kAdd ? wk.add_runs : wk.alpha_runs)[dt](f, i0, runs, nruns);
+        put_back(a.bits, i0, f.bits, count);
+    }
+};
+
+// dropout_add / alpha_dropout of a window whose mask has x's shape: mask and output
+// in one pass, as in a plain call. Long runs that start at a mask byte boundary go to
+// the dense fused kernel with the stream rebased so that element i of x sits at the
+// run's global position (its element index also picks the bias column); every other
+// run goes through batches and the fused window kernel.
+void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
+                           const WindowLayout& w) {
+    const std::size_t n = count_of(w);
+    if (n == 0) {
+        return;
+    }
+    const Runs r = plan_runs(w);
+    const WindowKernels& wk = window_kernels_of(table);
+    const auto fn = op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt];
+    const std::size_t nt = plan_chunks(n);
+    std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
+    for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
+        Batch batch(bufs[t]);
+        const FusedBatch apply_batch{wk, dt, op, a};
+        walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+            if (len < kDirectRun || (a.bits != nullptr && i % 8 != 0)) {
+                batch.add(i, g, len, apply_batch);
+                return;
+            }
+            batch.flush(apply_batch);
+            FusedArgs run = a;
+            run.stream.offset = a.stream.offset + g - i;  // mod 2**64: element i at g
+            fn(run, i, i + len);
+        });
+        batch.flush(apply_batch);
+    });
+}
+
 }  // namespace
 
 void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a,
@@ -404,6 +463,11 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
 void run_window_fused(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
                       const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
                       const WindowLayout& w) {
+    check_layout(w);
+    if (!broadcasts(dims, broadcast)) {
+        fused_window_one_pass(table, dt, op, a, w);
+        return;
+    }
     run_window_gen_bits(table, a.stream, a.bits, w);
     FusedApplyCtx ctx{&a, op == FusedOp::kAdd ? table.add_apply[dt] : table.alpha_apply[dt]};
     run_masked(dims, broadcast, a.bits, &fused_segment, &ctx);

@@ -41,10 +41,12 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
                          const WindowLayout& w);
 
 // The fused kernels (docs/spec.md sections 9 and 10) on a block of shape dims (C
-// order, broadcast as given): a.bits (required) first receives the window's mask bits
-// (run_window_gen_bits over w, the window of the mask), then one pass applies them
-// with op's kernel. Two passes rather than one, so that the residual add's bias index
-// (element index modulo the bias size) stays the block's own.
+// order, broadcast as given; w is the window of the mask). Without a broadcast axis
+// the mask has the block's shape: one pass computes the mask (to a.bits when it is
+// not null) and the output together, as a plain call does. With one, a.bits
+// (required) first receives the window's mask bits (run_window_gen_bits), then one
+// pass applies them with op's kernel. The bias column of element i is i modulo the
+// bias size either way: the block's own index.
 void run_window_fused(const KernelTable& table, Dtype dt, FusedOp op, const FusedArgs& a,
                       const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
                       const WindowLayout& w);

@@ -165,7 +165,7 @@ def _alpha_dropout_general(
     s = resolve_seed(plan.seed)
     bits = (
         np.empty((plan.n_mask + 7) >> 3, np.uint8)
-        if (plan.return_mask or plan.axes or win is not None)
+        if (plan.return_mask or plan.axes)
         else None
     )
     coef_a, coef_b, coef_d = _scales.alpha_coefficients(plan.p, xa.dtype)

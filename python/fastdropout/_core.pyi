@@ -333,8 +333,10 @@ def window_add_forward(
     bits: npt.NDArray[np.uint8] | None,
     broadcast_axes: tuple[int, ...],
 ) -> None:
-    """add_forward() for a block: the window's mask bits (required) are generated
-    as in window_forward(), then applied with the residual add in one pass."""
+    """add_forward() for a block, its mask elements numbered as in
+    window_forward(): without broadcast axes the mask (to bits when given) and the
+    output in one pass; with them, bits (then required) receives the window's
+    mask first and a second pass applies it."""
 
 def window_alpha_forward(
     x: npt.NDArray[Any],

@@ -155,8 +155,7 @@ def dropout_add(
     mask of ``broadcast_axes``); ``seed``, ``offset``, ``return_mask`` as in
     :func:`fastdropout.dropout`. See docs/spec.md section 9. ``window`` as in
     :func:`fastdropout.dropout` (``x`` and ``residual`` are the block, ``bias``
-    the block's part of the bias; the window's mask bits are generated first,
-    then applied in one pass).
+    the block's part of the bias).
     """
     if training is True and broadcast_axes is None and window is None:
         # A plain call (see _core.add) is checked, allocated and run in C++; None
@@ -222,7 +221,7 @@ def _dropout_add_general(
     s = resolve_seed(plan.seed)
     bits = (
         np.empty((plan.n_mask + 7) >> 3, np.uint8)
-        if (plan.return_mask or plan.axes or win is not None)
+        if (plan.return_mask or plan.axes)
         else None
     )
     scaled = plan.mode == "inverted"

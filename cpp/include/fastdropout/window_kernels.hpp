@@ -32,6 +32,14 @@ struct WindowKernels {
     // to a.bits from bit 0 when it is not null, as gen_bits_runs writes them.
     void (*forward_runs[kNumDtypes])(const ForwardArgs& a, const BitRun* runs,
                                      std::size_t nruns);
+    // dropout_add and alpha_dropout (docs/spec.md sections 9 and 10) with those bits:
+    // elements i0 .. i0+total-1 of a.x, a.residual and a.y, the bias column of element
+    // i being i mod a.bias_n as in the dense kernels; the mask bits to a.bits from
+    // bit 0 when it is not null, as gen_bits_runs writes them.
+    void (*add_runs[kNumDtypes])(const FusedArgs& a, std::size_t i0, const BitRun* runs,
+                                 std::size_t nruns);
+    void (*alpha_runs[kNumDtypes])(const FusedArgs& a, std::size_t i0, const BitRun* runs,
+                                   std::size_t nruns);
 };
 
 }  // namespace fastdropout

@@ -331,11 +331,52 @@ void forward_runs_kernel(const ForwardArgs& a, const BitRun* runs, std::size_t n
     }
 }
 
+// fused_loop's decisions from the runs' bits (and stored to a.bits, from bit 0 at
+// element i0, when asked).
+class RunsWord {
+  public:
+    FASTDROPOUT_INLINE RunsWord(const FusedArgs& a, std::size_t i0, const BitRun* runs,
+                                std::size_t nruns)
+        : stream_(a.stream, runs, nruns), bits_(a.bits), i0_(i0) {}
+    FASTDROPOUT_INLINE std::uint64_t operator()(std::size_t i, std::size_t count) {
+        const std::uint64_t b = stream_.next() & low_bits(count);
+        if (bits_ != nullptr) {
+            store_bits(bits_ + (i - i0_) / 8, b, (count + 7) / 8);
+        }
+        return b;
+    }
+
+  private:
+    RunStream stream_;
+    std::uint8_t* bits_;
+    std::size_t i0_;
+};
+
+// add_forward_kernel / alpha_forward_kernel with the bits of the runs: elements i0 ..
+// i0 + total - 1 of a.x, a.residual, a.y (element i's bias column is i mod a.bias_n,
+// as in the dense kernels), their mask bits (if a.bits) from bit 0.
+template <class E>
+void add_runs_kernel(const FusedArgs& a, std::size_t i0, const BitRun* runs, std::size_t nruns) {
+    RunsWord w(a, i0, runs, nruns);
+    fused_loop<E, true>(a, i0, i0 + total_of(runs, nruns), w, true);
+}
+
+template <class E>
+void alpha_runs_kernel(const FusedArgs& a, std::size_t i0, const BitRun* runs,
+                       std::size_t nruns) {
+    RunsWord w(a, i0, runs, nruns);
+    fused_loop<E, false>(a, i0, i0 + total_of(runs, nruns), w, true);
+}
+
 const WindowKernels kWindowKernels = {
     FASTDROPOUT_ISA_NAME,
     &gen_bits_runs_kernel,
     {&forward_runs_kernel<OpsF16>, &forward_runs_kernel<OpsF32>, &forward_runs_kernel<OpsF64>,
      &forward_runs_kernel<OpsBF16>},
+    {&add_runs_kernel<EF16>, &add_runs_kernel<EF32>, &add_runs_kernel<EF64>,
+     &add_runs_kernel<EBF16>},
+    {&alpha_runs_kernel<EF16>, &alpha_runs_kernel<EF32>, &alpha_runs_kernel<EF64>,
+     &alpha_runs_kernel<EBF16>},
 };
 
 }  // namespace
