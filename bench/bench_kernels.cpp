@@ -48,7 +48,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <sys/mman.h>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -100,12 +99,6 @@ using Buffer = std::unique_ptr<std::uint8_t, AlignedFree>;
 Buffer make_buffer(std::size_t nbytes) {
     const std::size_t size = std::max<std::size_t>(nbytes, 1);
     auto* p = static_cast<std::uint8_t*>(::operator new(size, std::align_val_t{kAlign}));
-    if (std::getenv("FD_HUGE") != nullptr) {
-        const auto a = reinterpret_cast<std::uintptr_t>(p);
-        const std::uintptr_t lo = (a + 4095) & ~std::uintptr_t{4095};
-        const std::uintptr_t hi = (a + size) & ~std::uintptr_t{4095};
-        if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-    }
     std::memset(p, 0, size);  // fault the pages in before anything is timed
     return Buffer(p);
 }
