@@ -60,7 +60,7 @@ def test_alpha_matches_reference(native: Any, dtype: Any, shape: Any) -> None:
     x = inp(shape, dtype, seed=1)
     for p, offset in [(0.3, 0), (1e-6, 7), (0.9, TWO_64 - 3), (0.0, 1)]:
         yr, mr = reference.alpha_dropout(x, p, seed=11, offset=offset, return_mask=True)
-        assert _alpha._alpha(x, p, 11, offset, None, False) is not None  # served
+        assert _alpha._alpha(x, p, 11, offset, None, False, None) is not None  # served
         assert_same(native.alpha_dropout(x, p, seed=11, offset=offset), yr)
         y, m = native.alpha_dropout(x, p, seed=11, offset=offset, return_mask=True)
         assert_same(y, yr)
@@ -117,7 +117,7 @@ def test_alpha_backward_stored_and_regenerated(native: Any, dtype: Any) -> None:
 
 def test_alpha_declines(core_module: Any) -> None:
     x = np.ones(10, np.float32)
-    assert core_module.alpha(x, 0.5, 1, 0, None, False) is not None
+    assert core_module.alpha(x, 0.5, 1, 0, None, False, None) is not None
     for args in [
         (x, 1.0, 1, 0, None, False),  # p == 1: an error for alpha dropout
         (x, -0.1, 1, 0, None, False),
@@ -129,8 +129,9 @@ def test_alpha_declines(core_module: Any) -> None:
         (x, 0.5, 1, 0, x[::-1], False),  # the same memory through another view
         (x.tolist(), 0.5, 1, 0, None, False),
     ]:
-        assert core_module.alpha(*args) is None, args
-    with pytest.raises(TypeError, match="6 arguments"):
+        for window in (None, ((12,), (2,))):  # the same rules for a block
+            assert core_module.alpha(*args, window) is None, args
+    with pytest.raises(TypeError, match="7 arguments"):
         core_module.alpha(x, 0.5)
 
 
@@ -155,7 +156,8 @@ def test_add_matches_reference(native: Any, dtype: Any, shape: Any, bshape: Any)
     for mode, offset in [("inverted", 0), ("classic", 9), ("inverted", TWO_64 - 3)]:
         kw: dict[str, Any] = {"bias": bias, "mode": mode, "seed": 5, "offset": offset}
         yr, mr = reference.dropout_add(x, res, 0.4, return_mask=True, **kw)
-        assert _fused._add(x, res, bias, 0.4, mode, 5, offset, None, False) is not None
+        fast = _fused._add(x, res, bias, 0.4, mode, 5, offset, None, False, None)
+        assert fast is not None
         assert_same(native.dropout_add(x, res, 0.4, **kw), yr)
         y, m = native.dropout_add(x, res, 0.4, return_mask=True, **kw)
         assert_same(y, yr)
@@ -181,11 +183,12 @@ def test_add_special_values_as_the_general_path(native: Any, dtype: Any) -> None
 
 
 def test_add_declines_and_writes_nothing(core_module: Any) -> None:
+    windows = (None, ((5, 4), (1, 0)))  # a plain call, and one of a block
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     res = np.ones((3, 4), np.float32)
     bias = np.ones(4, np.float32)
     y = np.empty_like(x)
-    assert core_module.add(x, res, bias, 0.5, "inverted", 1, 0, y, False) is y
+    assert core_module.add(x, res, bias, 0.5, "inverted", 1, 0, y, False, None) is y
     big = np.zeros(40, np.float32)
     for args in [
         (x, res.astype(np.float64), bias),
@@ -196,19 +199,23 @@ def test_add_declines_and_writes_nothing(core_module: Any) -> None:
         (x, res, np.ones((2, 3, 4), np.float32)),
         (x, res, [1.0, 2.0, 3.0, 4.0]),
     ]:
-        assert core_module.add(*args, 0.5, "inverted", 1, 0, None, False) is None, args
+        for w in windows:  # the same rules for a block
+            assert core_module.add(*args, 0.5, "inverted", 1, 0, None, False, w) is None
     for mode, ret in [("alpha", False), (b"inverted", False), ("inverted", 1)]:
-        assert core_module.add(x, res, None, 0.5, mode, 1, 0, None, ret) is None
+        for w in windows:
+            assert core_module.add(x, res, None, 0.5, mode, 1, 0, None, ret, w) is None
     # out overlapping the residual or the bias (without being the residual)
     out = big[:12].reshape(3, 4)
     before = big.copy()
-    assert core_module.add(x, big[2:14].reshape(3, 4), None, 0.5, "inverted", 1, 0,
-                           out, False) is None  # fmt: skip
-    assert core_module.add(x, res, big[10:14], 0.5, "inverted", 1, 0, out, False) is None
-    np.testing.assert_array_equal(big, before)
-    assert core_module.add(x, res, None, np.float32(0.5), "inverted", 1, 0, None,
-                           False) is None  # not an exact float  # fmt: skip
-    with pytest.raises(TypeError, match="9 arguments"):
+    for w in windows:
+        assert core_module.add(x, big[2:14].reshape(3, 4), None, 0.5, "inverted", 1, 0,
+                               out, False, w) is None  # fmt: skip
+        assert core_module.add(x, res, big[10:14], 0.5, "inverted", 1, 0, out, False,
+                               w) is None  # fmt: skip
+        np.testing.assert_array_equal(big, before)
+        assert core_module.add(x, res, None, np.float32(0.5), "inverted", 1, 0, None,
+                               False, w) is None  # not an exact float  # fmt: skip
+    with pytest.raises(TypeError, match="10 arguments"):
         core_module.add(x, res)
 
 

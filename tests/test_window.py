@@ -263,6 +263,27 @@ def test_bad_windows(impl: Any, window: Any, exc: type[Exception], match: str) -
             impl.dropout(x, 0.5, seed=1, window=window, out=out, training=training)
     with pytest.raises(exc, match=match):
         impl.dropout_backward(x, p=0.5, seed=1, window=window, out=out)
+    r = make_input((4, 5), np.float32, seed=2)
+    b = make_input((5,), np.float32, seed=3)
+    for training in (True, False):
+        for bias in (None, b):
+            with pytest.raises(exc, match=match):
+                impl.dropout_add(
+                    x, r, 0.5, bias=bias, seed=1, window=window, out=out,
+                    training=training,
+                )  # fmt: skip
+            for return_mask in (False, True):
+                with pytest.raises(exc, match=match):
+                    impl.dropout_add(
+                        x, r, 0.5, bias=bias, seed=1, window=window,
+                        return_mask=return_mask, training=training,
+                    )  # fmt: skip
+        for return_mask in (False, True):
+            with pytest.raises(exc, match=match):
+                impl.alpha_dropout(
+                    x, 0.5, seed=1, window=window, out=out, training=training,
+                    return_mask=return_mask,
+                )  # fmt: skip
     x3 = make_input((4, 5, 1), np.float32)
     out3 = np.full_like(x3, 7.0)
     with pytest.raises(ValueError, match="axis 2"):

@@ -1,6 +1,7 @@
 """Short runs of windows (docs/spec.md section 11) through the window kernel
 (cpp/src/kernels/window_generic.hpp: the Philox blocks of many runs computed
-together), and the C++ fast path of plain window calls (_core.dense_window).
+together), and the C++ fast paths of plain window calls (_core.dense_window,
+_core.spatial_window, _core.add and _core.alpha).
 
 Every SIMD level, dtype and thread count 1 and 2 must give the reference's bits for
 runs of 1 to 1500 elements, run starts at every stream offset mod 4, and stream
@@ -179,6 +180,133 @@ def test_dense_window_declines_what_is_not_plain(native: Any) -> None:
     assert_same(y, reference.dropout(x, 0.5, seed=1, window=((8, 5), (4, 0))))
     with pytest.raises(TypeError, match="8 arguments"):
         core.dense_window(x, 0.5, "inverted", 1, 0, out, False)
+
+
+FUSED_CALLS = ("add", "add_bias", "alpha")
+
+
+def fused_call(native: Any, how: str, xb: np.ndarray, **kw: Any) -> Any:
+    """dropout_add (residual and, with a bias, the block's part of it) or
+    alpha_dropout of the block x[3:9, 40:105] of a (20, 300) array."""
+    if how == "alpha":
+        return native.alpha_dropout(xb, 0.5, **kw)
+    rb = np.array(make_input((20, 300), np.float32, seed=2)[3:9, 40:105])
+    bb = None
+    if how == "add_bias":
+        bb = np.array(make_input((300,), np.float32, seed=3)[40:105])
+    return native.dropout_add(xb, rb, 0.5, bias=bb, **kw)
+
+
+@pytest.mark.parametrize("how", FUSED_CALLS)
+@pytest.mark.parametrize("form", range(len(WINDOW_FORMS)))
+def test_every_window_form_gives_the_same_fused_call(
+    native: Any, monkeypatch: pytest.MonkeyPatch, form: int, how: str
+) -> None:
+    """dropout_add (with and without a bias) and alpha_dropout: the plain window
+    (served by _core.add / _core.alpha) and the forms the general path takes give
+    the same y and the same Mask, window included, as the reference."""
+    from fastdropout import _alpha, _fused
+
+    served: list[bool] = []
+    module, name = (_alpha, "_alpha") if how == "alpha" else (_fused, "_add")
+    real = getattr(module, name)
+
+    def spy(*args: Any) -> Any:
+        r = real(*args)
+        served.append(r is not None)
+        return r
+
+    monkeypatch.setattr(module, name, spy)
+    window = WINDOW_FORMS[form]
+    plain = ((20, 300), (3, 40))
+    x = make_input((20, 300), np.float32, seed=1)
+    xb = np.array(x[3:9, 40:105])
+    kw: dict[str, Any] = {"seed": 4, "offset": 3}
+    y, m = fused_call(native, how, xb, window=window, return_mask=True, **kw)
+    want, wm = fused_call(reference, how, xb, window=plain, return_mask=True, **kw)
+    assert_same(y, want)
+    assert m == wm
+    assert hash(m) == hash(wm)
+    assert repr(m) == repr(wm)
+    assert m.window == plain
+    assert type(m.window).__name__ == "Window"
+    assert type(m.window.start[1]) is int
+    assert m.mode == ("alpha" if how == "alpha" else "inverted")
+    assert not m.bits.flags.writeable
+    assert_same(fused_call(native, how, xb, window=window, **kw), want)
+    out = np.empty_like(xb)
+    assert fused_call(native, how, xb, window=window, out=out, **kw) is out
+    assert_same(out, want)
+    # a whole-array call gives the block's values there
+    r = make_input((20, 300), np.float32, seed=2)
+    if how == "alpha":
+        whole = native.alpha_dropout(x, 0.5, **kw)
+    else:
+        b = make_input((300,), np.float32, seed=3) if how == "add_bias" else None
+        whole = native.dropout_add(x, r, 0.5, bias=b, **kw)
+    assert_same(y, np.array(whole[3:9, 40:105]))
+    # the plain form is served by the fast path, the others are declined by it
+    # (the whole-array call last: plain, served)
+    assert served == [form == 0] * 3 + [True]
+
+
+def test_fused_fast_paths_decline_windows_that_are_not_plain(native: Any) -> None:
+    """_core.add and _core.alpha answer None (writing nothing) for every window the
+    general path must check and for the Mask sentinel with a window, so that the
+    errors and the Mask stay the general path's."""
+    from fastdropout._calls import WANT_MASK
+
+    core = native._core
+    x = np.ones((4, 5), np.float32)
+    r = np.full_like(x, 2.0)
+    b = np.full((5,), 0.5, np.float32)
+    out = np.full_like(x, 7.0)
+    declined = (
+        [(8, 5), (0, 0)],  # not a tuple
+        ((8, 5), [0, 0]),  # start not a tuple
+        ((8, 5), (0, 0), ()),  # three items
+        ((8,), (0,)),  # one entry for two axes
+        ((8, 5, 1), (0, 0, 0)),  # three entries for two axes
+        ((8, 5), (5, 0)),  # does not fit along axis 0
+        ((8, 5), (0, 1)),  # does not fit along axis 1
+        ((8, 5), (-1, 0)),  # negative start
+        ((8, 5), (True, 0)),  # a bool
+        ((1 << 63, 5), (0, 0)),  # global size out of range
+        ((8, 5), (0, 0.0)),  # a float
+        ((8, np.int64(5)), (0, 0)),  # a NumPy int
+        7,  # not a pair at all
+    )
+    for window in declined:
+        for bias in (None, b):
+            got = core.add(x, r, bias, 0.5, "inverted", 1, 0, out, False, window)
+            assert got is None, window
+        assert core.alpha(x, 0.5, 1, 0, out, False, window) is None, window
+        assert np.all(out == 7.0)
+    good = ((8, 5), (4, 0))
+    for ret in (WANT_MASK, None, 1):  # the sentinel, or not a bool: declined
+        assert core.add(x, r, b, 0.5, "inverted", 1, 0, out, ret, good) is None
+        assert core.alpha(x, 0.5, 1, 0, out, ret, good) is None
+        assert np.all(out == 7.0)
+    kw: dict[str, Any] = {"seed": 1, "window": good}
+    y = core.add(x, r, b, 0.5, "inverted", 1, 0, out, False, good)
+    assert y is out
+    assert_same(y, reference.dropout_add(x, r, 0.5, bias=b, **kw))
+    y, bits = core.add(x, r, None, 0.5, "classic", 1, 0, None, True, good)
+    yr, mr = reference.dropout_add(x, r, 0.5, mode="classic", return_mask=True, **kw)
+    assert_same(y, yr)
+    np.testing.assert_array_equal(bits, mr.bits)
+    y, bits = core.alpha(x, 0.5, 1, 0, None, True, good)
+    yr, mr = reference.alpha_dropout(x, 0.5, return_mask=True, **kw)
+    assert_same(y, yr)
+    np.testing.assert_array_equal(bits, mr.bits)
+    assert_same(
+        core.alpha(x, 0.5, 1, 0, None, False, None),
+        reference.alpha_dropout(x, 0.5, seed=1),
+    )
+    with pytest.raises(TypeError, match="10 arguments"):
+        core.add(x, r, b, 0.5, "inverted", 1, 0, out, False)
+    with pytest.raises(TypeError, match="7 arguments"):
+        core.alpha(x, 0.5, 1, 0, out, False)
 
 
 @pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])

@@ -12,6 +12,12 @@
 // x's; out (or the new y) is residual itself or disjoint from it, and disjoint from
 // the bias. The bias gradient's rounding is _rowsum.round_sums's (NumPy's cast for
 // float16/32, docs/spec.md section 8's single rounding for bfloat16).
+//
+// alpha and add also take a block of a larger array (docs/spec.md section 11):
+// window None (a plain call) or a plain window (fast_window.hpp; x, residual and the
+// bias are the block's, the mask the block's window of the global mask), with
+// return_mask then True or False, not the _mask_maker sentinel (the Python layer
+// makes the Mask, which records the window), as register_fast.cpp's dense_window.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -23,8 +29,10 @@
 #include "../src/dispatch.hpp"
 #include "../src/parallel.hpp"
 #include "../src/parallel_fused.hpp"
+#include "../src/window.hpp"
 #include "array_view.hpp"
 #include "fast_common.hpp"
+#include "fast_window.hpp"
 
 namespace py = pybind11;
 
@@ -41,18 +49,50 @@ StreamArgs stream_of(std::uint64_t seed, std::uint64_t offset, double p) {
             threshold_of(p)};
 }
 
-// The dense training pass of a fused op (no broadcast axis): the mask is generated in
-// the same pass, into bits when given.
-bool run_dense_fused(Dtype dt, FusedOp op, const FusedArgs& a, std::size_t n) {
-    const std::vector<std::size_t> dims{n};
-    const std::vector<bool> broadcast{false};
+// The dense training pass of a fused op (no broadcast axis) on x's n elements: the
+// mask is generated in the same pass, into bits when given. w (null: no window) is
+// the window of the mask of a block (x's shape) of a larger array; a.stream.offset is
+// then the stream position of the block's first element.
+bool run_dense_fused(Dtype dt, FusedOp op, const FusedArgs& a, std::size_t n,
+                     const py::detail::PyArray_Proxy* xa, const WindowLayout* w) {
     const KernelTable& table = active_table();
-    return run_released(n, [&] { run_fused_forward(table, dt, op, a, dims, broadcast, n); });
+    return run_released(n, [&] {
+        if (w == nullptr) {
+            run_fused_forward(table, dt, op, a, {n}, {false}, n);
+            return;
+        }
+        const auto nd = static_cast<std::size_t>(xa->nd);
+        std::vector<std::size_t> dims(nd);
+        for (std::size_t k = 0; k < nd; ++k) {
+            dims[k] = static_cast<std::size_t>(xa->dimensions[k]);
+        }
+        run_window_fused(table, dt, op, a, dims, std::vector<bool>(nd, false), *w);
+    });
 }
 
-// alpha(x, p, seed, offset, out, return_mask) -> y | (y, bits) | (y, Mask) | None
+// The window argument of alpha() and add(): None (w stays null, first = offset), or a
+// plain window for x's shape with want not Want::kMask (w points to layout, first is
+// the block's stream position). False for anything else: the general path decides.
+bool plain_window_arg(PyObject* window, const py::detail::PyArray_Proxy* xa, Want want,
+                      std::uint64_t offset, WindowLayout& layout, const WindowLayout*& w,
+                      std::uint64_t& first) {
+    w = nullptr;
+    first = offset;
+    if (window == Py_None) {
+        return true;
+    }
+    if (want == Want::kMask ||
+        !plain_window(window, xa->dimensions, xa->nd, offset, nullptr, layout, first)) {
+        return false;
+    }
+    w = &layout;
+    return true;
+}
+
+// alpha(x, p, seed, offset, out, return_mask, window)
+//   -> y | (y, bits) | (y, Mask) | None (with a window: y | (y, bits) | None)
 PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 6, "alpha(x, p, seed, offset, out, return_mask)")) {
+    if (!check_nargs(nargs, 7, "alpha(x, p, seed, offset, out, return_mask, window)")) {
         return nullptr;
     }
     const py::detail::PyArray_Proxy* xa = nullptr;
@@ -63,9 +103,13 @@ PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     std::uint64_t offset = 0;
     Want want = Want::kY;
     FusedArgs a{};
+    WindowLayout layout;
+    const WindowLayout* w = nullptr;
+    std::uint64_t first = 0;
     if (!plain_input(args[0], xa, dt, n) || !plain_p(args[1], p) || !plain_u64(args[2], seed) ||
         !plain_u64(args[3], offset) || !plain_want(args[5], want) ||
-        !alpha_coefficients(p, dt, a.scale, a.shift, a.dropped)) {
+        !alpha_coefficients(p, dt, a.scale, a.shift, a.dropped) ||
+        !plain_window_arg(args[6], xa, want, offset, layout, w, first)) {
         return none();
     }
     PyObject* y = nullptr;
@@ -82,12 +126,12 @@ PyObject* alpha(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         Py_XDECREF(bits);
         return nullptr;
     }
-    a.stream = stream_of(seed, offset, p);
+    a.stream = stream_of(seed, first, p);
     a.x = xa->data;
     a.y = data_of(y);
     a.bits = bits == nullptr ? nullptr : reinterpret_cast<std::uint8_t*>(data_of(bits));
     a.scaled = true;
-    if (!run_dense_fused(dt, FusedOp::kAlpha, a, n)) {
+    if (!run_dense_fused(dt, FusedOp::kAlpha, a, n, xa, w)) {
         Py_DECREF(y);
         Py_XDECREF(bits);
         Py_XDECREF(second);
@@ -132,11 +176,11 @@ bool ranges_overlap(const void* a, std::size_t na, const void* b, std::size_t nb
     return na != 0 && nb != 0 && pa < pb + nb && pb < pa + na;
 }
 
-// add(x, residual, bias, p, mode, seed, offset, out, return_mask)
-//   -> y | (y, bits) | (y, Mask) | None
+// add(x, residual, bias, p, mode, seed, offset, out, return_mask, window)
+//   -> y | (y, bits) | (y, Mask) | None (with a window: y | (y, bits) | None)
 PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 9,
-                     "add(x, residual, bias, p, mode, seed, offset, out, return_mask)")) {
+    if (!check_nargs(nargs, 10,
+                     "add(x, residual, bias, p, mode, seed, offset, out, return_mask, window)")) {
         return nullptr;
     }
     const py::detail::PyArray_Proxy* xa = nullptr;
@@ -149,10 +193,14 @@ PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
     Want want = Want::kY;
     FusedArgs a{};
     std::size_t bias_bytes = 0;
+    WindowLayout layout;
+    const WindowLayout* w = nullptr;
+    std::uint64_t first = 0;
     if (!plain_input(args[0], xa, dt, n) || !plain_like(args[1], xa, dt) ||
         !plain_bias(args[2], xa, dt, a.bias, a.bias_n, bias_bytes) || !plain_p(args[3], p) ||
         !plain_mode(args[4], scaled) || !plain_u64(args[5], seed) ||
-        !plain_u64(args[6], offset) || !plain_want(args[8], want)) {
+        !plain_u64(args[6], offset) || !plain_want(args[8], want) ||
+        !plain_window_arg(args[9], xa, want, offset, layout, w, first)) {
         return none();
     }
     a.scale = scaled ? inverted_scale(p, dt) : 1.0;
@@ -181,13 +229,13 @@ PyObject* add(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
         Py_XDECREF(bits);
         return nullptr;
     }
-    a.stream = stream_of(seed, offset, p);
+    a.stream = stream_of(seed, first, p);
     a.x = xa->data;
     a.residual = res;
     a.y = yd;
     a.bits = bits == nullptr ? nullptr : reinterpret_cast<std::uint8_t*>(data_of(bits));
     a.scaled = scaled;
-    if (!run_dense_fused(dt, FusedOp::kAdd, a, n)) {
+    if (!run_dense_fused(dt, FusedOp::kAdd, a, n, xa, w)) {
         Py_DECREF(y);
         Py_XDECREF(bits);
         Py_XDECREF(second);
@@ -442,12 +490,15 @@ PyObject* alpha_regen(PyObject* /*self*/, PyObject* const* args, Py_ssize_t narg
 
 PyMethodDef kMethods[] = {
     {"alpha", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&alpha)), METH_FASTCALL,
-     "alpha(x, p, seed, offset, out, return_mask) -> y, (y, bits) or None: a plain\n"
-     "dense alpha dropout training pass (private; see fastdropout.alpha_dropout)."},
+     "alpha(x, p, seed, offset, out, return_mask, window) -> y, (y, bits) or None: a\n"
+     "plain dense alpha dropout training pass (private; see fastdropout.alpha_dropout);\n"
+     "window None or (global_shape, start), both exact tuples of ints, for a block\n"
+     "(return_mask then True or False)."},
     {"add", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&add)), METH_FASTCALL,
-     "add(x, residual, bias, p, mode, seed, offset, out, return_mask) -> y, (y, bits)\n"
-     "or None: a plain dense dropout_add training pass (private; see\n"
-     "fastdropout.dropout_add)."},
+     "add(x, residual, bias, p, mode, seed, offset, out, return_mask, window) -> y,\n"
+     "(y, bits) or None: a plain dense dropout_add training pass (private; see\n"
+     "fastdropout.dropout_add); window None or (global_shape, start), both exact\n"
+     "tuples of ints, for a block (return_mask then True or False)."},
     {"add_backward", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&add_backward)),
      METH_FASTCALL,
      "add_backward(g, bits, p, mode, out, mask_shape, axes, bias) -> (grad_x, grad_bias)\n"

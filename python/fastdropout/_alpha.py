@@ -5,7 +5,7 @@ front-end. The backward pass is ``dropout_backward`` with the alpha mask (or
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 
@@ -119,12 +119,22 @@ def alpha_dropout(
     ``+0.0`` where dropped. ``window`` as in :func:`fastdropout.dropout`
     (docs/spec.md section 11).
     """
-    if training is True and broadcast_axes is None and window is None:
-        # A plain call (see _core.alpha) is checked, allocated and run in C++; None
-        # means "not plain": the general path below validates and raises.
+    if training is True and broadcast_axes is None:
+        # A plain call (see _core.alpha), also of a block with a plain window, is
+        # checked, allocated and run in C++; None means "not plain": the general
+        # path below validates and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
-        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
-        fast = _alpha(x, p, s, offset, out, want)
+        if window is None:
+            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+            fast = _alpha(x, p, s, offset, out, want, None)
+        else:  # (y, bits): the Mask records the window
+            fast = _alpha(x, p, s, offset, out, return_mask, window)
+            if fast is not None and return_mask is True:
+                y, bits = fast
+                win = _window.Window(*cast("Any", window))
+                return y, Mask._new(
+                    bits, y.shape, y.size, p, "alpha", s, offset, (), win
+                )
         if fast is not None:
             return fast
     if _is_dask(x):  # lazy, block by block

@@ -185,19 +185,23 @@ def backward(
 
 def alpha(
     x: object, p: object, seed: object, offset: object, out: object,
-    return_mask: object, /,
+    return_mask: object, window: object, /,
 ) -> Any:
     """A plain dense alpha dropout training pass (p in [0, 1) with coefficients
-    finite in x's dtype; the rest as dense()). None when not plain."""
+    finite in x's dtype; the rest as dense()). window None, or a plain window as
+    dense_window() takes it for a block of a larger array (return_mask then True or
+    False: y or (y, bits)). None when not plain."""
 
 def add(
     x: object, residual: object, bias: object, p: object, mode: object, seed: object,
-    offset: object, out: object, return_mask: object, /,
+    offset: object, out: object, return_mask: object, window: object, /,
 ) -> Any:
     """A plain dense dropout_add training pass: residual plain, of x's dtype and
     shape; bias None or plain, of x's dtype, its shape x's trailing axes; out (or
     the new y) the residual itself or disjoint from it, and disjoint from the bias;
-    the rest as dense(). None when not plain."""
+    the rest as dense(). window None, or a plain window as dense_window() takes it
+    for a block of a larger array (x, residual and bias the block's; return_mask
+    then True or False: y or (y, bits)). None when not plain."""
 
 def add_backward(
     g: object, bits: object, p: object, mode: object, out: object, mask_shape: object,

@@ -9,7 +9,7 @@ first; ``out=residual`` and ``out=x`` run in place.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
 
 import numpy as np
 
@@ -157,12 +157,20 @@ def dropout_add(
     :func:`fastdropout.dropout` (``x`` and ``residual`` are the block, ``bias``
     the block's part of the bias).
     """
-    if training is True and broadcast_axes is None and window is None:
-        # A plain call (see _core.add) is checked, allocated and run in C++; None
-        # means "not plain": the general path below validates and raises.
+    if training is True and broadcast_axes is None:
+        # A plain call (see _core.add), also of a block with a plain window, is
+        # checked, allocated and run in C++; None means "not plain": the general
+        # path below validates and raises.
         s: Any = secrets.randbits(64) if seed is None else seed
-        want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
-        fast = _add(x, residual, bias, p, mode, s, offset, out, want)
+        if window is None:
+            want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
+            fast = _add(x, residual, bias, p, mode, s, offset, out, want, None)
+        else:  # (y, bits): the Mask records the window
+            fast = _add(x, residual, bias, p, mode, s, offset, out, return_mask, window)
+            if fast is not None and return_mask is True:
+                y, bits = fast
+                win = _window.Window(*cast("Any", window))
+                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, (), win)
         if fast is not None:
             return fast
     if _is_dask(x) or _is_dask(residual) or _is_dask(bias):  # lazy, block by block

@@ -119,7 +119,7 @@ class DropoutAdd(DropoutAddBase):
         train = self._training if training is None else self._resolve_training(training)
         if train and not self._axes:
             p, mode, seed, offset = self._p, self._mode, self._seed, self._offset
-            fast = _fast_add(x, residual, bias, p, mode, seed, offset, None, True)
+            fast = _fast_add(x, residual, bias, p, mode, seed, offset, None, True, None)
             if fast is not None:  # see fastdropout.dropout_add; None: not plain
                 y, bits = fast
                 shape = y.shape
@@ -154,7 +154,7 @@ class AlphaDropout(AlphaDropoutBase):
         train = self._training if training is None else self._resolve_training(training)
         if train and not self._axes:
             p, seed, offset = self._p, self._seed, self._offset
-            fast = _fast_alpha(x, p, seed, offset, None, True)
+            fast = _fast_alpha(x, p, seed, offset, None, True, None)
             if fast is not None:  # see fastdropout.alpha_dropout; None: not plain
                 y, bits = fast
                 shape = y.shape
