@@ -102,8 +102,21 @@ FASTDROPOUT_INLINE void narrow64_bf16(const float* f, std::uint16_t* h) {
 }
 #endif
 
+// Each of 64 float32 values rounded to the 16-bit type and widened back, through a
+// 16-bit buffer (a type whose ISA has no shortcut for it).
+template <void (*Narrow)(const float*, std::uint16_t*), void (*Widen)(const std::uint16_t*, float*)>
+FASTDROPOUT_INLINE void round64_via(float* t) {
+    std::uint16_t h[64];
+    Narrow(t, h);
+    Widen(h, t);
+}
+#if !defined(FASTDROPOUT_VEC_BF16_ROUND64)
+FASTDROPOUT_INLINE void round64_bf16(float* t) { round64_via<narrow64_bf16, widen64_bf16>(t); }
+#endif
+
 template <class O, void (*Widen)(const std::uint16_t*, float*),
-          void (*Narrow)(const float*, std::uint16_t*), float (*ToFloat)(std::uint16_t)>
+          void (*Narrow)(const float*, std::uint16_t*), float (*ToFloat)(std::uint16_t),
+          void (*Round)(float*) = round64_via<Narrow, Widen>>
 struct E16 {
     using T = std::uint16_t;
     using C = float;
@@ -113,11 +126,7 @@ struct E16 {
         Widen(p, buf);
         return buf;
     }
-    static FASTDROPOUT_INLINE void round(C* t) {
-        T h[64];
-        Narrow(t, h);
-        Widen(h, t);
-    }
+    static FASTDROPOUT_INLINE void round(C* t) { Round(t); }
     static FASTDROPOUT_INLINE void out(const C* t, T* y) { Narrow(t, y); }
     static FASTDROPOUT_INLINE double wide(T v) { return static_cast<double>(ToFloat(v)); }
 };
@@ -143,7 +152,7 @@ struct EF16 {
 #else
 using EF16 = E16<OpsF16, widen64_f16, narrow64_f16, half_bits_to_float>;
 #endif
-using EBF16 = E16<OpsBF16, widen64_bf16, narrow64_bf16, bf16_bits_to_float>;
+using EBF16 = E16<OpsBF16, widen64_bf16, narrow64_bf16, bf16_bits_to_float, round64_bf16>;
 
 // a + b for 64 elements, the sum of two NaNs being the first one, quieted (docs/spec.md
 // section 9). IEEE 754 leaves that choice open: x86 returns its first source operand,
