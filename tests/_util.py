@@ -180,3 +180,18 @@ def make_input(shape: tuple[int, ...], dtype: Any, seed: int = 0) -> np.ndarray:
         n *= s
     rng = np.random.default_rng(seed)
     return special_values(dtype, n, rng).reshape(shape)
+
+
+def served(monkeypatch: Any, module: Any, name: str) -> list[bool]:
+    """Records, for each call of ``module.name`` (a C++ fast path that answers None
+    for what it does not serve), whether it served the call."""
+    log: list[bool] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any) -> Any:
+        r = real(*args)
+        log.append(r is not None)
+        return r
+
+    monkeypatch.setattr(module, name, spy)
+    return log

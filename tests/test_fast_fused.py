@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from _util import TWO_64, assert_same, assert_same_mask, make_input, reference
+from _util import TWO_64, assert_same, assert_same_mask, make_input, reference, served
 
 pytestmark = pytest.mark.usefixtures("core_module")
 
@@ -33,20 +33,6 @@ def inp(shape: tuple[int, ...], dtype: Any, seed: int = 0) -> np.ndarray:
 
 def normal(shape: tuple[int, ...], dtype: Any, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def served(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[bool]:
-    """Records, for each call of ``module.name``, whether the fast path served it."""
-    log: list[bool] = []
-    real = getattr(module, name)
-
-    def spy(*args: Any) -> Any:
-        r = real(*args)
-        log.append(r is not None)
-        return r
-
-    monkeypatch.setattr(module, name, spy)
-    return log
 
 
 # ---- alpha_dropout ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util import TWO_64, assert_same, make_input, reference
+from _util import TWO_64, assert_same, make_input, reference, served
 
 # Stream offsets: every residue mod 4, the 2**62-block wrap, the 32-bit carry.
 OFFSETS = (0, 1, 2, 3, TWO_64 - 3, TWO_64 - 2001, (1 << 34) - 130, 5 * (1 << 34) - 7)
@@ -155,24 +155,32 @@ def test_every_window_form_gives_the_same_call(native: Any, form: int) -> None:
     assert_same(native.dropout_backward(xb, p=0.5, seed=4, offset=3, window=window), y)
 
 
+# Windows of a (4, 5) block that the C++ fast paths leave to the general path (which
+# checks them and raises the documented errors, or takes them as they are).
+DECLINED_WINDOWS = (
+    [(8, 5), (0, 0)],  # not a tuple
+    ((8, 5), [0, 0]),  # start not a tuple
+    ((8, 5), (0, 0), ()),  # three items
+    ((8,), (0,)),  # one entry for two axes
+    ((8, 5, 1), (0, 0, 0)),  # three entries for two axes
+    ((8, 5), (5, 0)),  # does not fit along axis 0
+    ((8, 5), (0, 1)),  # does not fit along axis 1
+    ((8, 5), (-1, 0)),  # negative start
+    ((8, 5), (True, 0)),  # a bool
+    ((1 << 63, 5), (0, 0)),  # global size out of range
+    ((8, 5), (0, 0.0)),  # a float
+    ((8, np.int64(5)), (0, 0)),  # a NumPy int
+    7,  # not a pair at all
+)
+
+
 def test_dense_window_declines_what_is_not_plain(native: Any) -> None:
     """_core.dense_window answers None (writing nothing) for every window the
     general path must check, so that its errors stay the documented ones."""
     core = native._core
     x = np.ones((4, 5), np.float32)
     out = np.full_like(x, 7.0)
-    declined = (
-        [(8, 5), (0, 0)],  # not a tuple
-        ((8, 5), [0, 0]),  # start not a tuple
-        ((8, 5), (0, 0), ()),  # three items
-        ((8,), (0,)),  # one entry for two axes
-        ((8, 5), (5, 0)),  # does not fit along axis 0
-        ((8, 5), (-1, 0)),  # negative start
-        ((8, 5), (True, 0)),  # a bool
-        ((1 << 63, 5), (0, 0)),  # global size out of range
-        ((8, 5), (0, 0.0)),  # a float
-    )
-    for window in declined:
+    for window in DECLINED_WINDOWS:
         assert core.dense_window(x, 0.5, "inverted", 1, 0, out, False, window) is None
         assert np.all(out == 7.0)
     y = core.dense_window(x, 0.5, "inverted", 1, 0, out, False, ((8, 5), (4, 0)))
@@ -207,16 +215,8 @@ def test_every_window_form_gives_the_same_fused_call(
     the same y and the same Mask, window included, as the reference."""
     from fastdropout import _alpha, _fused
 
-    served: list[bool] = []
     module, name = (_alpha, "_alpha") if how == "alpha" else (_fused, "_add")
-    real = getattr(module, name)
-
-    def spy(*args: Any) -> Any:
-        r = real(*args)
-        served.append(r is not None)
-        return r
-
-    monkeypatch.setattr(module, name, spy)
+    log = served(monkeypatch, module, name)
     window = WINDOW_FORMS[form]
     plain = ((20, 300), (3, 40))
     x = make_input((20, 300), np.float32, seed=1)
@@ -247,7 +247,7 @@ def test_every_window_form_gives_the_same_fused_call(
     assert_same(y, np.array(whole[3:9, 40:105]))
     # the plain form is served by the fast path, the others are declined by it
     # (the whole-array call last: plain, served)
-    assert served == [form == 0] * 3 + [True]
+    assert log == [form == 0] * 3 + [True]
 
 
 def test_fused_fast_paths_decline_windows_that_are_not_plain(native: Any) -> None:
@@ -261,22 +261,7 @@ def test_fused_fast_paths_decline_windows_that_are_not_plain(native: Any) -> Non
     r = np.full_like(x, 2.0)
     b = np.full((5,), 0.5, np.float32)
     out = np.full_like(x, 7.0)
-    declined = (
-        [(8, 5), (0, 0)],  # not a tuple
-        ((8, 5), [0, 0]),  # start not a tuple
-        ((8, 5), (0, 0), ()),  # three items
-        ((8,), (0,)),  # one entry for two axes
-        ((8, 5, 1), (0, 0, 0)),  # three entries for two axes
-        ((8, 5), (5, 0)),  # does not fit along axis 0
-        ((8, 5), (0, 1)),  # does not fit along axis 1
-        ((8, 5), (-1, 0)),  # negative start
-        ((8, 5), (True, 0)),  # a bool
-        ((1 << 63, 5), (0, 0)),  # global size out of range
-        ((8, 5), (0, 0.0)),  # a float
-        ((8, np.int64(5)), (0, 0)),  # a NumPy int
-        7,  # not a pair at all
-    )
-    for window in declined:
+    for window in DECLINED_WINDOWS:
         for bias in (None, b):
             got = core.add(x, r, bias, 0.5, "inverted", 1, 0, out, False, window)
             assert got is None, window
