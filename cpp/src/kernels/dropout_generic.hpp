@@ -302,9 +302,19 @@ FASTDROPOUT_INLINE std::uint64_t low_bits(std::size_t count) {
     return count >= 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << count) - 1);
 }
 
-// Mask bytes are little-endian bit order (docs/spec.md section 5): written byte by byte so
-// the layout does not depend on the host's endianness (one store on x86/Arm).
+// Mask bytes are little-endian bit order (docs/spec.md section 5): byte k holds bits
+// 8k .. 8k+7 whatever the host's endianness. A whole word on a little-endian host is
+// one 8-byte store; the compiler merges the byte loop only when nbytes is a constant,
+// and the streaming forward pass's count is not (it was 8 byte stores, shifts and
+// branches per 64 elements there).
 FASTDROPOUT_INLINE void store_bits(std::uint8_t* p, std::uint64_t b, std::size_t nbytes) {
+#if (defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) || \
+    defined(_M_X64) || defined(_M_IX86) || defined(_M_ARM64)
+    if (nbytes == 8) {
+        std::memcpy(p, &b, 8);
+        return;
+    }
+#endif
     for (std::size_t k = 0; k < nbytes; ++k) {
         p[k] = static_cast<std::uint8_t>(b >> (8 * k));
     }
