@@ -5,7 +5,7 @@ front-end. The backward pass is ``dropout_backward`` with the alpha mask (or
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from ._calls import finish as _finish
 from ._calls import is_dask as _is_dask
 from ._calls import same_memory as _same_memory
 from ._calls import target as _target
+from ._calls import window_result as _window_result
 from ._fused import _readable
 from ._interop import keeps_array_type
 from ._seed import resolve_seed
@@ -128,13 +129,10 @@ def alpha_dropout(
             want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
             fast = _alpha(x, p, s, offset, out, want, None)
         else:  # (y, bits): the Mask records the window
-            fast = _alpha(x, p, s, offset, out, return_mask, window)
-            if fast is not None and return_mask is True:
-                y, bits = fast
-                win = _window.Window(*cast("Any", window))
-                return y, Mask._new(
-                    bits, y.shape, y.size, p, "alpha", s, offset, (), win
-                )
+            fast = _window_result(
+                _alpha(x, p, s, offset, out, return_mask, window),
+                return_mask, p, "alpha", s, offset, window,
+            )  # fmt: skip
         if fast is not None:
             return fast
     if _is_dask(x):  # lazy, block by block

@@ -8,7 +8,7 @@ SIMD settings in ``_runtime``.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ._calls import is_dask as _is_dask
 from ._calls import run_window as _run_window
 from ._calls import source as _source
 from ._calls import target as _target
+from ._calls import window_result as _window_result
 from ._interop import keeps_array_type
 from ._validate import DEFAULT_MODE
 from .mask import Mask
@@ -214,11 +215,10 @@ def dropout(
             want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
             fast = _dense(x, p, mode, s, offset, out, want)
         else:  # (y, bits): the Mask records the window
-            fast = _dense_window(x, p, mode, s, offset, out, return_mask, window)
-            if fast is not None and return_mask is True:
-                y, bits = fast
-                win = _window.Window(*cast("Any", window))
-                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, (), win)
+            fast = _window_result(
+                _dense_window(x, p, mode, s, offset, out, return_mask, window),
+                return_mask, p, mode, s, offset, window,
+            )  # fmt: skip
         if fast is not None:
             return fast
     if _is_dask(x):  # lazy, block by block

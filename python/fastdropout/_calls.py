@@ -42,6 +42,7 @@ __all__ = [
     "same_memory",
     "source",
     "target",
+    "window_result",
 ]
 
 _empty = np.empty
@@ -132,6 +133,25 @@ def dask_module() -> Any:
 
 def check_window(window: object, shape: tuple[int, ...]) -> _window.Window | None:
     return None if window is None else _window.check_window(window, shape)
+
+
+def window_result(
+    fast: Any,
+    return_mask: object,
+    p: Any,
+    mode: str,
+    seed: Any,
+    offset: Any,
+    window: Any,
+) -> Any:
+    """What a window fast path's answer means to the caller: None (not served),
+    ``y``, or ``(y, Mask)`` with the Mask, which records the window, made from the
+    ``(y, bits)`` the fast path returns when ``return_mask`` is True."""
+    if fast is None or return_mask is not True:
+        return fast
+    y, bits = fast
+    win = _window.Window(*window)
+    return y, Mask._new(bits, y.shape, y.size, p, mode, seed, offset, (), win)
 
 
 def run_window(

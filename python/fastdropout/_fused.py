@@ -9,7 +9,7 @@ first; ``out=residual`` and ``out=x`` run in place.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, overload
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ._calls import finish as _finish
 from ._calls import is_dask as _is_dask
 from ._calls import same_memory as _same_memory
 from ._calls import target as _target
+from ._calls import window_result as _window_result
 from ._interop import keeps_array_type
 from ._rowsum import round_sums
 from ._seed import resolve_seed
@@ -166,11 +167,10 @@ def dropout_add(
             want = _WANT_MASK if return_mask is True else return_mask  # (y, Mask)
             fast = _add(x, residual, bias, p, mode, s, offset, out, want, None)
         else:  # (y, bits): the Mask records the window
-            fast = _add(x, residual, bias, p, mode, s, offset, out, return_mask, window)
-            if fast is not None and return_mask is True:
-                y, bits = fast
-                win = _window.Window(*cast("Any", window))
-                return y, Mask._new(bits, y.shape, y.size, p, mode, s, offset, (), win)
+            fast = _window_result(
+                _add(x, residual, bias, p, mode, s, offset, out, return_mask, window),
+                return_mask, p, mode, s, offset, window,
+            )  # fmt: skip
         if fast is not None:
             return fast
     if _is_dask(x) or _is_dask(residual) or _is_dask(bias):  # lazy, block by block
