@@ -21,10 +21,15 @@ from _util import TWO_64, assert_same, make_input, reference, served
 OFFSETS = (0, 1, 2, 3, TWO_64 - 3, TWO_64 - 2001, (1 << 34) - 130, 5 * (1 << 34) - 7)
 
 # (global shape, start, block shape). Run lengths 1 (more one-element runs than a
-# batch holds), 3, 63, 64, 65, 200 (several batches), 1000 (the longest batched run),
-# 1500 (the dense kernels, cut by the thread chunks into batched pieces), and runs
-# inside the rows of a 3-d block.
+# batch holds), 3, 63, 64, 65, 200, 1000 (the longest batched run), 1500 (the dense
+# kernels, cut by the thread chunks into batched pieces), and runs inside the rows of
+# a 3-d block. Runs of 32 to 1024 elements, at least one SIMD vector's worth of them
+# in a row, take the lane path (window_lanes.hpp): groups of every number of sets, a
+# group's rows computed ahead while the one before is applied (the 290 runs of 64),
+# mixed with the collector for the runs left over and for pieces cut by the threads.
 CASES = (
+    ((300, 256), (5, 64), (290, 64)),
+    ((90, 141), (4, 7), (80, 33)),
     ((700, 9), (3, 4), (600, 1)),
     ((40, 11), (1, 2), (37, 3)),
     ((30, 130), (2, 1), (25, 63)),

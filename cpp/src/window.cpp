@@ -37,14 +37,14 @@ constexpr std::size_t kPieceBits = std::size_t{1} << 16;
 constexpr std::size_t kDirectRun = 1024;
 
 // Elements per batch of short runs (a multiple of 64).
-constexpr std::size_t kBatchBits = 8192;
+constexpr std::size_t kBatchBits = 65536;
 static_assert(kBatchBits % 64 == 0 && kBatchBits <= kPieceBits, "batch size");
 
 // The window kernels that belong to the active kernel table.
 const WindowKernels& window_kernels_of(const KernelTable& t) { return *t.window; }
 
 // Runs per batch at most (a batch of many one-element runs is cut short).
-constexpr std::size_t kBatchRuns = 512;
+constexpr std::size_t kBatchRuns = 2048;
 
 // One thread's scratch: the runs of a batch and a bit buffer (a batch's or a long
 // run's piece's bits when they do not start at a mask byte boundary). Left

@@ -65,6 +65,35 @@ FASTDROPOUT_INLINE std::uint64_t last_round_keep_bits(const U32 (&c)[4], U32 k0,
     return _pdep_u32(m01, 0x33333333u) | _pdep_u32(m23, 0xCCCCCCCCu);
 }
 
+// ---- nibble transpose for window_lanes.hpp --------------------------------------------
+// rows[k] (k < nrows <= 16, 32 bits): nibble l is lane l's keep bits of block k.
+// out[l] gets nibble l of rows 0..15 as its nibbles 0..15, rows from nrows on read as
+// 0 (a masked load: no zero padding stored just before a wide load, which could
+// not be forwarded from the store buffer). Bytes first: a 4x4 byte transpose in
+// each 128-bit lane (vpshufb) and a 4x4 transpose of dwords across the lanes (vpermd)
+// leave byte k of 128-bit lane j = byte j of row k, i.e. lanes 2j (low nibble) and
+// 2j + 1 (high nibble) of block k. In each 16-bit pair (blocks k, k+1) swapping the
+// middle two nibbles puts lane 2j's two nibbles in the low byte and lane 2j+1's in the
+// high byte; a last vpshufb gathers the low bytes into qword 2j and the high ones
+// into qword 2j + 1.
+#define FASTDROPOUT_VEC_TRANSPOSE16 1
+FASTDROPOUT_INLINE void transpose16(const std::uint32_t* rows, std::size_t nrows,
+                                    std::uint64_t* out) {
+    const __m128i t4x4 = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const auto valid = static_cast<__mmask16>(nrows >= 16 ? 0xFFFFu : (1u << nrows) - 1u);
+    __m512i v = _mm512_maskz_loadu_epi32(valid, rows);
+    v = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(t4x4));
+    v = _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v);
+    // delta swap of nibbles 1 and 2 of every 16 bits: d = (v >> 4 ^ v) & 0x00F0
+    const __m512i d = _mm512_ternarylogic_epi64(_mm512_srli_epi64(v, 4), v,
+                                                _mm512_set1_epi16(0x00F0), 0x28);
+    v = _mm512_ternarylogic_epi64(v, d, _mm512_slli_epi64(d, 4), 0x96);
+    v = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(split));
+    _mm512_storeu_si512(out, v);
+}
+
 // ---- 64-element groups: bit k of b decides element k --------------------------------
 // Zero-masking gives +0.0 in dropped lanes whatever x was: a select, not a multiply.
 FASTDROPOUT_INLINE void scale64_f32(std::uint64_t b, const float* x, float* y, float s) {

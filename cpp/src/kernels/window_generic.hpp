@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "fastdropout/window_kernels.hpp"
+#include "window_lanes.hpp"
 
 namespace fastdropout {
 namespace FASTDROPOUT_ISA {
@@ -65,7 +66,24 @@ class RunStream {
         if (used_ == nwords_) {
             refill();
         }
-        return used_ < nwords_ ? words_[used_++] : 0;
+        if (used_ == nwords_) {
+            return 0;
+        }
+        const std::uint64_t w = words_[used_++];
+        if (ahead_) {
+            // The next lane group's rows, spread evenly over this group's words, two
+            // or more at a time (one Philox pass alone is short next to the call).
+            row_debt_ += lanes_.nrows();
+            while (row_debt_ >= nwords_) {
+                row_debt_ -= nwords_;
+                ++rows_due_;
+            }
+            if (rows_due_ >= 2) {
+                lanes_.compute_rows(kv_, uhi_, rk_, t_, rows_due_);
+                rows_due_ = 0;
+            }
+        }
+        return w;
     }
 
   private:
@@ -74,35 +92,96 @@ class RunStream {
         std::size_t len;
     };
 
-    // Collects pieces of runs until the blocks or the pending list are full (or the
-    // runs end), computes the blocks and writes the pieces' bits to words_.
+    // Fills words_ with the next output words: a group of equal runs through the lane
+    // path when one starts here, else pieces of runs through the collector (until the
+    // blocks or the pending list are full, the runs end, or such a group starts),
+    // whose blocks are computed and whose pieces' bits are written to words_.
     FASTDROPOUT_INLINE void refill() {
         nwords_ = 0;
         used_ = 0;
         while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
-            collect();
-            if (nblocks_ != 0) {
-                compute();
-            }
-            for (std::size_t r = 0; r < npending_; ++r) {
-                std::size_t bit = pending_[r].bit;
-                std::size_t len = pending_[r].len;
-                for (; len >= 64; len -= 64, bit += 64) {  // whole words
-                    const std::uint64_t v = keep_at(bit, 64);
-                    words_[nwords_++] = acc_ | (v << acc_used_);
-                    acc_ = acc_used_ == 0 ? 0 : v >> (64 - acc_used_);
+            const std::size_t g = lane_group();
+            if (g != 0) {
+                lane_refill(g);
+            } else {
+                collect();
+                if (nblocks_ != 0) {
+                    compute();
                 }
-                if (len != 0) {
-                    put(keep_at(bit, len), len);
+                for (std::size_t r = 0; r < npending_; ++r) {
+                    std::size_t bit = pending_[r].bit;
+                    std::size_t len = pending_[r].len;
+                    for (; len >= 64; len -= 64, bit += 64) {  // whole words
+                        emit(keep_at(bit, 64));
+                    }
+                    if (len != 0) {
+                        put(keep_at(bit, len), len);
+                    }
                 }
+                nblocks_ = 0;
+                npending_ = 0;
             }
-            nblocks_ = 0;
-            npending_ = 0;
             if (run_ == nruns_ && acc_used_ != 0) {  // the last, partial word
                 words_[nwords_++] = acc_;
                 acc_ = 0;
                 acc_used_ = 0;
             }
+        }
+    }
+
+    // Runs for the lane path from run_ on: 0 unless run_ has not been started and it
+    // and the next kLanes - 1 runs have one length in kLaneMinRun .. kLaneMaxRun; then
+    // as many runs of that length as follow, at most kLaneRuns, in whole sets.
+    FASTDROPOUT_INLINE std::size_t lane_group() const {
+        const std::size_t lanes = static_cast<std::size_t>(kLanes);
+        if (run_ + lanes > nruns_ || left_ != runs_[run_].len) {
+            return 0;
+        }
+        const std::size_t len = left_;
+        if (len < kLaneMinRun || len > kLaneMaxRun) {
+            return 0;
+        }
+        const std::size_t most = nruns_ - run_ < kLaneRuns ? nruns_ - run_ : kLaneRuns;
+        std::size_t g = 1;
+        while (g < most && runs_[run_ + g].len == len) {
+            ++g;
+        }
+        return g - g % lanes;
+    }
+
+    // The lane path for runs run_ .. run_ + g - 1 (see window_lanes.hpp). When another
+    // lane group follows, it is begun here and next() computes its rows while the
+    // caller works through this group's words.
+    FASTDROPOUT_INLINE void lane_refill(std::size_t g) {
+        const std::size_t len = left_;
+        if (!ahead_) {  // else begun by the previous lane group, for these very runs
+            lanes_.begin(runs_ + run_, offset_, g, len);
+        }
+        ahead_ = false;
+        lanes_.finish(kv_, uhi_, rk_, t_);
+        const std::size_t whole = len / 64;
+        const std::size_t rem = len % 64;
+        for (std::size_t j = 0; j < g; ++j) {
+            for (std::size_t i = 0; i < whole; ++i) {
+                emit(lanes_.bits(j, i));
+            }
+            if (rem != 0) {
+                put(lanes_.bits(j, whole) & low_bits(rem), rem);
+            }
+        }
+        run_ += g;
+        if (run_ == nruns_) {
+            left_ = 0;
+            return;
+        }
+        pos_ = offset_ + runs_[run_].pos;
+        left_ = runs_[run_].len;
+        const std::size_t next = lane_group();
+        if (next != 0) {
+            lanes_.begin(runs_ + run_, offset_, next, left_);
+            ahead_ = true;
+            row_debt_ = 0;
+            rows_due_ = 0;
         }
     }
 
@@ -112,6 +191,9 @@ class RunStream {
                 if (++run_ < nruns_) {
                     pos_ = offset_ + runs_[run_].pos;
                     left_ = runs_[run_].len;
+                    if (lane_group() != 0) {
+                        return;  // refill hands this run on to the lane path
+                    }
                 }
                 continue;
             }
@@ -138,6 +220,12 @@ class RunStream {
             pos_ += m;
             left_ -= m;
         }
+    }
+
+    // Appends 64 bits to the output words.
+    FASTDROPOUT_INLINE void emit(std::uint64_t v) {
+        words_[nwords_++] = acc_ | (v << acc_used_);
+        acc_ = acc_used_ == 0 ? 0 : v >> (64 - acc_used_);
     }
 
     // Appends the low `count` (1..64) bits of v (higher bits 0) to the output words.
@@ -271,8 +359,13 @@ class RunStream {
     std::uint64_t last_ = 0;  // the last collected block
     std::uint32_t hi0_ = 0;   // the first collected block's high counter word
     bool mixed_ = false;      // some collected block has another high word
-    // output words of the last refill, and the partial word being assembled
-    std::uint64_t words_[kKeepWords + 1];
+    LaneGroup lanes_;
+    bool ahead_ = false;         // lanes_ holds the group that starts at run_, begun
+    std::size_t row_debt_ = 0;   // next()'s share of its rows, times nwords_
+    std::size_t rows_due_ = 0;   // rows owed and not yet computed
+    // output words of the last refill (a lane group's or a collection's), and the
+    // partial word being assembled
+    std::uint64_t words_[kLaneRuns * kLaneMaxRun / 64 + kKeepWords + 1];
     std::size_t nwords_ = 0;
     std::size_t used_ = 0;
     std::uint64_t acc_ = 0;
