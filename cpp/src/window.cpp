@@ -170,6 +170,12 @@ class Batch {
     // Elements [i, i + len), at global mask index g onwards.
     template <class Done>
     void add(std::size_t i, std::uint64_t g, std::size_t len, const Done& done) {
+        if (len < kBatchBits - total_ && nruns_ + 1 < kBatchRuns) {  // fits, no flush due
+            i0_ = total_ == 0 ? i : i0_;
+            buf_.runs[nruns_++] = BitRun{g, len};
+            total_ += len;
+            return;
+        }
         while (len != 0) {
             if (total_ == 0) {
                 i0_ = i;
