@@ -1,6 +1,6 @@
 """Short runs of windows (docs/spec.md section 11) through the window kernel
 (cpp/src/kernels/window_generic.hpp: the Philox blocks of many runs computed
-together), and the C++ fast paths of plain window calls (_core.dense_window,
+together, collected or one SIMD lane per run as in window_lanes.hpp), and the C++ fast paths of plain window calls (_core.dense_window,
 _core.spatial_window, _core.add and _core.alpha).
 
 Every SIMD level, dtype and thread count 1 and 2 must give the reference's bits for

@@ -23,8 +23,10 @@ struct WindowKernels {
     // The keep bits of runs[0], runs[1], ... runs[nruns-1], one after another from bit
     // 0 of `bits` (bit k of byte j is bit 8j + k): ceil(total / 8) bytes are written,
     // the unused high bits of the last one 0. The Philox blocks the runs need are
-    // computed together, full SIMD vectors at a time, each block once even when two
-    // neighbouring runs share it: a short run costs its own blocks, not a whole fill.
+    // computed together, full SIMD vectors at a time: a short run costs its own
+    // blocks, not a whole fill. Runs of one length (32 to 1024 elements) take one
+    // lane each (kernels/window_lanes.hpp); others are collected so that each block is
+    // computed once even when two neighbouring runs share it.
     void (*gen_bits_runs)(const StreamArgs& s, const BitRun* runs, std::size_t nruns,
                           std::uint8_t* bits);
     // The forward pass (docs/spec.md sections 2-3) with those bits: elements 0 ..
