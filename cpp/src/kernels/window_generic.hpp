@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "fastdropout/window_kernels.hpp"
 #include "window_lanes.hpp"
@@ -70,18 +71,12 @@ class RunStream {
             return 0;
         }
         const std::uint64_t w = words_[used_++];
-        if (ahead_) {
-            // The next lane group's rows, spread evenly over this group's words, two
-            // or more at a time (one Philox pass alone is short next to the call).
-            row_debt_ += lanes_.nrows();
-            while (row_debt_ >= nwords_) {
-                row_debt_ -= nwords_;
-                ++rows_due_;
-            }
-            if (rows_due_ >= 2) {
-                lanes_.compute_rows(kv_, uhi_, rk_, t_, rows_due_);
-                rows_due_ = 0;
-            }
+        if (used_ == row_at_) {
+            // Two of the next lane group's rows (one Philox pass alone is short next
+            // to the call), spread over this group's words; finish() computes
+            // whatever is left.
+            lanes_.compute_rows(kv_, uhi_, rk_, t_, 2);
+            row_at_ += row_step_;
         }
         return w;
     }
@@ -161,14 +156,20 @@ class RunStream {
         lanes_.finish(kv_, uhi_, rk_, t_);
         const std::size_t whole = len / 64;
         const std::size_t rem = len % 64;
-        for (std::size_t j = 0; j < g; ++j) {
-            for (std::size_t i = 0; i < whole; ++i) {
-                emit(lanes_.bits(j, i));
-            }
-            if (rem != 0) {
-                put(lanes_.bits(j, whole) & low_bits(rem), rem);
+        if (len == 64 && acc_used_ == 0) {  // the runs' words are the output words
+            std::memcpy(words_ + nwords_, lanes_.first_words(), g * sizeof(std::uint64_t));
+            nwords_ += g;
+        } else {
+            for (std::size_t j = 0; j < g; ++j) {
+                for (std::size_t i = 0; i < whole; ++i) {
+                    emit(lanes_.bits(j, i));
+                }
+                if (rem != 0) {
+                    put(lanes_.bits(j, whole) & low_bits(rem), rem);
+                }
             }
         }
+        row_at_ = 0;  // no group ahead (yet)
         run_ += g;
         if (run_ == nruns_) {
             left_ = 0;
@@ -180,8 +181,10 @@ class RunStream {
         if (next != 0) {
             lanes_.begin(runs_ + run_, offset_, next, left_);
             ahead_ = true;
-            row_debt_ = 0;
-            rows_due_ = 0;
+            // every row_step_-th word of this group computes two rows ahead
+            const std::size_t pairs = (lanes_.nrows() + 1) / 2;
+            row_step_ = nwords_ > pairs ? nwords_ / pairs : 1;
+            row_at_ = row_step_;
         }
     }
 
@@ -361,8 +364,8 @@ class RunStream {
     bool mixed_ = false;      // some collected block has another high word
     LaneGroup lanes_;
     bool ahead_ = false;         // lanes_ holds the group that starts at run_, begun
-    std::size_t row_debt_ = 0;   // next()'s share of its rows, times nwords_
-    std::size_t rows_due_ = 0;   // rows owed and not yet computed
+    std::size_t row_at_ = 0;     // next() computes two of its rows when used_ gets here
+    std::size_t row_step_ = 1;   // (0: never) and then moves this many words on
     // output words of the last refill (a lane group's or a collection's), and the
     // partial word being assembled
     std::uint64_t words_[kLaneRuns * kLaneMaxRun / 64 + kKeepWords + 1];

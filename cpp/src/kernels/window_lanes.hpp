@@ -65,9 +65,10 @@ class LaneGroup {
         unsigned max_shift = 0;
         for (std::size_t j = 0; j < g; ++j) {
             const std::uint64_t pos = offset + runs[j].pos;  // mod 2**64
-            shift_[j] = static_cast<unsigned>(pos & 3u);
+            const auto shift = static_cast<unsigned>(pos & 3u);
+            shift_[j] = shift;
             block_[j] = pos >> 2;  // < 2**62
-            max_shift = shift_[j] > max_shift ? shift_[j] : max_shift;
+            max_shift = shift > max_shift ? shift : max_shift;
         }
         g_ = g;
         nrows_ = (max_shift + len + 3) / 4;
@@ -105,12 +106,13 @@ class LaneGroup {
         k_ = end;
     }
 
-    // The rows left, then the transpose: after this, bits() reads the group.
+    // The rows left, the transpose, and each run's bits moved down by its shift: after
+    // this, bits() reads the group.
     FASTDROPOUT_INLINE void finish(const RoundKeyVecs& kv, UniformHi& uhi, const RoundKeys& rk,
                                    U32 t) {
         compute_rows(kv, uhi, rk, t, nrows_);
-        // Rows past nrows read as 0, and one more chunk is 0: bits() reads the chunk
-        // after a run's last word when the run starts mid-block.
+        // Rows past nrows read as 0, and one more chunk is 0 (the shift below reads
+        // the chunk after the last).
         const std::size_t nchunks = (nrows_ + 15) / 16;
         const std::size_t nsets = g_ / static_cast<std::size_t>(kLanes);
         for (std::size_t s = 0; s < nsets; ++s) {
@@ -122,14 +124,26 @@ class LaneGroup {
         for (std::size_t j = 0; j < g_; ++j) {
             trans_[nchunks][j] = 0;
         }
+        // Chunk c of run j from bit shift_[j] on; (v << 1) << (63 - s) is v << (64 - s)
+        // without the undefined shift by 64 when s is 0. A loop the compiler
+        // vectorises (variable shifts) where the ISA has them.
+        for (std::size_t c = 0; c < nchunks; ++c) {
+            std::uint64_t* cur = trans_[c];
+            const std::uint64_t* nxt = trans_[c + 1];
+            for (std::size_t j = 0; j < g_; ++j) {
+                const std::uint64_t sh = shift_[j];
+                cur[j] = (cur[j] >> sh) | ((nxt[j] << 1) << (63 - sh));
+            }
+        }
     }
 
     // Keep bits of run j's elements 64i .. 64i + 63 (bits past the run: garbage).
     FASTDROPOUT_INLINE std::uint64_t bits(std::size_t j, std::size_t i) const {
-        const unsigned s = shift_[j];
-        const std::uint64_t w = trans_[i][j];
-        return s == 0 ? w : (w >> s) | (trans_[i + 1][j] << (64 - s));
+        return trans_[i][j];
     }
+
+    // Run j's first 64 bits, j = 0 .. g-1, one after another (bits(j, 0)).
+    FASTDROPOUT_INLINE const std::uint64_t* first_words() const { return trans_[0]; }
 
   private:
     // rows_[s][k] for k in [k0, k1): lane l of set s computes block block_[s*kLanes+l] + k.
@@ -189,7 +203,7 @@ class LaneGroup {
     bool uniform_ = true;
     std::uint64_t block_[kLaneRuns];
     std::uint32_t lo_[kLaneRuns];
-    unsigned shift_[kLaneRuns];
+    std::uint64_t shift_[kLaneRuns];
     std::uint32_t rows_[kSets][kLaneRows];
     std::uint64_t trans_[kLaneChunks + 1][kLaneRuns];
 };
