@@ -7,8 +7,9 @@
 //
 // Why a kernel of its own: the dense kernels compute the stream in fills of
 // kFillBlocks Philox blocks from a run's first block, so a run shorter than a fill
-// pays for a whole one (plus a straddled block at each end). Here the blocks that a
-// list of runs needs are collected first, each once, then computed kPassBlocks at a
+// pays for a whole one (plus a straddled block at each end). Here runs of one length
+// (a block's rows) take one SIMD lane each (window_lanes.hpp); for the others the
+// blocks they need are collected first, each once, then computed kPassBlocks at a
 // time with every lane in use, and the runs' bits are copied out of the result.
 
 #ifndef FASTDROPOUT_ISA
