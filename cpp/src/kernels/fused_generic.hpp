@@ -194,13 +194,13 @@ FASTDROPOUT_INLINE void add64_first_nan(const C* a, const C* b, C* t) {
 // The bias of elements i .. i + 63 as C values: a view into bias when those 64 columns
 // do not wrap, else gathered (with wrap-around) into tb first.
 template <class E>
-FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t i,
-                                                typename E::T* tb, typename E::C* cb) {
+FASTDROPOUT_INLINE const typename E::T* bias_bits_at(const FusedArgs& a, std::size_t i,
+                                                     typename E::T* tb) {
     using T = typename E::T;
     const T* bias = static_cast<const T*>(a.bias);
     std::size_t col = i % a.bias_n;
     if (col + 64 <= a.bias_n) {
-        return E::in(bias + col, cb);
+        return bias + col;
     }
     for (int k = 0; k < 64; ++k) {
         tb[k] = bias[col];
@@ -208,7 +208,12 @@ FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t 
             col = 0;
         }
     }
-    return E::in(tb, cb);
+    return tb;
+}
+template <class E>
+FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t i,
+                                                typename E::T* tb, typename E::C* cb) {
+    return E::in(bias_bits_at<E>(a, i, tb), cb);
 }
 
 // y = residual + select(keep, (x + bias) * s, +0.0), for 64 elements starting at i.
@@ -218,6 +223,14 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
                                   typename E::T* y) {
     using T = typename E::T;
     using C = typename E::C;
+#if defined(FASTDROPOUT_VEC_BF16_FUSED64)
+    if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_avx512.hpp)
+        T tb[64];
+        const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, i, tb) : nullptr;
+        add64_bf16(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
+        return;
+    }
+#endif
     C xs[64];
     C t[64];
     const C* src = E::in(x, xs);
@@ -248,6 +261,13 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
                                     const typename E::C* dvec, const typename E::T* x,
                                     typename E::T* y) {
     using C = typename E::C;
+#if defined(FASTDROPOUT_VEC_BF16_FUSED64)
+    if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_avx512.hpp)
+        alpha64_bf16(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
+                     bf16_round_bits(float_bits(dvec[0])));
+        return;
+    }
+#endif
     C xs[64];
     C t[64];
     const C* xc = E::in(x, xs);

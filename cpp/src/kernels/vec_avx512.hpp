@@ -267,6 +267,91 @@ FASTDROPOUT_INLINE void round64_bf16(float* f) {
     }
 }
 
+// The fused bfloat16 kernels (docs/spec.md sections 9 and 10) in registers, 32
+// elements at a time in the even/odd halves of scale64_bf16: every value they round is
+// a float32 sum or product of bfloat16 values (x, residual, bias, and the scale and
+// alpha constants, which are bfloat16 too), so a NaN among them has 16 zero low bits
+// and bf16_round_hi needs no NaN select (see scale64_bf16). The additions keep their
+// first operand first with an asm statement: for x86 a NaN first source comes out as
+// itself quieted, which is the "first NaN" rule of section 9, and the compiler would
+// otherwise be free to swap the operands of _mm512_add_ps. (Without the asm, or with
+// MSVC, fused_generic.hpp's float32 passes do the same with a NaN select.)
+#if defined(__GNUC__)
+#define FASTDROPOUT_VEC_BF16_FUSED64 1
+FASTDROPOUT_INLINE __m512 add_first_nan_ps(__m512 a, __m512 b) {
+    __m512 r;
+    __asm__("vaddps %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
+    return r;
+}
+// A bfloat16-rounded float32 (low half cleared), from an exact-input value.
+FASTDROPOUT_INLINE __m512 bf16_round_f32(__m512 v) {
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+    return _mm512_castsi512_ps(_mm512_and_si512(bf16_round_hi(_mm512_castps_si512(v)), high));
+}
+// The 32 bfloat16 values of a register as float32: even elements, odd elements.
+FASTDROPOUT_INLINE __m512 bf16_even(__m512i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+FASTDROPOUT_INLINE __m512 bf16_odd(__m512i v) {
+    return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+// Even and odd float32 results rounded and packed back into 32 bfloat16 values.
+FASTDROPOUT_INLINE __m512i bf16_pack(__m512 even, __m512 odd) {
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+    const __m512i re = bf16_round_hi(_mm512_castps_si512(even));
+    const __m512i ro = bf16_round_hi(_mm512_castps_si512(odd));
+    return _mm512_ternarylogic_epi32(_mm512_srli_epi32(re, 16), ro, high, 0xf8);
+}
+// y = residual + (keep ? (x + bias) * s : +0.0) for 64 elements, each operation rounded
+// to bfloat16 (no "+ bias" when bias is null, no "* s" when !scaled).
+FASTDROPOUT_INLINE void add64_bf16(std::uint64_t b, const std::uint16_t* x,
+                                   const std::uint16_t* bias, const std::uint16_t* r,
+                                   std::uint16_t* y, float s, bool scaled) {
+    const __m512 vs = _mm512_set1_ps(s);
+    // the keep bits of the even and of the odd elements, 16 of each per 32 elements
+    const std::uint64_t keep_even = _pext_u64(b, 0x5555555555555555u);
+    const std::uint64_t keep_odd = _pext_u64(b, 0xaaaaaaaaaaaaaaaau);
+    for (int j = 0; j < 2; ++j) {
+        const __m512i v = _mm512_loadu_si512(x + 32 * j);
+        __m512 te = bf16_even(v);
+        __m512 to = bf16_odd(v);
+        if (bias != nullptr) {
+            const __m512i bv = _mm512_loadu_si512(bias + 32 * j);
+            te = bf16_round_f32(add_first_nan_ps(te, bf16_even(bv)));
+            to = bf16_round_f32(add_first_nan_ps(to, bf16_odd(bv)));
+        }
+        const auto ke = static_cast<__mmask16>(keep_even >> (16 * j));
+        const auto ko = static_cast<__mmask16>(keep_odd >> (16 * j));
+        if (scaled) {
+            te = bf16_round_f32(_mm512_maskz_mul_ps(ke, te, vs));
+            to = bf16_round_f32(_mm512_maskz_mul_ps(ko, to, vs));
+        } else {
+            te = _mm512_maskz_mov_ps(ke, te);
+            to = _mm512_maskz_mov_ps(ko, to);
+        }
+        const __m512i rv = _mm512_loadu_si512(r + 32 * j);
+        const __m512 ye = add_first_nan_ps(bf16_even(rv), te);
+        const __m512 yo = add_first_nan_ps(bf16_odd(rv), to);
+        _mm512_storeu_si512(y + 32 * j, bf16_pack(ye, yo));
+    }
+}
+// y = keep ? (x * A) + B : D for 64 elements, two bfloat16 roundings; d is D's bits.
+FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                     float coef_a, float coef_b, std::uint16_t d) {
+    const __m512 va = _mm512_set1_ps(coef_a);
+    const __m512 vb = _mm512_set1_ps(coef_b);
+    const __m512i vd = _mm512_set1_epi16(static_cast<short>(d));
+    for (int j = 0; j < 2; ++j) {
+        const __m512i v = _mm512_loadu_si512(x + 32 * j);
+        const __m512 te = bf16_round_f32(_mm512_mul_ps(bf16_even(v), va));
+        const __m512 to = bf16_round_f32(_mm512_mul_ps(bf16_odd(v), va));
+        const __m512i packed = bf16_pack(_mm512_add_ps(te, vb), _mm512_add_ps(to, vb));
+        const auto k = static_cast<__mmask32>(b >> (32 * j));
+        _mm512_storeu_si512(y + 32 * j, _mm512_mask_mov_epi16(vd, k, packed));
+    }
+}
+#endif
+
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
 // sum that is NaN keeps its NaN; any other sum adds the widened value.
 #define FASTDROPOUT_VEC_ACCUMULATE64 1
