@@ -191,14 +191,13 @@ FASTDROPOUT_INLINE void add64_first_nan(const C* a, const C* b, C* t) {
     std::memcpy(t, tu, sizeof tu);
 }
 
-// The bias of elements i .. i + 63 as C values: a view into bias when those 64 columns
-// do not wrap, else gathered (with wrap-around) into tb first.
+// The bias of 64 elements from column col (< a.bias_n) on: a view into bias when
+// those columns do not wrap, else gathered (with wrap-around) into tb first.
 template <class E>
-FASTDROPOUT_INLINE const typename E::T* bias_bits_at(const FusedArgs& a, std::size_t i,
+FASTDROPOUT_INLINE const typename E::T* bias_bits_at(const FusedArgs& a, std::size_t col,
                                                      typename E::T* tb) {
     using T = typename E::T;
     const T* bias = static_cast<const T*>(a.bias);
-    std::size_t col = i % a.bias_n;
     if (col + 64 <= a.bias_n) {
         return bias + col;
     }
@@ -211,14 +210,15 @@ FASTDROPOUT_INLINE const typename E::T* bias_bits_at(const FusedArgs& a, std::si
     return tb;
 }
 template <class E>
-FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t i,
+FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t col,
                                                 typename E::T* tb, typename E::C* cb) {
-    return E::in(bias_bits_at<E>(a, i, tb), cb);
+    return E::in(bias_bits_at<E>(a, col, tb), cb);
 }
 
-// y = residual + select(keep, (x + bias) * s, +0.0), for 64 elements starting at i.
+// y = residual + select(keep, (x + bias) * s, +0.0), for 64 elements whose bias starts
+// at column col.
 template <class E>
-FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size_t i,
+FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size_t col,
                                   const typename E::T* x, const typename E::T* r,
                                   typename E::T* y) {
     using T = typename E::T;
@@ -226,7 +226,7 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
 #if defined(FASTDROPOUT_VEC_BF16_FUSED64)
     if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_avx512.hpp)
         T tb[64];
-        const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, i, tb) : nullptr;
+        const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
         add64_bf16(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
         return;
     }
@@ -237,7 +237,7 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
     if (a.bias != nullptr) {
         T tb[64];
         C cb[64];
-        const C* bc = bias_at<E>(a, i, tb, cb);
+        const C* bc = bias_at<E>(a, col, tb, cb);
         add64_first_nan<C, typename E::UC>(src, bc, t);
         E::round(t);
         src = t;
@@ -288,8 +288,13 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
 // Elements [begin, end) in groups of 64, word(i, count) giving each group's decisions;
 // a last group of fewer than 64 goes through zero-padded copies.
 template <class E, bool kAdd, class Word>
-FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::size_t end,
+FASTDROPOUT_INLINE void fused_loop(const FusedArgs& args, std::size_t begin, std::size_t end,
                                    Word& word, bool prefetch) {
+    // A copy the stores below cannot alias (vector stores may alias anything), so
+    // the scale and the pointers stay in registers.
+    const FusedArgs a = args;
+    // element i's bias column, i mod a.bias_n, followed without a division per group
+    std::size_t col = a.bias != nullptr ? begin % a.bias_n : 0;
     using T = typename E::T;
     const T* x = static_cast<const T*>(a.x);
     const T* r = static_cast<const T*>(a.residual);
@@ -312,7 +317,13 @@ FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::s
         }
         const std::uint64_t b = word(i, 64);
         if (kAdd) {
-            add_group<E>(b, a, i, x + i, r + i, y + i);
+            add_group<E>(b, a, col, x + i, r + i, y + i);
+            if (a.bias != nullptr) {
+                col += 64;
+                if (col >= a.bias_n) {
+                    col = col - a.bias_n < a.bias_n ? col - a.bias_n : col % a.bias_n;
+                }
+            }
         } else {
             alpha_group<E>(b, a, dvec, x + i, y + i);
         }
@@ -326,7 +337,7 @@ FASTDROPOUT_INLINE void fused_loop(const FusedArgs& a, std::size_t begin, std::s
         std::memcpy(xt, x + i, rem * sizeof(T));
         if (kAdd) {
             std::memcpy(rt, r + i, rem * sizeof(T));
-            add_group<E>(b, a, i, xt, rt, yt);
+            add_group<E>(b, a, col, xt, rt, yt);
         } else {
             alpha_group<E>(b, a, dvec, xt, yt);
         }
