@@ -484,6 +484,21 @@ inline bool mask_layout(PyObject* mask_shape, PyObject* axes, const std::vector<
 }
 
 
+// True when `mask_shape` (an exact tuple of exact ints) is xa's shape.
+inline bool same_shape(PyObject* mask_shape, const py::detail::PyArray_Proxy* xa) {
+    if (!PyTuple_CheckExact(mask_shape) || PyTuple_GET_SIZE(mask_shape) != xa->nd) {
+        return false;
+    }
+    for (int k = 0; k < xa->nd; ++k) {
+        std::uint64_t m = 0;
+        if (!plain_u64(PyTuple_GET_ITEM(mask_shape, k), m) ||
+            m != static_cast<std::uint64_t>(xa->dimensions[k])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 // The data of `bits` when it holds a mask of n_mask elements as the kernels read it:
 // an exact 1-D uint8 ndarray of ceil(n_mask / 8) bytes, C-contiguous; else nullptr.
 inline const std::uint8_t* plain_bits(PyObject* bits, std::size_t n_mask) {

@@ -288,6 +288,28 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
         !backward_scale(args[3], p, dt, true, scale, scaled)) {
         return none();
     }
+    ApplyArgs ap{};
+    ap.scale = scale;
+    ap.scaled = scaled;
+    const KernelTable& table = active_table();
+    if (PyTuple_CheckExact(args[6]) && PyTuple_GET_SIZE(args[6]) == 0) {
+        // A dense mask (no broadcast axes), the common case: no layout to work out.
+        if (!same_shape(args[5], ga) || (ap.bits = plain_bits(args[1], n)) == nullptr) {
+            return none();
+        }
+        PyObject* y = nullptr;
+        const Target t = output_for(args[0], ga, dt, n, args[4], &y);
+        if (t != Target::kReady) {
+            return t == Target::kError ? nullptr : none();
+        }
+        ap.x = ga->data;
+        ap.y = data_of(y);
+        if (!run_released(n, [&] { run_apply_dense(table, dt, ap, n); })) {
+            Py_DECREF(y);
+            return nullptr;
+        }
+        return y;
+    }
     std::vector<std::size_t> dims(static_cast<std::size_t>(ga->nd));
     for (std::size_t k = 0; k < dims.size(); ++k) {
         dims[k] = static_cast<std::size_t>(ga->dimensions[k]);
@@ -304,13 +326,9 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
     if (t != Target::kReady) {
         return t == Target::kError ? nullptr : none();
     }
-    ApplyArgs ap{};
     ap.x = ga->data;
     ap.y = data_of(y);
     ap.bits = bits;
-    ap.scale = scale;
-    ap.scaled = scaled;
-    const KernelTable& table = active_table();
     if (!run_released(n, [&] { apply_mask(table, dt, ap, dims, broadcast, n, n_mask); })) {
         Py_DECREF(y);
         return nullptr;

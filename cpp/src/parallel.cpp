@@ -645,6 +645,15 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
     });
 }
 
+void run_apply_dense(const KernelTable& table, Dtype dt, const ApplyArgs& a_in, std::size_t n) {
+    const auto apply = table.apply[dt];
+    ApplyArgs a = a_in;
+    a.stream_stores = stream_output(n * dtype_size(dt));
+    a.all_kept = false;
+    a.bit0 = 0;
+    parallel_chunks(n, [&](std::size_t b, std::size_t e) { apply(a, b, e); });
+}
+
 void run_masked(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
                 const std::uint8_t* bits, SegmentFn seg, void* ctx) {
     walk_mask(dims, broadcast, bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {

@@ -36,6 +36,9 @@ void run_gen_bits(const KernelTable& table, const StreamArgs& s, std::uint8_t* b
 // a.bit0 and a.all_kept are set here.
 void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a,
                const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);
+// run_apply for a dense mask (mask element i is bit i of a.bits) of n elements: the
+// same chunks and kernel calls, with no layout to walk.
+void run_apply_dense(const KernelTable& table, Dtype dt, const ApplyArgs& a, std::size_t n);
 
 // Streaming stores for large outputs: the forward and apply kernels write outputs of
 // at least stream_threshold() bytes with non-temporal stores (by default a quarter of
