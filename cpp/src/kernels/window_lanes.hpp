@@ -71,6 +71,7 @@ class LaneGroup {
             max_shift = shift > max_shift ? shift : max_shift;
         }
         g_ = g;
+        len_ = len;
         nrows_ = (max_shift + len + 3) / 4;
         k_ = 0;
         // One high counter word for every block of every run, and no carry out of the
@@ -127,10 +128,14 @@ class LaneGroup {
         // Chunk c of run j from bit shift_[j] on; (v << 1) << (63 - s) is v << (64 - s)
         // without the undefined shift by 64 when s is 0. A loop the compiler
         // vectorises (variable shifts) where the ISA has them.
-        for (std::size_t c = 0; c < nchunks; ++c) {
+        // Only the chunks that hold run bits (len_ of them from the shift on) are
+        // moved; the group size is read once (the stores could alias the member).
+        const std::size_t g = g_;
+        const std::size_t nout = (len_ + 63) / 64;
+        for (std::size_t c = 0; c < nout; ++c) {
             std::uint64_t* cur = trans_[c];
             const std::uint64_t* nxt = trans_[c + 1];
-            for (std::size_t j = 0; j < g_; ++j) {
+            for (std::size_t j = 0; j < g; ++j) {
                 const std::uint64_t sh = shift_[j];
                 cur[j] = (cur[j] >> sh) | ((nxt[j] << 1) << (63 - sh));
             }
@@ -197,6 +202,7 @@ class LaneGroup {
     }
 
     std::size_t g_ = 0;
+    std::size_t len_ = 0;
     std::size_t nrows_ = 0;
     std::size_t k_ = 0;  // rows computed
     std::uint32_t hi_ = 0;
