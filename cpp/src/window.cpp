@@ -107,9 +107,11 @@ Runs plan_runs(const WindowLayout& w) {
 
 // seg(i, g, len) for the runs (or parts of runs) covering elements [b, e): element i
 // of the window (C order) is global mask index g, and the next len elements follow it
-// in memory and in the stream.
-template <class Seg>
-void walk_runs(const Runs& r, std::size_t b, std::size_t e, const Seg& seg) {
+// in memory and in the stream. Whole runs one after another along the last outer
+// axis go to many(i, g, stride, len, count) instead, count > 1 of them at once: run
+// j of them is elements i + j * len, at global index g + j * stride (mod 2**64).
+template <class Seg, class Many>
+void walk_runs(const Runs& r, std::size_t b, std::size_t e, const Seg& seg, const Many& many) {
     if (b >= e) {
         return;
     }
@@ -124,12 +126,34 @@ void walk_runs(const Runs& r, std::size_t b, std::size_t e, const Seg& seg) {
         g += static_cast<std::uint64_t>(coord[k]) * r.outer[k].gstride;
     }
     for (std::size_t i = b; i < e;) {
-        const std::size_t len = std::min(r.run - w, e - i);
-        seg(i, g + w, len);
-        i += len;
-        w = 0;
+        std::size_t steps = 1;  // runs the odometer moves on along the last axis
+        if (w == 0 && nd != 0) {
+            const OuterDim& last = r.outer[nd - 1];
+            const std::size_t count = std::min(last.size - coord[nd - 1], (e - i) / r.run);
+            if (count > 1) {
+                many(i, g, last.gstride, r.run, count);
+                i += count * r.run;
+                steps = count;
+            }
+        }
+        if (steps == 1) {
+            const std::size_t len = std::min(r.run - w, e - i);
+            seg(i, g + w, len);
+            i += len;
+            w = 0;
+        }
         // next run: odometer over the outer axes
-        for (std::size_t k = nd; k-- > 0;) {
+        if (nd == 0) {
+            continue;
+        }
+        g += steps * r.outer[nd - 1].gstride;
+        coord[nd - 1] += steps;
+        if (coord[nd - 1] < r.outer[nd - 1].size) {
+            continue;
+        }
+        g -= static_cast<std::uint64_t>(coord[nd - 1]) * r.outer[nd - 1].gstride;
+        coord[nd - 1] = 0;
+        for (std::size_t k = nd - 1; k-- > 0;) {
             g += r.outer[k].gstride;
             if (++coord[k] < r.outer[k].size) {
                 break;
@@ -192,6 +216,40 @@ class Batch {
         }
     }
 
+    // count runs of len elements: elements i + j * len at global index g + j * stride,
+    // j = 0 .. count - 1; the same batches as count calls of add(), with the runs
+    // that fit the current batch written in one loop.
+    template <class Done>
+    void add_many(std::size_t i, std::uint64_t g, std::uint64_t stride, std::size_t len,
+                  std::size_t count, const Done& done) {
+        while (count != 0) {
+            // runs that take add()'s first branch: total_ + len < kBatchBits and
+            // nruns_ + 1 < kBatchRuns before each of them
+            const std::size_t by_bits = total_ < kBatchBits ? (kBatchBits - total_ - 1) / len : 0;
+            const std::size_t by_runs = kBatchRuns - 1 - nruns_;
+            const std::size_t k = std::min(count, std::min(by_bits, by_runs));
+            if (k == 0) {
+                add(i, g, len, done);
+                i += len;
+                g += stride;
+                --count;
+                continue;
+            }
+            if (total_ == 0) {
+                i0_ = i;
+            }
+            BitRun* runs = buf_.runs.get() + nruns_;
+            for (std::size_t j = 0; j < k; ++j) {
+                runs[j] = BitRun{g + j * stride, len};
+            }
+            nruns_ += k;
+            total_ += k * len;
+            i += k * len;
+            g += k * stride;
+            count -= k;
+        }
+    }
+
     template <class Done>
     void flush(const Done& done) {
         if (total_ == 0) {
@@ -208,6 +266,22 @@ class Batch {
     std::size_t total_ = 0;
     std::size_t nruns_ = 0;
 };
+
+// walk_runs' many() for the callers that batch short runs: a stretch of short runs
+// to the batch in one go, longer runs one by one to seg (which batches or runs them).
+template <class Done, class Seg>
+auto batched_many(Batch& batch, const Done& done, const Seg& seg) {
+    return [&batch, &done, &seg](std::size_t i, std::uint64_t g, std::uint64_t stride,
+                                 std::size_t len, std::size_t count) {
+        if (len < kDirectRun) {
+            batch.add_many(i, g, stride, len, count, done);
+            return;
+        }
+        for (std::size_t j = 0; j < count; ++j) {
+            seg(i + j * len, g + j * stride, len);
+        }
+    };
+}
 
 // Where a batch's mask bits go: straight into the mask when the batch starts at a
 // byte boundary, else into the scratch buffer (then merged in by put_back).
@@ -357,7 +431,7 @@ void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
         const FusedBatch apply_batch{wk, dt, op, a};
-        walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+        const auto seg = [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun || (a.bits != nullptr && i % 8 != 0)) {
                 batch.add(i, g, len, apply_batch);
                 return;
@@ -366,7 +440,8 @@ void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const
             FusedArgs run = a;
             run.stream.offset = a.stream.offset + g - i;  // mod 2**64: element i at g
             fn(run, i, i + len);
-        });
+        };
+        walk_runs(r, b, e, seg, batched_many(batch, apply_batch, seg));
         batch.flush(apply_batch);
     });
 }
@@ -394,7 +469,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
         const ForwardBatch apply_batch{wk, table, dt, a, es, streaming};
-        walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+        const auto seg = [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun) {
                 batch.add(i, g, len, apply_batch);
                 return;
@@ -422,7 +497,8 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
                 fn(run, 0, m);
                 put_bits(a.bits, i + done, buf, m);
             }
-        });
+        };
+        walk_runs(r, b, e, seg, batched_many(batch, apply_batch, seg));
         batch.flush(apply_batch);
     });
 }
@@ -442,7 +518,7 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
         const GenBatch keep{wk, s, bits};
-        walk_runs(r, b, e, [&](std::size_t i, std::uint64_t g, std::size_t len) {
+        const auto seg = [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun) {
                 batch.add(i, g, len, keep);
                 return;
@@ -461,7 +537,8 @@ void run_window_gen_bits(const KernelTable& table, const StreamArgs& s, std::uin
                 fn(run, buf, 0, m);
                 put_bits(bits, i + done, buf, m);
             }
-        });
+        };
+        walk_runs(r, b, e, seg, batched_many(batch, keep, seg));
         batch.flush(keep);
     });
 }
