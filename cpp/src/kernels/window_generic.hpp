@@ -71,7 +71,7 @@ class RunStream {
         if (used_ == nwords_) {
             return 0;
         }
-        const std::uint64_t w = words_[used_++];
+        const std::uint64_t w = src_[used_++];
         if (used_ == row_at_) {
             // Two of the next lane group's rows (one Philox pass alone is short next
             // to the call), spread over this group's words; finish() computes
@@ -95,6 +95,7 @@ class RunStream {
     FASTDROPOUT_INLINE void refill() {
         nwords_ = 0;
         used_ = 0;
+        src_ = words_;
         while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
             const std::size_t g = lane_group();
             if (g != 0) {
@@ -157,9 +158,11 @@ class RunStream {
         lanes_.finish(kv_, uhi_, rk_, t_);
         const std::size_t whole = len / 64;
         const std::size_t rem = len % 64;
-        if (len == 64 && acc_used_ == 0) {  // the runs' words are the output words
-            std::memcpy(words_ + nwords_, lanes_.first_words(), g * sizeof(std::uint64_t));
-            nwords_ += g;
+        if (len == 64 && acc_used_ == 0 && nwords_ == 0) {
+            // the runs' words are the output words: read where they are (the next
+            // group's rows, computed meanwhile, do not touch them)
+            src_ = lanes_.first_words();
+            nwords_ = g;
         } else {
             for (std::size_t j = 0; j < g; ++j) {
                 for (std::size_t i = 0; i < whole; ++i) {
@@ -370,6 +373,7 @@ class RunStream {
     // output words of the last refill (a lane group's or a collection's), and the
     // partial word being assembled
     std::uint64_t words_[kLaneRuns * kLaneMaxRun / 64 + kKeepWords + 1];
+    const std::uint64_t* src_ = words_;  // words_, or a lane group's own words
     std::size_t nwords_ = 0;
     std::size_t used_ = 0;
     std::uint64_t acc_ = 0;

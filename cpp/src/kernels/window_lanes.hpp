@@ -62,28 +62,31 @@ class LaneGroup {
     // .. kLaneMaxRun) whose first elements sit at stream positions offset + runs[j].pos.
     FASTDROPOUT_INLINE void begin(const BitRun* runs, std::uint64_t offset, std::size_t g,
                                   std::size_t len) {
-        unsigned max_shift = 0;
+        // One loop without branches: the shifts and blocks, and what decides the rows
+        // and the counter path (the largest shift and low word, any other high word).
+        const std::uint64_t hi0 = (offset + runs[0].pos) >> 34;  // block_[0] >> 32
+        std::uint64_t max_shift = 0;
+        std::uint64_t max_lo = 0;
+        std::uint64_t other_hi = 0;
         for (std::size_t j = 0; j < g; ++j) {
             const std::uint64_t pos = offset + runs[j].pos;  // mod 2**64
-            const auto shift = static_cast<unsigned>(pos & 3u);
+            const std::uint64_t shift = pos & 3u;
+            const std::uint64_t block = pos >> 2;  // < 2**62
             shift_[j] = shift;
-            block_[j] = pos >> 2;  // < 2**62
+            block_[j] = block;
+            lo_[j] = static_cast<std::uint32_t>(block);
             max_shift = shift > max_shift ? shift : max_shift;
+            max_lo = (block & 0xFFFFFFFFu) > max_lo ? (block & 0xFFFFFFFFu) : max_lo;
+            other_hi |= (block >> 32) ^ hi0;
         }
         g_ = g;
         len_ = len;
-        nrows_ = (max_shift + len + 3) / 4;
+        nrows_ = (static_cast<std::size_t>(max_shift) + len + 3) / 4;
         k_ = 0;
         // One high counter word for every block of every run, and no carry out of the
         // low word (so no wrap at 2**62 either): the cheaper first rounds apply.
-        hi_ = static_cast<std::uint32_t>(block_[0] >> 32);
-        uniform_ = true;
-        for (std::size_t j = 0; j < g; ++j) {
-            const auto lo = static_cast<std::uint32_t>(block_[j]);
-            lo_[j] = lo;
-            uniform_ = uniform_ && static_cast<std::uint32_t>(block_[j] >> 32) == hi_ &&
-                       std::uint64_t{lo} + (nrows_ - 1) <= 0xFFFFFFFFu;
-        }
+        hi_ = static_cast<std::uint32_t>(hi0);
+        uniform_ = other_hi == 0 && max_lo + (nrows_ - 1) <= 0xFFFFFFFFu;
     }
 
     FASTDROPOUT_INLINE std::size_t nrows() const { return nrows_; }
