@@ -163,6 +163,14 @@ class RunStream {
             // group's rows, computed meanwhile, do not touch them)
             src_ = lanes_.first_words();
             nwords_ = g;
+        } else if (rem == 0 && acc_used_ == 0) {  // whole words, nothing to stitch
+            std::uint64_t* out = words_ + nwords_;
+            for (std::size_t j = 0; j < g; ++j) {
+                for (std::size_t i = 0; i < whole; ++i) {
+                    out[j * whole + i] = lanes_.bits(j, i);
+                }
+            }
+            nwords_ += g * whole;
         } else {
             for (std::size_t j = 0; j < g; ++j) {
                 for (std::size_t i = 0; i < whole; ++i) {
