@@ -21,7 +21,8 @@ from _util import TWO_64, assert_same, make_input, reference, served
 OFFSETS = (0, 1, 2, 3, TWO_64 - 3, TWO_64 - 2001, (1 << 34) - 130, 5 * (1 << 34) - 7)
 
 # (global shape, start, block shape). Run lengths 1 (more one-element runs than a
-# batch holds), 3, 63, 64, 65, 200, 1000 (the longest batched run), 1500 (the dense
+# batch holds), 3, 33, 63, 64, 65, 128, 200, 256 (whole words: copied out of a lane
+# group without stitching), 1000 (the longest batched run), 1500 (the dense
 # kernels, cut by the thread chunks into batched pieces), and runs inside the rows of
 # a 3-d block. Runs of 32 to 1024 elements, at least one SIMD vector's worth of them
 # in a row, take the lane path (window_lanes.hpp): groups of every number of sets, a
@@ -30,6 +31,8 @@ OFFSETS = (0, 1, 2, 3, TWO_64 - 3, TWO_64 - 2001, (1 << 34) - 130, 5 * (1 << 34)
 CASES = (
     ((300, 256), (5, 64), (290, 64)),
     ((90, 141), (4, 7), (80, 33)),
+    ((40, 700), (3, 9), (35, 256)),
+    ((70, 300), (1, 2), (66, 128)),
     ((700, 9), (3, 4), (600, 1)),
     ((40, 11), (1, 2), (37, 3)),
     ((30, 130), (2, 1), (25, 63)),
