@@ -288,37 +288,28 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
         !backward_scale(args[3], p, dt, true, scale, scaled)) {
         return none();
     }
+    // A dense mask (no broadcast axes), the common case, needs no layout vectors.
+    const bool dense = PyTuple_CheckExact(args[6]) && PyTuple_GET_SIZE(args[6]) == 0;
+    std::vector<std::size_t> dims;
+    std::vector<bool> broadcast;
+    std::size_t n_mask = n;
+    if (dense) {
+        if (!same_shape(args[5], ga)) {
+            return none();
+        }
+    } else {
+        dims.resize(static_cast<std::size_t>(ga->nd));
+        for (std::size_t k = 0; k < dims.size(); ++k) {
+            dims[k] = static_cast<std::size_t>(ga->dimensions[k]);
+        }
+        if (!mask_layout(args[5], args[6], dims, broadcast, n_mask)) {
+            return none();
+        }
+    }
     ApplyArgs ap{};
     ap.scale = scale;
     ap.scaled = scaled;
-    const KernelTable& table = active_table();
-    if (PyTuple_CheckExact(args[6]) && PyTuple_GET_SIZE(args[6]) == 0) {
-        // A dense mask (no broadcast axes), the common case: no layout to work out.
-        if (!same_shape(args[5], ga) || (ap.bits = plain_bits(args[1], n)) == nullptr) {
-            return none();
-        }
-        PyObject* y = nullptr;
-        const Target t = output_for(args[0], ga, dt, n, args[4], &y);
-        if (t != Target::kReady) {
-            return t == Target::kError ? nullptr : none();
-        }
-        ap.x = ga->data;
-        ap.y = data_of(y);
-        if (!run_released(n, [&] { run_apply_dense(table, dt, ap, n); })) {
-            Py_DECREF(y);
-            return nullptr;
-        }
-        return y;
-    }
-    std::vector<std::size_t> dims(static_cast<std::size_t>(ga->nd));
-    for (std::size_t k = 0; k < dims.size(); ++k) {
-        dims[k] = static_cast<std::size_t>(ga->dimensions[k]);
-    }
-    std::vector<bool> broadcast;
-    std::size_t n_mask = 0;
-    const std::uint8_t* bits = nullptr;
-    if (!mask_layout(args[5], args[6], dims, broadcast, n_mask) ||
-        (bits = plain_bits(args[1], n_mask)) == nullptr) {
+    if ((ap.bits = plain_bits(args[1], n_mask)) == nullptr) {
         return none();
     }
     PyObject* y = nullptr;
@@ -328,8 +319,14 @@ PyObject* backward(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) 
     }
     ap.x = ga->data;
     ap.y = data_of(y);
-    ap.bits = bits;
-    if (!run_released(n, [&] { apply_mask(table, dt, ap, dims, broadcast, n, n_mask); })) {
+    const KernelTable& table = active_table();
+    if (!run_released(n, [&] {
+            if (dense) {
+                run_apply_dense(table, dt, ap, n);
+            } else {
+                apply_mask(table, dt, ap, dims, broadcast, n, n_mask);
+            }
+        })) {
         Py_DECREF(y);
         return nullptr;
     }
