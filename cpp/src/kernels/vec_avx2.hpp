@@ -169,6 +169,88 @@ FASTDROPOUT_INLINE void scale64_bf16(std::uint64_t b, const std::uint16_t* x, st
     }
 }
 
+// The fused bfloat16 kernels (docs/spec.md sections 9 and 10) in registers, as
+// vec_avx512.hpp does them (see there why the roundings need no NaN select and the
+// additions keep their operand order with an asm statement): 16 elements per register,
+// the even ones widened with a shift, the odd ones with a mask, 8 of each.
+#if defined(__GNUC__)
+#define FASTDROPOUT_VEC_BF16_FUSED64 1
+FASTDROPOUT_INLINE __m256 add_first_nan_ps(__m256 a, __m256 b) {
+    __m256 r;
+    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
+    return r;
+}
+FASTDROPOUT_INLINE __m256i bf16_round_hi8(__m256i p) {  // rounded value in the high halves
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(p, 16), _mm256_set1_epi32(1));
+    return _mm256_add_epi32(p, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd));
+}
+FASTDROPOUT_INLINE __m256i bf16_high8() { return _mm256_set1_epi32(static_cast<int>(0xffff0000u)); }
+FASTDROPOUT_INLINE __m256 bf16_round_f32(__m256 v) {
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(bf16_round_hi8(_mm256_castps_si256(v)), bf16_high8()));
+}
+FASTDROPOUT_INLINE __m256 bf16_even(__m256i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
+FASTDROPOUT_INLINE __m256 bf16_odd(__m256i v) {
+    return _mm256_castsi256_ps(_mm256_and_si256(v, bf16_high8()));
+}
+FASTDROPOUT_INLINE __m256i bf16_pack(__m256 even, __m256 odd) {
+    const __m256i re = bf16_round_hi8(_mm256_castps_si256(even));
+    const __m256i ro = bf16_round_hi8(_mm256_castps_si256(odd));
+    return _mm256_or_si256(_mm256_srli_epi32(re, 16), _mm256_and_si256(ro, bf16_high8()));
+}
+FASTDROPOUT_INLINE __m256i load16(const std::uint16_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+// y = residual + (keep ? (x + bias) * s : +0.0) for 64 elements, each operation rounded
+// to bfloat16 (no "+ bias" when bias is null, no "* s" when !scaled).
+FASTDROPOUT_INLINE void add64_bf16(std::uint64_t b, const std::uint16_t* x,
+                                   const std::uint16_t* bias, const std::uint16_t* r,
+                                   std::uint16_t* y, float s, bool scaled) {
+    const __m256 vs = _mm256_set1_ps(s);
+    // the keep bits of the even and of the odd elements, 8 of each per 16 elements
+    const std::uint64_t keep_even = _pext_u64(b, 0x5555555555555555u);
+    const std::uint64_t keep_odd = _pext_u64(b, 0xaaaaaaaaaaaaaaaau);
+    for (int j = 0; j < 4; ++j) {
+        const __m256i v = load16(x + 16 * j);
+        __m256 te = bf16_even(v);
+        __m256 to = bf16_odd(v);
+        if (bias != nullptr) {
+            const __m256i bv = load16(bias + 16 * j);
+            te = bf16_round_f32(add_first_nan_ps(te, bf16_even(bv)));
+            to = bf16_round_f32(add_first_nan_ps(to, bf16_odd(bv)));
+        }
+        if (scaled) {
+            te = bf16_round_f32(_mm256_mul_ps(te, vs));
+            to = bf16_round_f32(_mm256_mul_ps(to, vs));
+        }
+        const auto ke = static_cast<std::uint32_t>(keep_even >> (8 * j)) & 0xffu;
+        const auto ko = static_cast<std::uint32_t>(keep_odd >> (8 * j)) & 0xffu;
+        te = _mm256_and_ps(te, _mm256_castsi256_ps(lanes32(ke)));  // +0.0 where dropped
+        to = _mm256_and_ps(to, _mm256_castsi256_ps(lanes32(ko)));
+        const __m256i rv = load16(r + 16 * j);
+        const __m256 ye = add_first_nan_ps(bf16_even(rv), te);
+        const __m256 yo = add_first_nan_ps(bf16_odd(rv), to);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j), bf16_pack(ye, yo));
+    }
+}
+// y = keep ? (x * A) + B : D for 64 elements, two bfloat16 roundings; d is D's bits.
+FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                     float coef_a, float coef_b, std::uint16_t d) {
+    const __m256 va = _mm256_set1_ps(coef_a);
+    const __m256 vb = _mm256_set1_ps(coef_b);
+    const __m256i vd = _mm256_set1_epi16(static_cast<short>(d));
+    for (int j = 0; j < 4; ++j) {
+        const __m256i v = load16(x + 16 * j);
+        const __m256 te = bf16_round_f32(_mm256_mul_ps(bf16_even(v), va));
+        const __m256 to = bf16_round_f32(_mm256_mul_ps(bf16_odd(v), va));
+        const __m256i packed = bf16_pack(_mm256_add_ps(te, vb), _mm256_add_ps(to, vb));
+        const __m256i keep = lanes16(static_cast<std::uint32_t>(b >> (16 * j)) & 0xffffu);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
+                            _mm256_blendv_epi8(vd, packed, keep));
+    }
+}
+#endif
+
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
 // sum that is NaN keeps its NaN; any other sum adds the widened value.
 #define FASTDROPOUT_VEC_ACCUMULATE64 1
