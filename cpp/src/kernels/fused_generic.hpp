@@ -224,7 +224,7 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
     using T = typename E::T;
     using C = typename E::C;
 #if defined(FASTDROPOUT_VEC_BF16_FUSED64)
-    if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_avx512.hpp)
+    if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_<isa>.hpp)
         T tb[64];
         const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
         add64_bf16(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
@@ -262,7 +262,7 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
                                     typename E::T* y) {
     using C = typename E::C;
 #if defined(FASTDROPOUT_VEC_BF16_FUSED64)
-    if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_avx512.hpp)
+    if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_<isa>.hpp)
         alpha64_bf16(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
                      bf16_round_bits(float_bits(dvec[0])));
         return;
