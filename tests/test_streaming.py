@@ -12,6 +12,7 @@ are not multiples of 4 or 64, in place, and the spatial layouts.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,22 @@ def test_threshold_controls() -> None:
     finally:
         core._set_stream_threshold(None)
     assert core._stream_threshold() == default
+
+
+def _sysfs_cache_bytes() -> int:
+    sizes = []
+    for path in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size")):
+        text = path.read_text().strip()
+        if text.endswith("K") and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * 1024)
+    return max(sizes, default=0)
+
+
+@pytest.mark.skipif(_sysfs_cache_bytes() == 0, reason="no cache sizes in sysfs")
+def test_last_level_cache_is_the_kernels_view() -> None:
+    # sysfs, not glibc's sysconf, which can count a whole package's L3 slices (320 MiB
+    # on an EPYC guest whose cores reach 32 MiB): the largest cache sysfs lists for cpu0.
+    assert core._last_level_cache() == _sysfs_cache_bytes()
 
 
 @pytest.mark.usefixtures("streaming")
