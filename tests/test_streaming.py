@@ -137,3 +137,24 @@ def test_spatial(simd: str, dtype: Any, data_format: str, shape: tuple[int, ...]
     out = shifted(np.zeros(shape, dtype), 2)
     assert_same(fastdropout.dropout_backward(x, mask, out=out),
                 reference.dropout_backward(x, want_mask), "spatial backward")
+
+
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("nbytes", [0, 1, 63, 64, 65, 4 * 4096 + 13, 3 * 65536 + 7])
+@pytest.mark.parametrize("head", [0, 1, 17, 63])
+def test_benchmark_baselines_move_every_byte(nbytes: int, head: int, nthreads: int) -> None:
+    # The copy and read-two-write-one baselines stream too past the threshold; they
+    # must still move every byte (a streamed body between a head and a tail).
+    rng = np.random.default_rng(nbytes + head)
+    a = rng.integers(0, 256, nbytes, dtype=np.uint8)
+    b = rng.integers(0, 256, nbytes, dtype=np.uint8)
+    buf = np.zeros(nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + head
+    dst = buf[start:start + nbytes]
+    del nthreads  # set by the fixture
+    core._stream_copy(a, dst)
+    np.testing.assert_array_equal(dst, a)
+    core._stream2(a, b, dst)
+    np.testing.assert_array_equal(dst, a ^ b)
+    assert not buf[:start].any()
+    assert not buf[start + nbytes:].any()

@@ -65,7 +65,7 @@ void register_runtime(py::module_& m) {
         const auto n = static_cast<std::size_t>(src.nbytes());
         py::gil_scoped_release release;
         run_copy(s, d, n);
-    }, "Multi-threaded memcpy with the kernels' chunking (benchmark baseline).");
+    }, "Multi-threaded copy with the kernels' chunking and stores (benchmark baseline).");
     m.def("_stream2", [](const py::array& a, const py::array& b, const py::array& dst) {
         require_c_contiguous(a, "a");
         require_c_contiguous(b, "b");

@@ -68,8 +68,9 @@ void run_chunks(std::size_t n, std::size_t nt, ChunkFn fn, void* ctx);
 // kernels stream.
 void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes);
 
-// memcpy of nbytes split over the same threads as the kernels: the benchmarks'
-// physical-limit baseline (same bytes moved, same thread count).
+// A copy of nbytes split over the same threads as the kernels: the benchmarks'
+// physical-limit baseline (same bytes moved, same thread count, same stores: streaming
+// on x86 for outputs of at least stream_threshold() bytes, memcpy otherwise).
 void run_copy(const void* src, void* dst, std::size_t nbytes);
 
 // Whether any axis of size != 1 is broadcast, i.e. whether the mask differs from

@@ -46,7 +46,7 @@ IMPL_DOC = {
     "api": "fastdropout public API, output preallocated (out=)",
     "api_alloc": "fastdropout public API without out= (allocation included)",
     "core": "raw fastdropout._core call (no Python validation)",
-    "stream_copy": "native multi-threaded memcpy of the same bytes, same threads",
+    "stream_copy": "native multi-threaded copy of the same bytes, same threads and stores",
     "gen_bits": "the mask bits alone (Philox + threshold), same elements, threads, SIMD",
     "stream2": "native read-two-write-one stream (a XOR b) of the same bytes, same threads",
     "unfused": "the same result from separate fastdropout/NumPy calls",
