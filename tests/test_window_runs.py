@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _util import TWO_64, assert_same, make_input, reference, served
+from _util import TWO_64, assert_same, core, make_input, reference, served
 
 # Stream offsets: every residue mod 4, the 2**62-block wrap, the 32-bit carry.
 OFFSETS = (0, 1, 2, 3, TWO_64 - 3, TWO_64 - 2001, (1 << 34) - 130, 5 * (1 << 34) - 7)
@@ -76,14 +76,24 @@ def expected(case_index: int, dtype: Any, offset: int) -> tuple[Any, ...]:
     return x, y, m, a, am, (r, b, *add)
 
 
+@pytest.mark.parametrize("stores", ["normal", "stream"])
 @pytest.mark.parametrize("case_index", range(len(CASES)))
 @pytest.mark.parametrize("dt", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_short_runs_match_the_reference(
-    native: Any, simd: str, case_index: int, dt: Any
+    native: Any, simd: str, case_index: int, dt: Any, stores: str
 ) -> None:
     del simd
     gshape, start, _ = CASES[case_index]
     win = (gshape, start)
+    if stores == "stream":  # the window kernels with streaming stores, as for large outputs
+        core._set_stream_threshold(0)
+    try:
+        check_short_runs(native, case_index, dt, win)
+    finally:
+        core._set_stream_threshold(None)
+
+
+def check_short_runs(native: Any, case_index: int, dt: Any, win: Any) -> None:
     for threads in (1, 2):
         native.set_num_threads(threads)
         try:

@@ -8,8 +8,8 @@
 // the alignment it asks for. Shorter runs are gathered into batches of consecutive
 // elements handed to the window kernels in one call (window_kernels.hpp: each Philox
 // block once, whole vectors at a time): the fused forward_runs, or gen_bits_runs for
-// the mask alone; outputs large enough for streaming stores get the batch's bits
-// first and then the apply kernel with streaming stores.
+// the mask alone; outputs large enough for streaming stores get them in the fused
+// kernel too.
 // A run or batch whose first mask bit is not at a byte boundary gets its bits through
 // a small per-thread buffer and is merged in with a shift.
 #include "window.hpp"
@@ -309,12 +309,10 @@ struct GenBatch {
     }
 };
 
-// A batch of the forward pass: the fused window kernel, or, for outputs large enough
-// for streaming stores (memory-bound), the batch's bits first and then the apply
-// kernel with streaming stores.
+// A batch of the forward pass: the fused window kernel, with streaming stores for
+// outputs large enough for them (memory-bound).
 struct ForwardBatch {
     const WindowKernels& wk;
-    const KernelTable& table;
     Dtype dt;
     const ForwardArgs& a;
     std::size_t es;
@@ -322,31 +320,14 @@ struct ForwardBatch {
 
     void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
                     std::uint8_t* scratch) const {
-        const auto* x = static_cast<const unsigned char*>(a.x) + i0 * es;
-        auto* y = static_cast<unsigned char*>(a.y) + i0 * es;
-        if (!streaming) {
-            ForwardArgs f = a;
-            f.x = x;
-            f.y = y;
-            f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
-            f.n = count;
-            wk.forward_runs[dt](f, runs, nruns);
-            put_back(a.bits, i0, f.bits, count);
-            return;
-        }
-        std::uint8_t* dst = bits_for(a.bits, i0, scratch);
-        wk.gen_bits_runs(a.stream, runs, nruns, dst);
-        put_back(a.bits, i0, dst, count);
-        ApplyArgs ap{};
-        ap.x = x;
-        ap.y = y;
-        ap.bits = dst;
-        ap.bit0 = 0;
-        ap.scale = a.scale;
-        ap.scaled = a.scaled;
-        ap.all_kept = false;
-        ap.stream_stores = true;
-        table.apply[dt](ap, 0, count);
+        ForwardArgs f = a;
+        f.x = static_cast<const unsigned char*>(a.x) + i0 * es;
+        f.y = static_cast<unsigned char*>(a.y) + i0 * es;
+        f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
+        f.n = count;
+        f.stream_stores = streaming;
+        wk.forward_runs[dt](f, runs, nruns);
+        put_back(a.bits, i0, f.bits, count);
     }
 };
 
@@ -468,7 +449,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
     std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
-        const ForwardBatch apply_batch{wk, table, dt, a, es, streaming};
+        const ForwardBatch apply_batch{wk, dt, a, es, streaming};
         const auto seg = [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun) {
                 batch.add(i, g, len, apply_batch);

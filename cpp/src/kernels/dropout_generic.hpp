@@ -488,10 +488,12 @@ FASTDROPOUT_INLINE void apply_group_stream(std::uint64_t b, const typename Ops::
 }
 
 // The stream's words on the 64-element grid from `begin`, each one's mask bytes
-// stored (if wanted) as it is taken.
+// stored (if wanted) as it is taken. Stream: anything whose next() gives the next 64
+// keep bits (BitStream here, window_generic.hpp's RunStream for a window's runs).
+template <class Stream>
 class GridWords {
   public:
-    FASTDROPOUT_INLINE GridWords(BitStream& s, std::uint8_t* bits, std::size_t begin,
+    FASTDROPOUT_INLINE GridWords(Stream& s, std::uint8_t* bits, std::size_t begin,
                                  std::size_t end)
         : s_(s), bits_(bits), next_(begin), end_(end) {}
     FASTDROPOUT_INLINE bool more() const { return next_ < end_; }
@@ -509,20 +511,22 @@ class GridWords {
     }
 
   private:
-    BitStream& s_;
+    Stream& s_;
     std::uint8_t* bits_;
     std::size_t next_;
     std::size_t end_;
 };
 
-template <class Ops>
-void forward_stream_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
+// Elements begin..end-1 of a.x / a.y with streaming stores, their keep bits from
+// `stream` (positioned at element begin), mask bits (if a.bits) at bit `begin`.
+template <class Ops, class Stream>
+FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream,
+                                            std::size_t begin, std::size_t end) {
     using T = typename Ops::T;
     const T* x = static_cast<const T*>(a.x);
     T* y = static_cast<T*>(a.y);
     const typename Ops::S s = Ops::scale_of(a.scale);
-    BitStream stream(a.stream, begin);
-    GridWords grid(stream, a.bits, begin, end);
+    GridWords<Stream> grid(stream, a.bits, begin, end);
     // `cur` is the grid word of elements [i - h, i - h + 64).
     std::uint64_t cur = grid.take();
     const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
@@ -556,6 +560,12 @@ void forward_stream_kernel(const ForwardArgs& a, std::size_t begin, std::size_t 
         apply_tail<Ops>(b & low_bits(rem), x + i, y + i, rem, s, a.scaled);
     }
     stream_fence();
+}
+
+template <class Ops>
+void forward_stream_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
+    BitStream stream(a.stream, begin);
+    forward_stream_body<Ops>(a, stream, begin, end);
 }
 
 template <class Ops>

@@ -411,8 +411,9 @@ void gen_bits_runs_kernel(const StreamArgs& s, const BitRun* runs, std::size_t n
 }
 
 // forward_kernel with the bits of the runs: elements 0 .. total-1 of a.x / a.y, their
-// mask bits (if a.bits) from bit 0. No streaming stores (the caller keeps the dense
-// kernels' two passes for outputs that would want them).
+// mask bits (if a.bits) from bit 0; y with streaming stores if a.stream_stores (the
+// dense kernel's streaming body, fed by the runs' stream: Philox and the memory
+// traffic interleave as in a plain call).
 template <class Ops>
 void forward_runs_kernel(const ForwardArgs& a, const BitRun* runs, std::size_t nruns) {
     using T = typename Ops::T;
@@ -421,6 +422,12 @@ void forward_runs_kernel(const ForwardArgs& a, const BitRun* runs, std::size_t n
     const typename Ops::S s = Ops::scale_of(a.scale);
     const std::size_t n = total_of(runs, nruns);
     RunStream stream(a.stream, runs, nruns);
+#if defined(FASTDROPOUT_VEC_STREAM)
+    if (a.stream_stores) {
+        forward_stream_body<Ops>(a, stream, 0, n);
+        return;
+    }
+#endif
     std::size_t i = 0;
     for (; i + 64 <= n; i += 64) {
         prefetch_ahead(x, y, i, n);
