@@ -19,6 +19,9 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>  // _mm_sfence, baseline on x86-64
+#endif
 
 #include "fastdropout/window_kernels.hpp"
 #include "parallel.hpp"
@@ -331,6 +334,13 @@ struct ForwardBatch {
     }
 };
 
+// Orders the streaming stores of the calls that left their fence to the caller.
+void store_fence() {
+#if defined(__SSE2__) || defined(_M_X64)
+    _mm_sfence();
+#endif
+}
+
 void check_layout(const WindowLayout& w) {
     if (w.dims.size() > kMaxWindowDims || w.gstride.size() != w.dims.size()) {
         throw std::invalid_argument("window layout: at most 64 axes, one stride per axis");
@@ -459,11 +469,13 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
             ForwardArgs run = a;
             run.stream.offset = a.stream.offset + g;  // mod 2**64, as the stream wraps
             run.stream_stores = streaming;
+            run.fence = false;  // one fence after the chunk's last row (below)
             if (a.bits == nullptr || i % 8 == 0) {
                 run.x = x + i * es;
                 run.y = y + i * es;
                 run.bits = a.bits == nullptr ? nullptr : a.bits + i / 8;
                 run.n = len;
+                run.prefetch_end = e - i;  // the next rows follow in memory
                 fn(run, 0, len);
                 return;
             }
@@ -481,6 +493,9 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
         };
         walk_runs(r, b, e, seg, batched_many(batch, apply_batch, seg));
         batch.flush(apply_batch);
+        if (streaming) {
+            store_fence();
+        }
     });
 }
 

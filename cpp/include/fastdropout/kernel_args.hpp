@@ -35,6 +35,13 @@ struct ForwardArgs {
     double scale;  // already rounded to the element type, so exactly representable
     bool scaled;
     bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
+    // x and y go on in memory up to element prefetch_end: prefetches may run ahead
+    // past the call's end up to there (a window's rows, one call each; 0: the call's end).
+    std::size_t prefetch_end = 0;
+    // With stream_stores: end with a store fence. false: the caller fences once after
+    // a series of calls (a window's rows; a fence waits for the streamed lines to
+    // drain, some hundreds of cycles per call).
+    bool fence = true;
 };
 
 // Applying existing mask bits: y[i] = bit(bit0 + i) ? (scaled ? x[i]*scale : x[i]) : +0.0

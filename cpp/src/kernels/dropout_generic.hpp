@@ -527,6 +527,7 @@ FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream
     T* y = static_cast<T*>(a.y);
     const typename Ops::S s = Ops::scale_of(a.scale);
     GridWords<Stream> grid(stream, a.bits, begin, end);
+    const std::size_t ahead_end = a.prefetch_end > end ? a.prefetch_end : end;
     // `cur` is the grid word of elements [i - h, i - h + 64).
     std::uint64_t cur = grid.take();
     const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
@@ -534,7 +535,7 @@ FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream
     apply_tail<Ops>(cur & low_bits(h), x + begin, y + begin, h, s, a.scaled);
     std::size_t i = begin + h;
     for (; i + 64 <= end; i += 64) {
-        if (i + kPrefetchBytes / sizeof(T) + 64 <= end) {  // x only: y is not read
+        if (i + kPrefetchBytes / sizeof(T) + 64 <= ahead_end) {  // x only: y is not read
             const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
             for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
                 prefetch_line(px + l, false);
@@ -559,7 +560,9 @@ FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream
         }
         apply_tail<Ops>(b & low_bits(rem), x + i, y + i, rem, s, a.scaled);
     }
-    stream_fence();
+    if (a.fence) {
+        stream_fence();
+    }
 }
 
 template <class Ops>
@@ -613,9 +616,10 @@ void forward_kernel(const ForwardArgs& a, std::size_t begin, std::size_t end) {
     }
 #endif
     BitStream stream(a.stream, begin);
+    const std::size_t ahead_end = a.prefetch_end > end ? a.prefetch_end : end;
     std::size_t i = begin;
     for (; i + 64 <= end; i += 64) {
-        prefetch_ahead(x, y, i, end);
+        prefetch_ahead(x, y, i, ahead_end);
         const std::uint64_t b = stream.next();
         if (a.bits != nullptr) {
             store_bits(a.bits + i / 8, b, 8);
