@@ -158,3 +158,57 @@ def test_benchmark_baselines_move_every_byte(nbytes: int, head: int, nthreads: i
     np.testing.assert_array_equal(dst, a ^ b)
     assert not buf[:start].any()
     assert not buf[start + nbytes:].any()
+
+
+FUSED_DTYPES: list[Any] = [np.float16, np.float32, np.float64]
+try:
+    import ml_dtypes
+
+    FUSED_DTYPES.append(ml_dtypes.bfloat16)
+except ImportError:  # bfloat16 is optional
+    pass
+
+
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("dt", FUSED_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (1, 63), (3, 64), (5, 100), (40, 7)])
+@pytest.mark.parametrize("head", [0, 1, 7])
+@pytest.mark.parametrize("offset", [0, 3, 64 + 1, 2**64 - 5])
+def test_fused_forward(simd: str, dt: Any, rows: int, cols: int, head: int,
+                       offset: int) -> None:
+    # dropout_add (with and without a bias, whose column is followed across the head,
+    # the streamed groups and the tail) and alpha_dropout with streaming stores.
+    del simd
+    shape = (rows, cols)
+    src = np.float32 if dt not in (np.float16, np.float64) else dt
+    x = shifted(make_input(shape, src, seed=rows).astype(dt), head)
+    r = shifted(make_input(shape, src, seed=cols).astype(dt), (head * 3) % 8)
+    b = make_input((cols,), src, seed=5).astype(dt)
+    kw: dict[str, Any] = {"seed": SEED, "offset": offset}
+    for bias in (None, b):
+        want, want_mask = reference.dropout_add(x, r, P, bias=bias, return_mask=True, **kw)
+        out = shifted(np.zeros(shape, dt), (head * 5) % 8)
+        got, mask = fastdropout.dropout_add(x, r, P, bias=bias, out=out, return_mask=True,
+                                            **kw)
+        assert_same(got, want, f"dropout_add, bias {bias is not None}")
+        assert mask == want_mask
+        assert_same(fastdropout.dropout_add(x, r, P, bias=bias, **kw), want, "no mask")
+    want, want_mask = reference.alpha_dropout(x, P, return_mask=True, **kw)
+    got, mask = fastdropout.alpha_dropout(x, P, return_mask=True, **kw)
+    assert_same(got, want, "alpha_dropout")
+    assert mask == want_mask
+    out = shifted(np.zeros(shape, dt), 3)
+    assert_same(fastdropout.alpha_dropout(x, P, out=out, **kw), want, "alpha, out=")
+
+
+@pytest.mark.usefixtures("streaming")
+def test_fused_forward_threads(nthreads: int) -> None:
+    del nthreads
+    shape = (3 * 65536 + 77) // 129, 129
+    x = shifted(make_input(shape, np.float32, seed=1), 5)
+    r = make_input(shape, np.float32, seed=2)
+    b = make_input((129,), np.float32, seed=3)
+    want = reference.dropout_add(x, r, P, bias=b, seed=SEED, offset=11)
+    assert_same(fastdropout.dropout_add(x, r, P, bias=b, seed=SEED, offset=11), want)
+    want = reference.alpha_dropout(x, P, seed=SEED, offset=11)
+    assert_same(fastdropout.alpha_dropout(x, P, seed=SEED, offset=11), want)

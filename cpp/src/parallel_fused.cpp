@@ -132,7 +132,9 @@ void run_fused_forward(const KernelTable& table, Dtype dt, FusedOp op, const Fus
         n *= d;
     }
     if (!has_broadcast(dims, broadcast)) {
-        ForwardCtx ctx{&a, op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt]};
+        FusedArgs s = a;
+        s.stream_stores = n * dtype_size(dt) >= stream_threshold();
+        ForwardCtx ctx{&s, op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt]};
         run_chunks(n, plan_chunks(n), &forward_chunk, &ctx);
         return;
     }

@@ -85,6 +85,7 @@ struct FusedArgs {
     double shift;    // alpha: B
     double dropped;  // alpha: D
     bool scaled;
+    bool stream_stores = false;  // y with streaming stores (large outputs; forward kernels)
 };
 
 }  // namespace fastdropout

@@ -372,8 +372,107 @@ struct RunWord {
     }
 };
 
+#if defined(FASTDROPOUT_VEC_STREAM)
+// fused_loop for outputs written with streaming stores (a.stream_stores, set for
+// outputs past the streaming threshold; see dropout_generic.hpp): the elements up to
+// y's first 64-byte aligned one go as a partial group, then 64-element groups are
+// computed into an aligned buffer in L1 and streamed out, then the tail. Each group's
+// keep bits are stitched from two consecutive words of the stream, whose mask bytes
+// are stored on their own 64-element grid, as in forward_stream_body.
+template <class E, bool kAdd>
+void fused_stream_loop(const FusedArgs& args, std::size_t begin, std::size_t end) {
+    const FusedArgs a = args;  // see fused_loop
+    using T = typename E::T;
+    using C = typename E::C;
+    const T* x = static_cast<const T*>(a.x);
+    const T* r = static_cast<const T*>(a.residual);
+    T* y = static_cast<T*>(a.y);
+    C dvec[64];
+    for (int k = 0; k < 64; ++k) {
+        dvec[k] = static_cast<C>(a.dropped);
+    }
+    std::size_t col = a.bias != nullptr ? begin % a.bias_n : 0;
+    const auto advance = [&a, &col](std::size_t count) {
+        if (a.bias != nullptr) {
+            col += count;
+            if (col >= a.bias_n) {
+                col = col - a.bias_n < a.bias_n ? col - a.bias_n : col % a.bias_n;
+            }
+        }
+    };
+    const auto partial = [&](std::uint64_t b, std::size_t i, std::size_t count) {
+        T xt[64] = {};
+        T rt[64] = {};
+        T yt[64];
+        std::memcpy(xt, x + i, count * sizeof(T));
+        if (kAdd) {
+            std::memcpy(rt, r + i, count * sizeof(T));
+            add_group<E>(b, a, col, xt, rt, yt);
+        } else {
+            alpha_group<E>(b, a, dvec, xt, yt);
+        }
+        std::memcpy(y + i, yt, count * sizeof(T));
+        advance(count);
+    };
+    BitStream stream(a.stream, begin);
+    GridWords<BitStream> grid(stream, a.bits, begin, end);
+    // `cur` is the grid word of elements [i - h, i - h + 64).
+    std::uint64_t cur = grid.take();
+    const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
+                                                                : end - begin;
+    if (h != 0) {
+        partial(cur & low_bits(h), begin, h);
+    }
+    std::size_t i = begin + h;
+    for (; i + 64 <= end; i += 64) {
+        if (i + kPrefetchBytes / sizeof(T) + 64 <= end) {  // the inputs only: y is not read
+            const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
+            const auto pr = reinterpret_cast<std::uintptr_t>(r + i) + kPrefetchBytes;
+            for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
+                prefetch_line(px + l, false);
+                if (kAdd) {
+                    prefetch_line(pr + l, false);
+                }
+            }
+        }
+        std::uint64_t b;
+        if (h == 0) {
+            b = cur;
+            cur = grid.more() ? grid.take() : 0;
+        } else {
+            const std::uint64_t later = grid.take();
+            b = (cur >> h) | (later << (64 - h));
+            cur = later;
+        }
+        alignas(64) T buffer[64];
+        if (kAdd) {
+            add_group<E>(b, a, col, x + i, r + i, buffer);
+            advance(64);
+        } else {
+            alpha_group<E>(b, a, dvec, x + i, buffer);
+        }
+        stream_store(y + i, buffer, sizeof buffer);
+    }
+    if (i < end) {
+        const std::size_t rem = end - i;
+        std::uint64_t b = cur >> h;
+        if (h != 0 && rem > 64 - h) {
+            b |= grid.take() << (64 - h);
+        }
+        partial(b & low_bits(rem), i, rem);
+    }
+    stream_fence();
+}
+#endif  // FASTDROPOUT_VEC_STREAM
+
 template <class E>
 void add_forward_kernel(const FusedArgs& a, std::size_t begin, std::size_t end) {
+#if defined(FASTDROPOUT_VEC_STREAM)
+    if (a.stream_stores) {
+        fused_stream_loop<E, true>(a, begin, end);
+        return;
+    }
+#endif
     StreamWord w(a, begin);
     fused_loop<E, true>(a, begin, end, w, true);
 }
@@ -387,6 +486,12 @@ void add_apply_kernel(const FusedArgs& a, const MaskRun& run, std::size_t begin,
 
 template <class E>
 void alpha_forward_kernel(const FusedArgs& a, std::size_t begin, std::size_t end) {
+#if defined(FASTDROPOUT_VEC_STREAM)
+    if (a.stream_stores) {
+        fused_stream_loop<E, false>(a, begin, end);
+        return;
+    }
+#endif
     StreamWord w(a, begin);
     fused_loop<E, false>(a, begin, end, w, true);
 }
