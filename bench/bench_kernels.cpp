@@ -12,7 +12,7 @@
 //
 // What matters for a memory-bound kernel, and how it is kept here:
 // - Same-run baselines. Every timed iteration runs the kernel, then run_copy
-//   (parallel.cpp's memcpy over the same chunks and threads as the kernels) of the
+//   (parallel.cpp's copy over the same chunks, threads and stores as the kernels) of the
 //   same bytes, then, for the kernels that generate a mask, gen_bits (the mask-only
 //   Philox of the same elements, same ISA). Only the kernel's time is the
 //   benchmark's (manual) time; the baselines go into counters: copy_ns_el,
