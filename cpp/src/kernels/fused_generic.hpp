@@ -231,6 +231,14 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
         return;
     }
 #endif
+#if defined(FASTDROPOUT_VEC_F32_FUSED64)
+    if constexpr (std::is_same<E, EF32>::value) {  // in registers (vec_<isa>.hpp)
+        T tb[64];
+        const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
+        add64_f32(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
+        return;
+    }
+#endif
     C xs[64];
     C t[64];
     const C* src = E::in(x, xs);
@@ -265,6 +273,12 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
     if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_<isa>.hpp)
         alpha64_bf16(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
                      bf16_round_bits(float_bits(dvec[0])));
+        return;
+    }
+#endif
+#if defined(FASTDROPOUT_VEC_F32_FUSED64)
+    if constexpr (std::is_same<E, EF32>::value) {  // in registers (vec_<isa>.hpp)
+        alpha64_f32(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift), dvec[0]);
         return;
     }
 #endif

@@ -350,6 +350,33 @@ FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, st
         _mm512_storeu_si512(y + 32 * j, _mm512_mask_mov_epi16(vd, k, packed));
     }
 }
+// The float32 forms of the same two kernels, 16 elements per register (each
+// operation is a float32 one: no rounding step).
+#define FASTDROPOUT_VEC_F32_FUSED64 1
+FASTDROPOUT_INLINE void add64_f32(std::uint64_t b, const float* x, const float* bias,
+                                  const float* r, float* y, float s, bool scaled) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int j = 0; j < 4; ++j) {
+        __m512 t = _mm512_loadu_ps(x + 16 * j);
+        if (bias != nullptr) {
+            t = add_first_nan_ps(t, _mm512_loadu_ps(bias + 16 * j));
+        }
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        t = scaled ? _mm512_maskz_mul_ps(k, t, vs) : _mm512_maskz_mov_ps(k, t);
+        _mm512_storeu_ps(y + 16 * j, add_first_nan_ps(_mm512_loadu_ps(r + 16 * j), t));
+    }
+}
+FASTDROPOUT_INLINE void alpha64_f32(std::uint64_t b, const float* x, float* y, float coef_a,
+                                    float coef_b, float d) {
+    const __m512 va = _mm512_set1_ps(coef_a);
+    const __m512 vb = _mm512_set1_ps(coef_b);
+    const __m512 vd = _mm512_set1_ps(d);
+    for (int j = 0; j < 4; ++j) {
+        const __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * j), va), vb);
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        _mm512_storeu_ps(y + 16 * j, _mm512_mask_mov_ps(vd, k, t));
+    }
+}
 #endif
 
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
