@@ -417,6 +417,9 @@ void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const
     const Runs r = plan_runs(w);
     const WindowKernels& wk = window_kernels_of(table);
     const auto fn = op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt];
+    // Long runs with streaming stores on the same rule as a plain call of n elements
+    // (the batched short runs keep normal stores).
+    const bool streaming = n * dtype_size(dt) >= stream_threshold();
     const std::size_t nt = plan_chunks(n);
     std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
@@ -430,10 +433,15 @@ void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const
             batch.flush(apply_batch);
             FusedArgs run = a;
             run.stream.offset = a.stream.offset + g - i;  // mod 2**64: element i at g
+            run.stream_stores = streaming;
+            run.fence = false;  // one fence after the chunk's last run (below)
             fn(run, i, i + len);
         };
         walk_runs(r, b, e, seg, batched_many(batch, apply_batch, seg));
         batch.flush(apply_batch);
+        if (streaming) {
+            store_fence();
+        }
     });
 }
 

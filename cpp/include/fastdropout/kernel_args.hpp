@@ -86,6 +86,7 @@ struct FusedArgs {
     double dropped;  // alpha: D
     bool scaled;
     bool stream_stores = false;  // y with streaming stores (large outputs; forward kernels)
+    bool fence = true;           // as ForwardArgs::fence
 };
 
 }  // namespace fastdropout

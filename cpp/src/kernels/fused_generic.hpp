@@ -475,7 +475,9 @@ void fused_stream_loop(const FusedArgs& args, std::size_t begin, std::size_t end
         }
         partial(b & low_bits(rem), i, rem);
     }
-    stream_fence();
+    if (a.fence) {
+        stream_fence();
+    }
 }
 #endif  // FASTDROPOUT_VEC_STREAM
 
