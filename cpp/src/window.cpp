@@ -387,17 +387,20 @@ bool broadcasts(const std::vector<std::size_t>& dims, const std::vector<bool>& b
     return false;
 }
 
-// A batch of dropout_add / alpha_dropout: the fused window kernel.
+// A batch of dropout_add / alpha_dropout: the fused window kernel, with streaming
+// stores for outputs large enough for them.
 struct FusedBatch {
     const WindowKernels& wk;
     Dtype dt;
     FusedOp op;
     const FusedArgs& a;
+    bool streaming;
 
     void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
                     std::uint8_t* scratch) const {
         FusedArgs f = a;
         f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
+        f.stream_stores = streaming;
         (op == FusedOp::kAdd ? wk.add_runs : wk.alpha_runs)[dt](f, i0, runs, nruns);
         put_back(a.bits, i0, f.bits, count);
     }
@@ -417,14 +420,13 @@ void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const
     const Runs r = plan_runs(w);
     const WindowKernels& wk = window_kernels_of(table);
     const auto fn = op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt];
-    // Long runs with streaming stores on the same rule as a plain call of n elements
-    // (the batched short runs keep normal stores).
+    // Streaming stores on the same rule as a plain call of n elements.
     const bool streaming = n * dtype_size(dt) >= stream_threshold();
     const std::size_t nt = plan_chunks(n);
     std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
-        const FusedBatch apply_batch{wk, dt, op, a};
+        const FusedBatch apply_batch{wk, dt, op, a, streaming};
         const auto seg = [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun || (a.bits != nullptr && i % 8 != 0)) {
                 batch.add(i, g, len, apply_batch);

@@ -490,12 +490,13 @@ FASTDROPOUT_INLINE void apply_group_stream(std::uint64_t b, const typename Ops::
 // The stream's words on the 64-element grid from `begin`, each one's mask bytes
 // stored (if wanted) as it is taken. Stream: anything whose next() gives the next 64
 // keep bits (BitStream here, window_generic.hpp's RunStream for a window's runs).
+// The mask bit of element i is bit i - bit0 of bits.
 template <class Stream>
 class GridWords {
   public:
     FASTDROPOUT_INLINE GridWords(Stream& s, std::uint8_t* bits, std::size_t begin,
-                                 std::size_t end)
-        : s_(s), bits_(bits), next_(begin), end_(end) {}
+                                 std::size_t end, std::size_t bit0 = 0)
+        : s_(s), bits_(bits), next_(begin), end_(end), bit0_(bit0) {}
     FASTDROPOUT_INLINE bool more() const { return next_ < end_; }
     FASTDROPOUT_INLINE std::uint64_t take() {
         const std::size_t rem = end_ - next_;
@@ -504,7 +505,7 @@ class GridWords {
             w &= low_bits(rem);  // unused high bits of the last mask byte are 0
         }
         if (bits_ != nullptr) {
-            store_bits(bits_ + next_ / 8, w, rem < 64 ? (rem + 7) / 8 : 8);
+            store_bits(bits_ + (next_ - bit0_) / 8, w, rem < 64 ? (rem + 7) / 8 : 8);
         }
         next_ += 64;
         return w;
@@ -515,6 +516,7 @@ class GridWords {
     std::uint8_t* bits_;
     std::size_t next_;
     std::size_t end_;
+    std::size_t bit0_;
 };
 
 // Elements begin..end-1 of a.x / a.y with streaming stores, their keep bits from

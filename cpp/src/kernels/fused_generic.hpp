@@ -392,9 +392,12 @@ struct RunWord {
 // y's first 64-byte aligned one go as a partial group, then 64-element groups are
 // computed into an aligned buffer in L1 and streamed out, then the tail. Each group's
 // keep bits are stitched from two consecutive words of the stream, whose mask bytes
-// are stored on their own 64-element grid, as in forward_stream_body.
-template <class E, bool kAdd>
-void fused_stream_loop(const FusedArgs& args, std::size_t begin, std::size_t end) {
+// are stored on their own 64-element grid, as in forward_stream_body. `stream` is at
+// element begin; element i's mask bit is bit i - bit0 of a.bits.
+template <class E, bool kAdd, class Stream>
+FASTDROPOUT_INLINE void fused_stream_body(const FusedArgs& args, Stream& stream,
+                                          std::size_t begin, std::size_t end,
+                                          std::size_t bit0) {
     const FusedArgs a = args;  // see fused_loop
     using T = typename E::T;
     using C = typename E::C;
@@ -428,8 +431,7 @@ void fused_stream_loop(const FusedArgs& args, std::size_t begin, std::size_t end
         std::memcpy(y + i, yt, count * sizeof(T));
         advance(count);
     };
-    BitStream stream(a.stream, begin);
-    GridWords<BitStream> grid(stream, a.bits, begin, end);
+    GridWords<Stream> grid(stream, a.bits, begin, end, bit0);
     // `cur` is the grid word of elements [i - h, i - h + 64).
     std::uint64_t cur = grid.take();
     const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
@@ -478,6 +480,12 @@ void fused_stream_loop(const FusedArgs& args, std::size_t begin, std::size_t end
     if (a.fence) {
         stream_fence();
     }
+}
+
+template <class E, bool kAdd>
+void fused_stream_loop(const FusedArgs& a, std::size_t begin, std::size_t end) {
+    BitStream stream(a.stream, begin);
+    fused_stream_body<E, kAdd>(a, stream, begin, end, 0);
 }
 #endif  // FASTDROPOUT_VEC_STREAM
 

@@ -471,17 +471,31 @@ class RunsWord {
 // add_forward_kernel / alpha_forward_kernel with the bits of the runs: elements i0 ..
 // i0 + total - 1 of a.x, a.residual, a.y (element i's bias column is i mod a.bias_n,
 // as in the dense kernels), their mask bits (if a.bits) from bit 0.
+// With a.stream_stores, y goes out with streaming stores (fused_stream_body, fed by
+// the runs' stream).
+template <class E, bool kAdd>
+FASTDROPOUT_INLINE void fused_runs(const FusedArgs& a, std::size_t i0, const BitRun* runs,
+                                   std::size_t nruns) {
+#if defined(FASTDROPOUT_VEC_STREAM)
+    if (a.stream_stores) {
+        RunStream stream(a.stream, runs, nruns);
+        fused_stream_body<E, kAdd>(a, stream, i0, i0 + total_of(runs, nruns), i0);
+        return;
+    }
+#endif
+    RunsWord w(a, i0, runs, nruns);
+    fused_loop<E, kAdd>(a, i0, i0 + total_of(runs, nruns), w, true);
+}
+
 template <class E>
 void add_runs_kernel(const FusedArgs& a, std::size_t i0, const BitRun* runs, std::size_t nruns) {
-    RunsWord w(a, i0, runs, nruns);
-    fused_loop<E, true>(a, i0, i0 + total_of(runs, nruns), w, true);
+    fused_runs<E, true>(a, i0, runs, nruns);
 }
 
 template <class E>
 void alpha_runs_kernel(const FusedArgs& a, std::size_t i0, const BitRun* runs,
                        std::size_t nruns) {
-    RunsWord w(a, i0, runs, nruns);
-    fused_loop<E, false>(a, i0, i0 + total_of(runs, nruns), w, true);
+    fused_runs<E, false>(a, i0, runs, nruns);
 }
 
 const WindowKernels kWindowKernels = {
