@@ -519,6 +519,42 @@ class GridWords {
     std::size_t bit0_;
 };
 
+// The keep bits of a streaming loop's groups, which start h elements after the grid
+// (h: the head before y's first 64-byte aligned element): each group's 64 bits are
+// stitched from two consecutive grid words. Call head(), then group() for each whole
+// group in order, then tail(rem) for the last rem < 64 elements.
+template <class Stream>
+class ShiftedWords {
+  public:
+    FASTDROPOUT_INLINE ShiftedWords(GridWords<Stream>& grid, std::size_t h)
+        : grid_(grid), h_(h), cur_(grid.take()) {}
+    FASTDROPOUT_INLINE std::uint64_t head() const { return cur_ & low_bits(h_); }
+    FASTDROPOUT_INLINE std::uint64_t group() {
+        // cur_ is the grid word of the group's first 64 - h elements
+        if (h_ == 0) {
+            const std::uint64_t b = cur_;
+            cur_ = grid_.more() ? grid_.take() : 0;
+            return b;
+        }
+        const std::uint64_t later = grid_.take();
+        const std::uint64_t b = (cur_ >> h_) | (later << (64 - h_));
+        cur_ = later;
+        return b;
+    }
+    FASTDROPOUT_INLINE std::uint64_t tail(std::size_t rem) {
+        std::uint64_t b = cur_ >> h_;
+        if (h_ != 0 && rem > 64 - h_) {
+            b |= grid_.take() << (64 - h_);
+        }
+        return b & low_bits(rem);
+    }
+
+  private:
+    GridWords<Stream>& grid_;
+    std::size_t h_;
+    std::uint64_t cur_;
+};
+
 // Elements begin..end-1 of a.x / a.y with streaming stores, their keep bits from
 // `stream` (positioned at element begin), mask bits (if a.bits) at bit `begin`.
 template <class Ops, class Stream>
@@ -530,11 +566,10 @@ FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream
     const typename Ops::S s = Ops::scale_of(a.scale);
     GridWords<Stream> grid(stream, a.bits, begin, end);
     const std::size_t ahead_end = a.prefetch_end > end ? a.prefetch_end : end;
-    // `cur` is the grid word of elements [i - h, i - h + 64).
-    std::uint64_t cur = grid.take();
     const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
                                                                 : end - begin;
-    apply_tail<Ops>(cur & low_bits(h), x + begin, y + begin, h, s, a.scaled);
+    ShiftedWords<Stream> words(grid, h);
+    apply_tail<Ops>(words.head(), x + begin, y + begin, h, s, a.scaled);
     std::size_t i = begin + h;
     for (; i + 64 <= end; i += 64) {
         if (i + kPrefetchBytes / sizeof(T) + 64 <= ahead_end) {  // x only: y is not read
@@ -543,24 +578,10 @@ FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream
                 prefetch_line(px + l, false);
             }
         }
-        std::uint64_t b;
-        if (h == 0) {
-            b = cur;
-            cur = grid.more() ? grid.take() : 0;
-        } else {
-            const std::uint64_t later = grid.take();
-            b = (cur >> h) | (later << (64 - h));
-            cur = later;
-        }
-        apply_group_stream<Ops>(b, x + i, y + i, s, a.scaled);
+        apply_group_stream<Ops>(words.group(), x + i, y + i, s, a.scaled);
     }
     if (i < end) {
-        const std::size_t rem = end - i;
-        std::uint64_t b = cur >> h;
-        if (h != 0 && rem > 64 - h) {
-            b |= grid.take() << (64 - h);
-        }
-        apply_tail<Ops>(b & low_bits(rem), x + i, y + i, rem, s, a.scaled);
+        apply_tail<Ops>(words.tail(end - i), x + i, y + i, end - i, s, a.scaled);
     }
     if (a.fence) {
         stream_fence();

@@ -299,6 +299,39 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
     E::out(t, y);
 }
 
+// Bias column col moved on by count <= 64 elements (mod a.bias_n): no division unless
+// the bias is narrower than that.
+FASTDROPOUT_INLINE void advance_column(const FusedArgs& a, std::size_t& col, std::size_t count) {
+    if (a.bias != nullptr) {
+        col += count;
+        if (col >= a.bias_n) {
+            col = col - a.bias_n < a.bias_n ? col - a.bias_n : col % a.bias_n;
+        }
+    }
+}
+
+// The count < 64 elements from element i of x, r (dropout_add only: alpha has no
+// residual, and no offset is applied to its null pointer) and y, bias from column
+// col: through zero-padded copies, so that add_group / alpha_group read and write 64.
+template <class E, bool kAdd>
+FASTDROPOUT_INLINE void fused_partial(std::uint64_t b, const FusedArgs& a, std::size_t col,
+                                      const typename E::C* dvec, const typename E::T* x,
+                                      const typename E::T* r, typename E::T* y, std::size_t i,
+                                      std::size_t count) {
+    using T = typename E::T;
+    T xt[64] = {};
+    T rt[64] = {};
+    T yt[64];
+    std::memcpy(xt, x + i, count * sizeof(T));
+    if (kAdd) {
+        std::memcpy(rt, r + i, count * sizeof(T));
+        add_group<E>(b, a, col, xt, rt, yt);
+    } else {
+        alpha_group<E>(b, a, dvec, xt, yt);
+    }
+    std::memcpy(y + i, yt, count * sizeof(T));
+}
+
 // Elements [begin, end) in groups of 64, word(i, count) giving each group's decisions;
 // a last group of fewer than 64 goes through zero-padded copies.
 template <class E, bool kAdd, class Word>
@@ -332,30 +365,14 @@ FASTDROPOUT_INLINE void fused_loop(const FusedArgs& args, std::size_t begin, std
         const std::uint64_t b = word(i, 64);
         if (kAdd) {
             add_group<E>(b, a, col, x + i, r + i, y + i);
-            if (a.bias != nullptr) {
-                col += 64;
-                if (col >= a.bias_n) {
-                    col = col - a.bias_n < a.bias_n ? col - a.bias_n : col % a.bias_n;
-                }
-            }
+            advance_column(a, col, 64);
         } else {
             alpha_group<E>(b, a, dvec, x + i, y + i);
         }
     }
     if (i < end) {
         const std::size_t rem = end - i;
-        const std::uint64_t b = word(i, rem);
-        T xt[64] = {};
-        T rt[64] = {};
-        T yt[64];
-        std::memcpy(xt, x + i, rem * sizeof(T));
-        if (kAdd) {
-            std::memcpy(rt, r + i, rem * sizeof(T));
-            add_group<E>(b, a, col, xt, rt, yt);
-        } else {
-            alpha_group<E>(b, a, dvec, xt, yt);
-        }
-        std::memcpy(y + i, yt, rem * sizeof(T));
+        fused_partial<E, kAdd>(word(i, rem), a, col, dvec, x, r, y, i, rem);
     }
 }
 
@@ -409,73 +426,39 @@ FASTDROPOUT_INLINE void fused_stream_body(const FusedArgs& args, Stream& stream,
         dvec[k] = static_cast<C>(a.dropped);
     }
     std::size_t col = a.bias != nullptr ? begin % a.bias_n : 0;
-    const auto advance = [&a, &col](std::size_t count) {
-        if (a.bias != nullptr) {
-            col += count;
-            if (col >= a.bias_n) {
-                col = col - a.bias_n < a.bias_n ? col - a.bias_n : col % a.bias_n;
-            }
-        }
-    };
-    const auto partial = [&](std::uint64_t b, std::size_t i, std::size_t count) {
-        T xt[64] = {};
-        T rt[64] = {};
-        T yt[64];
-        std::memcpy(xt, x + i, count * sizeof(T));
-        if (kAdd) {
-            std::memcpy(rt, r + i, count * sizeof(T));
-            add_group<E>(b, a, col, xt, rt, yt);
-        } else {
-            alpha_group<E>(b, a, dvec, xt, yt);
-        }
-        std::memcpy(y + i, yt, count * sizeof(T));
-        advance(count);
-    };
     GridWords<Stream> grid(stream, a.bits, begin, end, bit0);
-    // `cur` is the grid word of elements [i - h, i - h + 64).
-    std::uint64_t cur = grid.take();
     const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
                                                                 : end - begin;
+    ShiftedWords<Stream> words(grid, h);
     if (h != 0) {
-        partial(cur & low_bits(h), begin, h);
+        fused_partial<E, kAdd>(words.head(), a, col, dvec, x, r, y, begin, h);
+        advance_column(a, col, h);
     }
     std::size_t i = begin + h;
     for (; i + 64 <= end; i += 64) {
         if (i + kPrefetchBytes / sizeof(T) + 64 <= end) {  // the inputs only: y is not read
             const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
-            const auto pr = reinterpret_cast<std::uintptr_t>(r + i) + kPrefetchBytes;
             for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
                 prefetch_line(px + l, false);
-                if (kAdd) {
+            }
+            if (kAdd) {
+                const auto pr = reinterpret_cast<std::uintptr_t>(r + i) + kPrefetchBytes;
+                for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
                     prefetch_line(pr + l, false);
                 }
             }
         }
-        std::uint64_t b;
-        if (h == 0) {
-            b = cur;
-            cur = grid.more() ? grid.take() : 0;
-        } else {
-            const std::uint64_t later = grid.take();
-            b = (cur >> h) | (later << (64 - h));
-            cur = later;
-        }
         alignas(64) T buffer[64];
         if (kAdd) {
-            add_group<E>(b, a, col, x + i, r + i, buffer);
-            advance(64);
+            add_group<E>(words.group(), a, col, x + i, r + i, buffer);
+            advance_column(a, col, 64);
         } else {
-            alpha_group<E>(b, a, dvec, x + i, buffer);
+            alpha_group<E>(words.group(), a, dvec, x + i, buffer);
         }
         stream_store(y + i, buffer, sizeof buffer);
     }
     if (i < end) {
-        const std::size_t rem = end - i;
-        std::uint64_t b = cur >> h;
-        if (h != 0 && rem > 64 - h) {
-            b |= grid.take() << (64 - h);
-        }
-        partial(b & low_bits(rem), i, rem);
+        fused_partial<E, kAdd>(words.tail(end - i), a, col, dvec, x, r, y, i, end - i);
     }
     if (a.fence) {
         stream_fence();
