@@ -601,17 +601,28 @@ def test_state_is_not_a_buffer_so_ddp_does_not_broadcast_it():
     dist = pytest.importorskip("torch.distributed")
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("no gloo backend")
-    store = dist.HashStore()
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    try:
-        model = torch.nn.Sequential(torch.nn.Linear(4, 8), ft.Dropout(0.5, seed=11))
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        ddp(torch.randn(2, 4)).sum().backward()
-        assert model[1].offset == 16
-        assert model[1].seed == 11
-        assert "1._extra_state" in model.state_dict()
-    finally:
-        dist.destroy_process_group()
+    # A DDP step in a process of its own, which reports and then exits without
+    # tearing anything down: destroying the DDP reducer (GIL held) joins gloo's
+    # worker thread, which can be waiting for the GIL to drop a Python object, and
+    # then the process hangs for good (seen once in CI, in torch's own teardown).
+    out = subprocess.run([sys.executable, "-c", DDP_STEP], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.split() == ["16", "11", "True"], out.stderr
+
+
+DDP_STEP = """
+import os
+import torch
+import torch.distributed as dist
+import fastdropout.torch as ft
+
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), ft.Dropout(0.5, seed=11))
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+ddp(torch.randn(2, 4)).sum().backward()
+print(model[1].offset, model[1].seed, "1._extra_state" in model.state_dict(), flush=True)
+os._exit(0)
+"""
 
 
 # ---- errors ----------------------------------------------------------------------------
