@@ -306,7 +306,7 @@ void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
 //
 // Linux's sysfs comes first: the kernel describes the caches this CPU reaches. glibc's
 // sysconf computes its own answer from CPUID and can disagree: on an AMD EPYC (Zen 4)
-// KVM guest it says 320 MiB for the L3, the package's ten 32 MiB slices together,
+// KVM guest it says 320 MiB for the L3 (seemingly the package's slices added up),
 // while sysfs says 32 MiB, the slice a core uses; 64 MiB arrays there behave as
 // beyond the cache (streaming stores 1.5x faster than normal ones, README
 // "Performance"). sysconf is the fallback where sysfs is missing or says nothing.
@@ -441,7 +441,8 @@ void run_copy(const void* src, void* dst, std::size_t nbytes) {
         const std::size_t end = 4 * e;
 #if defined(__SSE2__) || defined(_M_X64)
         if (nt) {
-            const std::size_t head = std::min(end - i, (64 - reinterpret_cast<std::uintptr_t>(d + i) % 64) % 64);
+            const std::size_t to_line = (64 - reinterpret_cast<std::uintptr_t>(d + i) % 64) % 64;
+            const std::size_t head = std::min(end - i, to_line);
             std::memcpy(d + i, s + i, head);
             i += head;
             for (; i + 64 <= end; i += 64) {  // a line per step, x read 4 KiB ahead as the kernels do
