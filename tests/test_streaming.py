@@ -140,6 +140,30 @@ def test_spatial(simd: str, dtype: Any, data_format: str, shape: tuple[int, ...]
 
 
 @pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("head", [0, 3])
+@pytest.mark.parametrize(("shape", "data_format"), [
+    ((6, 37, 11, 13), "channels_first"),   # 143-element maps: kept runs and zero fills
+    ((5, 7, 64, 64), "channels_first"),    # 4096-element maps, whole lines
+    ((4, 29, 31, 5), "channels_last"),     # tiled channel patterns
+])
+def test_spatial_runs_across_threads(nthreads: int, dtype: Any, head: int,
+                                     shape: tuple[int, ...], data_format: str) -> None:
+    """Spatial outputs stream one run at a time (kept maps through the apply kernel,
+    dropped ones as zero fills) and fence once per thread: every element is written,
+    at every output alignment and thread count, in place too."""
+    del nthreads
+    x = make_input(shape, dtype, seed=11)
+    want = reference.spatial_dropout(x, P, data_format=data_format, seed=SEED, offset=2)
+    out = shifted(np.full(shape, np.nan, dtype), head)
+    fastdropout.spatial_dropout(x, P, data_format=data_format, seed=SEED, offset=2, out=out)
+    assert_same(out, want, "spatial forward, out=")
+    inplace = shifted(x, head)
+    fastdropout.spatial_dropout(inplace, P, data_format=data_format, seed=SEED, offset=2,
+                                out=inplace)
+    assert_same(inplace, want, "spatial forward, in place")
+
+
+@pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("nbytes", [0, 1, 63, 64, 65, 4 * 4096 + 13, 3 * 65536 + 7])
 @pytest.mark.parametrize("head", [0, 1, 17, 63])
 def test_benchmark_baselines_move_every_byte(nbytes: int, head: int, nthreads: int) -> None:

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #endif
 #if defined(__SSE2__) || defined(_M_X64)
-#include <emmintrin.h>  // baseline on x86-64: the streaming baselines run_copy, run_stream2
+#include <emmintrin.h>  // baseline on x86-64: streaming copies and zero fills, store_fence
 #endif
 #if defined(__APPLE__)
 #include <sys/sysctl.h>
@@ -284,10 +284,17 @@ void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t perio
     }
 }
 
+// What a walk calls when a thread has walked its whole chunk: nothing, or (run_apply)
+// the one store fence of that thread's streamed runs.
+struct NoChunkEnd {
+    void operator()() const {}
+};
+
 // Splits [0, n) among threads and then into runs that stay inside one item of
-// `unit` elements: seg(item, within_item_begin, global_begin, length).
-template <class Seg>
-void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
+// `unit` elements: seg(item, within_item_begin, global_begin, length); chunk_end()
+// once each thread is done.
+template <class Seg, class End>
+void walk_items(std::size_t n, std::size_t unit, const Seg& seg, const End& chunk_end) {
     parallel_chunks(n, [&](std::size_t b, std::size_t e) {
         std::size_t item = b / unit;
         std::size_t w = b % unit;
@@ -298,6 +305,7 @@ void walk_items(std::size_t n, std::size_t unit, const Seg& seg) {
             ++item;
             w = 0;
         }
+        chunk_end();
     });
 }
 
@@ -507,6 +515,12 @@ void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes) {
     }
 }
 
+void store_fence() {
+#if defined(__SSE2__) || defined(_M_X64)
+    _mm_sfence();
+#endif
+}
+
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast) {
     for (const MergedDim& d : merge_dims(dims, broadcast)) {
         if (d.broadcast) {
@@ -521,10 +535,10 @@ namespace {
 // The layout walk of a (possibly broadcast) mask over C-contiguous data of shape
 // `dims`: seg(t, run, begin, end) for runs of elements whose decisions are given by
 // `run` (t: the chunk/thread number). Threads split the elements as parallel_chunks
-// does.
-template <class Seg>
+// does; each calls chunk_end() after the last run of its chunk.
+template <class Seg, class End = NoChunkEnd>
 void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
-               const std::uint8_t* bits, const Seg& seg) {
+               const std::uint8_t* bits, const Seg& seg, const End& chunk_end = End{}) {
     std::size_t n = 1;
     for (std::size_t d : dims) {
         n *= d;
@@ -541,7 +555,10 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
     }
     if (!any_broadcast) {
         const MaskRun run{bits, 0, RunKind::kBits};
-        parallel_chunks(n, [&](std::size_t b, std::size_t e) { seg(run, b, e); });
+        parallel_chunks(n, [&](std::size_t b, std::size_t e) {
+            seg(run, b, e);
+            chunk_end();
+        });
         return;
     }
 
@@ -577,6 +594,7 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
                 seg(run, i, i + len);
                 i += len;
             }
+            chunk_end();
         });
         return;
     }
@@ -588,7 +606,7 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
             const bool kept = bit_at(bits, item_mask_index(outer, item));
             const MaskRun run{nullptr, 0, kept ? RunKind::kAllKept : RunKind::kAllDropped};
             seg(run, i, i + len);
-        });
+        }, chunk_end);
         return;
     }
 
@@ -602,7 +620,7 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
             const MaskRun run{bits, item_mask_index(outer, item) + w - i,  // mod 2**64 on purpose
                               RunKind::kBits};
             seg(run, i, i + len);
-        });
+        }, chunk_end);
         return;
     }
 
@@ -655,7 +673,28 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
                 ++item;
             }
         }
+        chunk_end();
     });
+}
+
+// Zeros nbytes at dst with streaming stores where the line is whole (SSE2), the
+// edges with memset; no fence (the caller's).
+void stream_zero(unsigned char* dst, std::size_t nbytes) {
+#if defined(__SSE2__) || defined(_M_X64)
+    const std::size_t to_line = (64 - reinterpret_cast<std::uintptr_t>(dst) % 64) % 64;
+    std::size_t i = std::min(nbytes, to_line);
+    std::memset(dst, 0, i);
+    const __m128i zero = _mm_setzero_si128();
+    for (; i + 64 <= nbytes; i += 64) {
+        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), zero);
+        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), zero);
+        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), zero);
+        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), zero);
+    }
+    std::memset(dst + i, 0, nbytes - i);
+#else
+    std::memset(dst, 0, nbytes);
+#endif
 }
 
 }  // namespace
@@ -670,10 +709,23 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
     }
     ApplyArgs a = a_in;
     a.stream_stores = stream_output(n * esize);
+    // Streamed runs leave their fence to the end of the thread's chunk: spatial
+    // layouts make one run per feature map (or per pattern of channels_last), and a
+    // fence per run waits for its lines to drain (README "Where the bytes went").
+    a.fence = !a.stream_stores;
     auto* y = static_cast<unsigned char*>(a.y);
+    const auto chunk_end = [&a] {
+        if (a.stream_stores) {
+            store_fence();
+        }
+    };
     walk_mask(dims, broadcast, a.bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
-        if (run.kind == RunKind::kAllDropped) {
-            std::memset(y + b * esize, 0, (e - b) * esize);  // a zero fill, streaming
+        if (run.kind == RunKind::kAllDropped) {  // a dropped feature map: zeros, x unread
+            if (a.stream_stores) {
+                stream_zero(y + b * esize, (e - b) * esize);
+            } else {
+                std::memset(y + b * esize, 0, (e - b) * esize);
+            }
             return;
         }
         ApplyArgs args = a;
@@ -681,7 +733,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         args.bits = run.bits;
         args.bit0 = run.bit0;
         apply(args, b, e);
-    });
+    }, chunk_end);
 }
 
 void run_apply_dense(const KernelTable& table, Dtype dt, const ApplyArgs& a_in, std::size_t n) {

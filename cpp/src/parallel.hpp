@@ -73,6 +73,11 @@ void run_stream2(const void* a, const void* b, void* dst, std::size_t nbytes);
 // on x86 for outputs of at least stream_threshold() bytes, memcpy otherwise).
 void run_copy(const void* src, void* dst, std::size_t nbytes);
 
+// Orders the streaming stores of the kernel calls that left their fence to the caller
+// (ForwardArgs::fence, ApplyArgs::fence, FusedArgs::fence): one per thread, after its
+// last such call.
+void store_fence();
+
 // Whether any axis of size != 1 is broadcast, i.e. whether the mask differs from
 // a dense one.
 bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast);

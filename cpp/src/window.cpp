@@ -19,9 +19,6 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#if defined(__SSE2__) || defined(_M_X64)
-#include <emmintrin.h>  // _mm_sfence, baseline on x86-64
-#endif
 
 #include "fastdropout/window_kernels.hpp"
 #include "parallel.hpp"
@@ -333,13 +330,6 @@ struct ForwardBatch {
         put_back(a.bits, i0, f.bits, count);
     }
 };
-
-// Orders the streaming stores of the calls that left their fence to the caller.
-void store_fence() {
-#if defined(__SSE2__) || defined(_M_X64)
-    _mm_sfence();
-#endif
-}
 
 void check_layout(const WindowLayout& w) {
     if (w.dims.size() > kMaxWindowDims || w.gstride.size() != w.dims.size()) {

@@ -55,6 +55,7 @@ struct ApplyArgs {
     bool scaled;
     bool all_kept;
     bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
+    bool fence = true;           // as ForwardArgs::fence (spatial runs: one per thread chunk)
 };
 
 // Where the decisions of a run of elements come from when they are not generated:

@@ -621,7 +621,9 @@ void apply_stream_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end)
     if (i < end) {
         apply_tail<Ops>(bits_at(i, end - i), x + i, y + i, end - i, s, a.scaled);
     }
-    stream_fence();
+    if (a.fence) {
+        stream_fence();
+    }
 }
 #endif  // FASTDROPOUT_VEC_STREAM
 
