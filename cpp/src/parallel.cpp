@@ -291,8 +291,8 @@ struct NoChunkEnd {
 };
 
 // Splits [0, n) among threads and then into runs that stay inside one item of
-// `unit` elements: seg(item, within_item_begin, global_begin, length); chunk_end()
-// once each thread is done.
+// `unit` elements: seg(item, within_item_begin, global_begin, length, chunk's end);
+// chunk_end() once each thread is done.
 template <class Seg, class End>
 void walk_items(std::size_t n, std::size_t unit, const Seg& seg, const End& chunk_end) {
     parallel_chunks(n, [&](std::size_t b, std::size_t e) {
@@ -300,7 +300,7 @@ void walk_items(std::size_t n, std::size_t unit, const Seg& seg, const End& chun
         std::size_t w = b % unit;
         for (std::size_t i = b; i < e;) {
             const std::size_t len = std::min(unit - w, e - i);
-            seg(item, w, i, len);
+            seg(item, w, i, len, e);
             i += len;
             ++item;
             w = 0;
@@ -590,7 +590,7 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
                     }
                 }
                 // element i is bit 0 of dense: bit0 = -i, mod 2**64 on purpose
-                const MaskRun run{dense, std::uint64_t{0} - i, RunKind::kBits};
+                const MaskRun run{dense, std::uint64_t{0} - i, RunKind::kBits, e};
                 seg(run, i, i + len);
                 i += len;
             }
@@ -602,7 +602,8 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
         // One decision per run of inner.size elements (channels_first feature maps).
         m.pop_back();
         const std::vector<MergedDim> outer = m;
-        walk_items(n, inner.size, [&](std::size_t item, std::size_t, std::size_t i, std::size_t len) {
+        walk_items(n, inner.size, [&](std::size_t item, std::size_t, std::size_t i, std::size_t len,
+                                      std::size_t) {
             const bool kept = bit_at(bits, item_mask_index(outer, item));
             const MaskRun run{nullptr, 0, kept ? RunKind::kAllKept : RunKind::kAllDropped};
             seg(run, i, i + len);
@@ -615,10 +616,11 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
         // Runs of inner.size elements whose decisions are consecutive mask bits.
         m.pop_back();
         const std::vector<MergedDim> outer = m;
-        walk_items(n, inner.size, [&](std::size_t item, std::size_t w, std::size_t i, std::size_t len) {
+        walk_items(n, inner.size, [&](std::size_t item, std::size_t w, std::size_t i, std::size_t len,
+                                      std::size_t chunk_end_at) {
             // the kernel reads bit (bit0 + element index); element i is item bit w.
             const MaskRun run{bits, item_mask_index(outer, item) + w - i,  // mod 2**64 on purpose
-                              RunKind::kBits};
+                              RunKind::kBits, chunk_end_at};
             seg(run, i, i + len);
         }, chunk_end);
         return;
@@ -664,7 +666,7 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
             }
             const std::size_t phase = w % pattern_bits;
             const std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
-            const MaskRun run{pat, phase - i, RunKind::kBits};  // mod 2**64 on purpose
+            const MaskRun run{pat, phase - i, RunKind::kBits, e};  // mod 2**64 on purpose
             seg(run, i, i + len);
             i += len;
             w += len;
@@ -732,6 +734,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         args.all_kept = run.kind == RunKind::kAllKept;
         args.bits = run.bits;
         args.bit0 = run.bit0;
+        args.prefetch_end = run.ahead_end;
         apply(args, b, e);
     }, chunk_end);
 }

@@ -56,6 +56,7 @@ struct ApplyArgs {
     bool all_kept;
     bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
     bool fence = true;           // as ForwardArgs::fence (spatial runs: one per thread chunk)
+    std::size_t prefetch_end = 0;  // as ForwardArgs::prefetch_end (for x only when streaming)
 };
 
 // Where the decisions of a run of elements come from when they are not generated:
@@ -66,6 +67,10 @@ struct MaskRun {
     const std::uint8_t* bits;
     std::uint64_t bit0;
     RunKind kind;
+    // x is read on, in memory order, from the run's end up to this element (the next
+    // runs of the thread's chunk are read too): prefetches may run ahead up to here.
+    // 0: not past the run (the next run may be a dropped map, whose x is not read).
+    std::size_t ahead_end = 0;
 };
 
 // Fused dropout + residual add (docs/spec.md section 9) and alpha dropout (section 10).

@@ -609,8 +609,9 @@ void apply_stream_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end)
         apply_tail<Ops>(bits_at(begin, h), x + begin, y + begin, h, s, a.scaled);
     }
     std::size_t i = begin + h;
+    const std::size_t ahead_end = a.prefetch_end > end ? a.prefetch_end : end;
     for (; i + 64 <= end; i += 64) {
-        if (i + kPrefetchBytes / sizeof(T) + 64 <= end) {  // x only: y is not read
+        if (i + kPrefetchBytes / sizeof(T) + 64 <= ahead_end) {  // x only: y is not read
             const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
             for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
                 prefetch_line(px + l, false);
@@ -687,9 +688,10 @@ void apply_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end) {
         return;
     }
 #endif
+    const std::size_t ahead_end = a.prefetch_end > end ? a.prefetch_end : end;
     std::size_t i = begin;
     for (; i + 64 <= end; i += 64) {
-        prefetch_ahead(x, y, i, end);
+        prefetch_ahead(x, y, i, ahead_end);
         const std::uint64_t b = a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);
         apply_group<Ops>(b, x + i, y + i, s, a.scaled);
     }
