@@ -602,12 +602,12 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
         // One decision per run of inner.size elements (channels_first feature maps).
         m.pop_back();
         const std::vector<MergedDim> outer = m;
-        // A kept map's prefetches run on into the next map when that one is kept too.
-        const std::size_t items = n / inner.size;
+        // A kept map's prefetches run on into the next map when that one is kept too
+        // (and in the same chunk).
         walk_items(n, inner.size, [&](std::size_t item, std::size_t, std::size_t i, std::size_t len,
                                       std::size_t chunk_end_at) {
             const bool kept = bit_at(bits, item_mask_index(outer, item));
-            const bool next_kept = kept && i + len < chunk_end_at && item + 1 < items &&
+            const bool next_kept = kept && i + len < chunk_end_at &&
                                    bit_at(bits, item_mask_index(outer, item + 1));
             const std::size_t ahead = next_kept ? std::min(chunk_end_at, i + len + inner.size) : 0;
             const MaskRun run{nullptr, 0, kept ? RunKind::kAllKept : RunKind::kAllDropped, ahead};
