@@ -533,9 +533,9 @@ bool has_broadcast(const std::vector<std::size_t>& dims, const std::vector<bool>
 namespace {
 
 // The layout walk of a (possibly broadcast) mask over C-contiguous data of shape
-// `dims`: seg(t, run, begin, end) for runs of elements whose decisions are given by
-// `run` (t: the chunk/thread number). Threads split the elements as parallel_chunks
-// does; each calls chunk_end() after the last run of its chunk.
+// `dims`: seg(run, begin, end) for runs of elements whose decisions are given by
+// `run`. Threads split the elements as parallel_chunks does; each calls chunk_end()
+// after the last run of its chunk.
 template <class Seg, class End = NoChunkEnd>
 void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
                const std::uint8_t* bits, const Seg& seg, const End& chunk_end = End{}) {
