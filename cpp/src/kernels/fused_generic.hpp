@@ -215,19 +215,38 @@ FASTDROPOUT_INLINE const typename E::C* bias_at(const FusedArgs& a, std::size_t 
     return E::in(bias_bits_at<E>(a, col, tb), cb);
 }
 
-// y = residual + select(keep, (x + bias) * s, +0.0), for 64 elements whose bias starts
-// at column col.
+// Whether E's fused groups are computed in registers (vec_<isa>.hpp's add64_* and
+// alpha64_*), which can then store y themselves, streaming or not.
 template <class E>
+constexpr bool in_registers() {
+#if defined(FASTDROPOUT_VEC_BF16_FUSED64)
+    if (std::is_same<E, EBF16>::value) {
+        return true;
+    }
+#endif
+#if defined(FASTDROPOUT_VEC_F32_FUSED64)
+    if (std::is_same<E, EF32>::value) {
+        return true;
+    }
+#endif
+    return false;
+}
+
+// y = residual + select(keep, (x + bias) * s, +0.0), for 64 elements whose bias starts
+// at column col. kStream (register forms only): y is 64-byte aligned and written with
+// streaming stores.
+template <class E, bool kStream = false>
 FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size_t col,
                                   const typename E::T* x, const typename E::T* r,
                                   typename E::T* y) {
     using T = typename E::T;
     using C = typename E::C;
+    static_assert(!kStream || in_registers<E>(), "streaming groups are register forms");
 #if defined(FASTDROPOUT_VEC_BF16_FUSED64)
     if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_<isa>.hpp)
         T tb[64];
         const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
-        add64_bf16(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
+        add64_bf16<kStream>(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
         return;
     }
 #endif
@@ -235,7 +254,7 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
     if constexpr (std::is_same<E, EF32>::value) {  // in registers (vec_<isa>.hpp)
         T tb[64];
         const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
-        add64_f32(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
+        add64_f32<kStream>(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
         return;
     }
 #endif
@@ -264,21 +283,22 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
 
 // y = keep ? (x * A) + B : D, for 64 elements (two roundings, no FMA); dvec holds
 // 64 copies of D.
-template <class E>
+template <class E, bool kStream = false>
 FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
                                     const typename E::C* dvec, const typename E::T* x,
                                     typename E::T* y) {
     using C = typename E::C;
+    static_assert(!kStream || in_registers<E>(), "streaming groups are register forms");
 #if defined(FASTDROPOUT_VEC_BF16_FUSED64)
     if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_<isa>.hpp)
-        alpha64_bf16(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
+        alpha64_bf16<kStream>(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
                      bf16_round_bits(float_bits(dvec[0])));
         return;
     }
 #endif
 #if defined(FASTDROPOUT_VEC_F32_FUSED64)
     if constexpr (std::is_same<E, EF32>::value) {  // in registers (vec_<isa>.hpp)
-        alpha64_f32(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift), dvec[0]);
+        alpha64_f32<kStream>(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift), dvec[0]);
         return;
     }
 #endif
@@ -448,14 +468,23 @@ FASTDROPOUT_INLINE void fused_stream_body(const FusedArgs& args, Stream& stream,
                 }
             }
         }
-        alignas(64) T buffer[64];
-        if (kAdd) {
-            add_group<E>(words.group(), a, col, x + i, r + i, buffer);
-            advance_column(a, col, 64);
-        } else {
-            alpha_group<E>(words.group(), a, dvec, x + i, buffer);
+        if constexpr (in_registers<E>()) {  // streamed straight from the registers
+            if (kAdd) {
+                add_group<E, true>(words.group(), a, col, x + i, r + i, y + i);
+                advance_column(a, col, 64);
+            } else {
+                alpha_group<E, true>(words.group(), a, dvec, x + i, y + i);
+            }
+        } else {  // through an L1 buffer
+            alignas(64) T buffer[64];
+            if (kAdd) {
+                add_group<E>(words.group(), a, col, x + i, r + i, buffer);
+                advance_column(a, col, 64);
+            } else {
+                alpha_group<E>(words.group(), a, dvec, x + i, buffer);
+            }
+            stream_store(y + i, buffer, sizeof buffer);
         }
-        stream_store(y + i, buffer, sizeof buffer);
     }
     if (i < end) {
         fused_partial<E, kAdd>(words.tail(end - i), a, col, dvec, x, r, y, i, end - i);

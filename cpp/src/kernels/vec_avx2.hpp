@@ -198,11 +198,22 @@ FASTDROPOUT_INLINE __m256i bf16_pack(__m256 even, __m256 odd) {
     const __m256i ro = bf16_round_hi8(_mm256_castps_si256(odd));
     return _mm256_or_si256(_mm256_srli_epi32(re, 16), _mm256_and_si256(ro, bf16_high8()));
 }
+// A 32-byte store of the fused kernels: a normal one, or (kStream, y 32-byte aligned)
+// a non-temporal one, straight from the register.
+template <bool kStream>
+FASTDROPOUT_INLINE void put32(void* y, __m256i v) {
+    if (kStream) {
+        _mm256_stream_si256(static_cast<__m256i*>(y), v);
+    } else {
+        _mm256_storeu_si256(static_cast<__m256i*>(y), v);
+    }
+}
 FASTDROPOUT_INLINE __m256i load16(const std::uint16_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 // y = residual + (keep ? (x + bias) * s : +0.0) for 64 elements, each operation rounded
 // to bfloat16 (no "+ bias" when bias is null, no "* s" when !scaled).
+template <bool kStream = false>
 FASTDROPOUT_INLINE void add64_bf16(std::uint64_t b, const std::uint16_t* x,
                                    const std::uint16_t* bias, const std::uint16_t* r,
                                    std::uint16_t* y, float s, bool scaled) {
@@ -230,10 +241,11 @@ FASTDROPOUT_INLINE void add64_bf16(std::uint64_t b, const std::uint16_t* x,
         const __m256i rv = load16(r + 16 * j);
         const __m256 ye = add_first_nan_ps(bf16_even(rv), te);
         const __m256 yo = add_first_nan_ps(bf16_odd(rv), to);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j), bf16_pack(ye, yo));
+        put32<kStream>(y + 16 * j, bf16_pack(ye, yo));
     }
 }
 // y = keep ? (x * A) + B : D for 64 elements, two bfloat16 roundings; d is D's bits.
+template <bool kStream = false>
 FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
                                      float coef_a, float coef_b, std::uint16_t d) {
     const __m256 va = _mm256_set1_ps(coef_a);
@@ -245,8 +257,7 @@ FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, st
         const __m256 to = bf16_round_f32(_mm256_mul_ps(bf16_odd(v), va));
         const __m256i packed = bf16_pack(_mm256_add_ps(te, vb), _mm256_add_ps(to, vb));
         const __m256i keep = lanes16(static_cast<std::uint32_t>(b >> (16 * j)) & 0xffffu);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
-                            _mm256_blendv_epi8(vd, packed, keep));
+        put32<kStream>(y + 16 * j, _mm256_blendv_epi8(vd, packed, keep));
     }
 }
 #endif

@@ -283,6 +283,16 @@ FASTDROPOUT_INLINE __m512 add_first_nan_ps(__m512 a, __m512 b) {
     __asm__("vaddps %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
     return r;
 }
+// A 64-byte store of the fused kernels: a normal one, or (kStream, y 64-byte aligned)
+// a non-temporal one, straight from the register.
+template <bool kStream>
+FASTDROPOUT_INLINE void put64(void* y, __m512i v) {
+    if (kStream) {
+        _mm512_stream_si512(static_cast<__m512i*>(y), v);
+    } else {
+        _mm512_storeu_si512(y, v);
+    }
+}
 // A bfloat16-rounded float32 (low half cleared), from an exact-input value.
 FASTDROPOUT_INLINE __m512 bf16_round_f32(__m512 v) {
     const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
@@ -304,6 +314,7 @@ FASTDROPOUT_INLINE __m512i bf16_pack(__m512 even, __m512 odd) {
 }
 // y = residual + (keep ? (x + bias) * s : +0.0) for 64 elements, each operation rounded
 // to bfloat16 (no "+ bias" when bias is null, no "* s" when !scaled).
+template <bool kStream = false>
 FASTDROPOUT_INLINE void add64_bf16(std::uint64_t b, const std::uint16_t* x,
                                    const std::uint16_t* bias, const std::uint16_t* r,
                                    std::uint16_t* y, float s, bool scaled) {
@@ -332,10 +343,11 @@ FASTDROPOUT_INLINE void add64_bf16(std::uint64_t b, const std::uint16_t* x,
         const __m512i rv = _mm512_loadu_si512(r + 32 * j);
         const __m512 ye = add_first_nan_ps(bf16_even(rv), te);
         const __m512 yo = add_first_nan_ps(bf16_odd(rv), to);
-        _mm512_storeu_si512(y + 32 * j, bf16_pack(ye, yo));
+        put64<kStream>(y + 32 * j, bf16_pack(ye, yo));
     }
 }
 // y = keep ? (x * A) + B : D for 64 elements, two bfloat16 roundings; d is D's bits.
+template <bool kStream = false>
 FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
                                      float coef_a, float coef_b, std::uint16_t d) {
     const __m512 va = _mm512_set1_ps(coef_a);
@@ -347,12 +359,13 @@ FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, st
         const __m512 to = bf16_round_f32(_mm512_mul_ps(bf16_odd(v), va));
         const __m512i packed = bf16_pack(_mm512_add_ps(te, vb), _mm512_add_ps(to, vb));
         const auto k = static_cast<__mmask32>(b >> (32 * j));
-        _mm512_storeu_si512(y + 32 * j, _mm512_mask_mov_epi16(vd, k, packed));
+        put64<kStream>(y + 32 * j, _mm512_mask_mov_epi16(vd, k, packed));
     }
 }
 // The float32 forms of the same two kernels, 16 elements per register (each
 // operation is a float32 one: no rounding step).
 #define FASTDROPOUT_VEC_F32_FUSED64 1
+template <bool kStream = false>
 FASTDROPOUT_INLINE void add64_f32(std::uint64_t b, const float* x, const float* bias,
                                   const float* r, float* y, float s, bool scaled) {
     const __m512 vs = _mm512_set1_ps(s);
@@ -363,9 +376,11 @@ FASTDROPOUT_INLINE void add64_f32(std::uint64_t b, const float* x, const float* 
         }
         const auto k = static_cast<__mmask16>(b >> (16 * j));
         t = scaled ? _mm512_maskz_mul_ps(k, t, vs) : _mm512_maskz_mov_ps(k, t);
-        _mm512_storeu_ps(y + 16 * j, add_first_nan_ps(_mm512_loadu_ps(r + 16 * j), t));
+        put64<kStream>(y + 16 * j,
+                       _mm512_castps_si512(add_first_nan_ps(_mm512_loadu_ps(r + 16 * j), t)));
     }
 }
+template <bool kStream = false>
 FASTDROPOUT_INLINE void alpha64_f32(std::uint64_t b, const float* x, float* y, float coef_a,
                                     float coef_b, float d) {
     const __m512 va = _mm512_set1_ps(coef_a);
@@ -374,7 +389,7 @@ FASTDROPOUT_INLINE void alpha64_f32(std::uint64_t b, const float* x, float* y, f
     for (int j = 0; j < 4; ++j) {
         const __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * j), va), vb);
         const auto k = static_cast<__mmask16>(b >> (16 * j));
-        _mm512_storeu_ps(y + 16 * j, _mm512_mask_mov_ps(vd, k, t));
+        put64<kStream>(y + 16 * j, _mm512_castps_si512(_mm512_mask_mov_ps(vd, k, t)));
     }
 }
 #endif
