@@ -5,7 +5,8 @@
 // is the slower of the two alone (gen_bits and the copy). This probe asks whether the
 // machine can reach that bound at all: it times, on float32 arrays of n elements,
 //   copy    y = x with AVX-512 loads and streaming stores, prefetching x 4 KiB ahead
-//           (the forward kernel's memory pattern);
+//           (the forward kernel's memory pattern); with --inputs 2, y = x + r with
+//           both inputs prefetched (dropout_add's pattern: read two, write one);
 //   philox  R Philox4x32 rounds per block in the library's AVX-512 lane layout (8
 //           blocks per register, 4 independent registers), 32 blocks per 128
 //           elements, folded into one register: arithmetic only, no memory;
@@ -18,7 +19,7 @@
 // lands; 1.00 would be perfect overlap, 2.00 none.
 //
 // Build: cmake -DFASTDROPOUT_BUILD_BENCH=ON (target overlap_probe). Run:
-//   overlap_probe [--n ELEMENTS] [--threads LIST] [--reps K]
+//   overlap_probe [--n ELEMENTS] [--threads LIST] [--reps K] [--inputs 1|2]
 // Threads split the array into equal contiguous parts (OpenMP). x86-64 with AVX-512F
 // only; elsewhere it says so and exits 0.
 #include <algorithm>
@@ -88,9 +89,10 @@ PROBE_TARGET inline __m512i philox_pass(std::uint64_t b, int rounds) {
     return acc;
 }
 
-// One thread's part [b, e) (multiples of kGroup): mode 0 copy, 1 philox, 2 both.
-PROBE_TARGET std::uint64_t part(const float* x, float* y, std::size_t b, std::size_t e, int mode,
-                                int rounds) {
+// One thread's part [b, e) (multiples of kGroup): mode 0 copy, 1 philox, 2 both. With
+// r, the memory side is y = x + r.
+PROBE_TARGET std::uint64_t part(const float* x, const float* r, float* y, std::size_t b,
+                                std::size_t e, int mode, int rounds) {
     __m512i acc = _mm512_setzero_si512();
     for (std::size_t i = b; i < e; i += kGroup) {
         if (mode != 0) {
@@ -100,10 +102,20 @@ PROBE_TARGET std::uint64_t part(const float* x, float* y, std::size_t b, std::si
             if (i + 1024 + kGroup <= e) {
                 for (std::size_t l = 0; l < kGroup * sizeof(float); l += 64) {
                     _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096 + l, _MM_HINT_T0);
+                    if (r != nullptr) {
+                        _mm_prefetch(reinterpret_cast<const char*>(r + i) + 4096 + l, _MM_HINT_T0);
+                    }
                 }
             }
-            for (std::size_t j = 0; j < kGroup; j += 16) {
-                _mm512_stream_ps(y + i + j, _mm512_load_ps(x + i + j));
+            if (r != nullptr) {
+                for (std::size_t j = 0; j < kGroup; j += 16) {
+                    _mm512_stream_ps(y + i + j, _mm512_add_ps(_mm512_load_ps(x + i + j),
+                                                              _mm512_load_ps(r + i + j)));
+                }
+            } else {
+                for (std::size_t j = 0; j < kGroup; j += 16) {
+                    _mm512_stream_ps(y + i + j, _mm512_load_ps(x + i + j));
+                }
             }
         }
     }
@@ -119,6 +131,7 @@ struct Options {
     std::size_t n = std::size_t{1} << 28;
     std::vector<int> threads;
     int reps = 5;
+    int inputs = 1;
 };
 
 std::size_t parse_size(const std::string& s) {
@@ -147,6 +160,8 @@ int main(int argc, char** argv) {
             o.n = parse_size(v);
         } else if (a == "--reps") {
             o.reps = std::max(1, std::stoi(v));
+        } else if (a == "--inputs" && (v == "1" || v == "2")) {
+            o.inputs = std::stoi(v);
         } else if (a == "--threads") {
             std::size_t pos = 0;
             while (pos <= v.size()) {
@@ -156,7 +171,8 @@ int main(int argc, char** argv) {
                 pos = end + 1;
             }
         } else {
-            std::fprintf(stderr, "usage: overlap_probe [--n N] [--threads LIST] [--reps K]\n");
+            std::fprintf(stderr,
+                         "usage: overlap_probe [--n N] [--threads LIST] [--reps K] [--inputs 1|2]\n");
             return 2;
         }
     }
@@ -177,16 +193,21 @@ int main(int argc, char** argv) {
     const std::size_t n = (o.n + 1023) / 1024 * 1024;
     auto* x = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
     auto* y = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
-    if (x == nullptr || y == nullptr) {
+    auto* r = o.inputs == 2 ? static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))) : nullptr;
+    if (x == nullptr || y == nullptr || (o.inputs == 2 && r == nullptr)) {
         std::fprintf(stderr, "overlap_probe: out of memory\n");
         return 1;
     }
     std::memset(x, 1, n * sizeof(float));
     std::memset(y, 0, n * sizeof(float));
+    if (r != nullptr) {
+        std::memset(r, 0, n * sizeof(float));
+    }
     std::uint64_t sink = 0;
     std::printf("n = %zu float32 (%zu MiB per array), median of %d runs, ns per element\n", n,
                 n * sizeof(float) >> 20, o.reps);
-    std::printf("| threads | rounds | copy | philox | both | both / max | both / sum |\n");
+    std::printf("| threads | rounds | %s | philox | both | both / max | both / sum |\n",
+                o.inputs == 2 ? "y = x + r" : "copy");
     std::printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (const int nt : o.threads) {
         for (int rounds = 4; rounds <= 10; rounds += 2) {
@@ -206,7 +227,7 @@ int main(int argc, char** argv) {
                         const std::size_t per = n / cnt / kGroup * kGroup;
                         const std::size_t b = id * per;
                         const std::size_t e = id + 1 == cnt ? n : b + per;
-                        sink ^= part(x, y, b, e, mode, rounds);
+                        sink ^= part(x, r, y, b, e, mode, rounds);
                     }
                     const auto t1 = std::chrono::steady_clock::now();
                     t[mode].push_back(std::chrono::duration<double>(t1 - t0).count() * 1e9 /
@@ -225,6 +246,7 @@ int main(int argc, char** argv) {
     }
     std::free(x);
     std::free(y);
+    std::free(r);
     return sink == 42 ? 3 : 0;  // keep the arithmetic alive
 #endif
 }

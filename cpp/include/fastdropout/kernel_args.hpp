@@ -37,6 +37,7 @@ struct ForwardArgs {
     bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
     // x and y go on in memory up to element prefetch_end: prefetches may run ahead
     // past the call's end up to there (a window's rows, one call each; 0: the call's end).
+    // Only the cached path prefetches: with stream_stores the hardware prefetchers do.
     std::size_t prefetch_end = 0;
     // With stream_stores: end with a store fence. false: the caller fences once after
     // a series of calls (a window's rows; a fence waits for the streamed lines to
