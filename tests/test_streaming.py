@@ -33,16 +33,34 @@ P = 0.3
 SEED = 0x1234_5678_9ABC_DEF0
 
 
-@pytest.fixture
-def streaming() -> Iterator[None]:
-    """Every output written with streaming stores, then the default restored."""
-    before = core._stream_threshold()
+@pytest.fixture(params=[False, True], ids=["hw-prefetch", "sw-prefetch"])
+def streaming(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every output written with streaming stores, dropout_add's loop with and
+    without software prefetching, then the defaults restored."""
+    before = core._stream_threshold(), core._prefetch_paired_streams()
     core._set_stream_threshold(0)
+    core._set_prefetch_paired_streams(request.param)
     try:
         yield
     finally:
         core._set_stream_threshold(None)
-    assert core._stream_threshold() == before
+        core._set_prefetch_paired_streams(None)
+    assert (core._stream_threshold(), core._prefetch_paired_streams()) == before
+
+
+def test_prefetch_default_follows_the_vendor() -> None:
+    # dropout_add's streaming loop leaves prefetching to the hardware on AMD CPUs only
+    # (README "Performance"); forcing it either way and back restores the default.
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "vendor_id" in cpuinfo.read_text():
+        amd = "AuthenticAMD" in cpuinfo.read_text()
+        assert core._prefetch_paired_streams() is (not amd)
+    default = core._prefetch_paired_streams()
+    for forced in (True, False):
+        core._set_prefetch_paired_streams(forced)
+        assert core._prefetch_paired_streams() is forced
+    core._set_prefetch_paired_streams(None)
+    assert core._prefetch_paired_streams() is default
 
 
 def shifted(a: np.ndarray, k: int) -> np.ndarray:

@@ -90,6 +90,12 @@ void register_runtime(py::module_& m) {
                                               : static_cast<std::size_t>(
                                                     to_u64(nbytes, "nbytes")));
     }, "Set the streaming-store threshold in bytes (tests); None restores the default.");
+    m.def("_prefetch_paired_streams", &prefetch_paired_streams,
+          "Whether dropout_add's streaming loop prefetches x and the residual in software "
+          "(not on AMD CPUs by default).");
+    m.def("_set_prefetch_paired_streams", [](const py::object& on) {
+        set_prefetch_paired_streams(on.is_none() ? -1 : (on.cast<bool>() ? 1 : 0));
+    }, "Force that prefetching on (True) or off (False) (tests); None restores the default.");
     m.def("_last_level_cache", &last_level_cache_bytes,
           "The last-level cache's size in bytes as the OS reports it (0: unknown).");
     m.def("_gen_bits", [](const py::array& bits, py::ssize_t n, const py::object& seed,

@@ -84,6 +84,11 @@ X86Features probe() {
     return f;
 }
 
+bool probe_amd() {
+    const Regs r0 = cpuid(0, 0);  // vendor string in ebx, edx, ecx
+    return r0.ebx == 0x68747541u && r0.edx == 0x69746e65u && r0.ecx == 0x444d4163u;
+}
+
 const X86Features& features() {
     static const X86Features f = probe();  // thread-safe, once (C++11 magic statics)
     return f;
@@ -111,6 +116,15 @@ bool cpu_supports(Isa isa) {
         default:
             return false;
     }
+}
+
+bool cpu_is_amd() {
+#if defined(FASTDROPOUT_X86)
+    static const bool amd = probe_amd();
+    return amd;
+#else
+    return false;
+#endif
 }
 
 }  // namespace fastdropout

@@ -9,4 +9,8 @@ namespace fastdropout {
 // precise feature sets). Always true for scalar; neon on aarch64 only.
 bool cpu_supports(Isa isa);
 
+// True on an AMD x86 CPU (CPUID vendor "AuthenticAMD"), where the streaming loops of
+// the kernels that draw a mask leave prefetching to the hardware (see parallel.hpp).
+bool cpu_is_amd();
+
 }  // namespace fastdropout

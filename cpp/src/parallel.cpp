@@ -6,6 +6,8 @@
 // whole number of cache lines of float32 output when the array is aligned).
 #include "parallel.hpp"
 
+#include "cpu_features.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -377,6 +379,22 @@ std::size_t last_level_cache_bytes() {
 }
 
 std::size_t stream_threshold() { return stream_threshold_setting().load(); }
+
+namespace {
+std::atomic<int>& prefetch_pair_setting() {
+    static std::atomic<int> mode{-1};
+    return mode;
+}
+}  // namespace
+
+bool prefetch_paired_streams() {
+    const int mode = prefetch_pair_setting().load(std::memory_order_relaxed);
+    return mode < 0 ? !cpu_is_amd() : mode != 0;
+}
+
+void set_prefetch_paired_streams(int mode) {
+    prefetch_pair_setting().store(mode < 0 ? -1 : (mode != 0 ? 1 : 0));
+}
 
 void set_stream_threshold(std::size_t bytes) {
     stream_threshold_setting().store(bytes == kDefaultStreamThreshold ? default_stream_threshold()

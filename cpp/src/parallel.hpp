@@ -50,6 +50,17 @@ std::size_t last_level_cache_bytes();
 std::size_t stream_threshold();
 void set_stream_threshold(std::size_t bytes);
 
+// Whether dropout_add's streaming loop (two input streams, FusedArgs::prefetch_pair)
+// prefetches x and the residual 4 KiB ahead in software, as the one-input streaming
+// loops always do. On an AMD Zen 4 guest beyond its L3 the hardware prefetchers alone
+// did better there (float32: 0.73-0.80x the time with them, most runs); the one-input
+// loops measured the same or better with prefetching (kPrefetchBytes in
+// dropout_generic.hpp). So by default: not on AMD CPUs, yes elsewhere.
+// set_prefetch_paired_streams(-1) restores the default, 0 / 1 force it off / on
+// (tests cover both loops).
+bool prefetch_paired_streams();
+void set_prefetch_paired_streams(int mode);
+
 // The layout walk of run_apply with a caller's segment function: seg(ctx, run, begin,
 // end) for runs of elements [begin, end) whose decisions `run` gives, split over the
 // threads (fused kernels of docs/spec.md sections 9 and 10 with broadcast masks).

@@ -134,6 +134,7 @@ void run_fused_forward(const KernelTable& table, Dtype dt, FusedOp op, const Fus
     if (!has_broadcast(dims, broadcast)) {
         FusedArgs s = a;
         s.stream_stores = n * dtype_size(dt) >= stream_threshold();
+        s.prefetch_pair = prefetch_paired_streams();
         ForwardCtx ctx{&s, op == FusedOp::kAdd ? table.add_forward[dt] : table.alpha_forward[dt]};
         run_chunks(n, plan_chunks(n), &forward_chunk, &ctx);
         return;

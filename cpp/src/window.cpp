@@ -391,6 +391,7 @@ struct FusedBatch {
         FusedArgs f = a;
         f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
         f.stream_stores = streaming;
+        f.prefetch_pair = prefetch_paired_streams();
         (op == FusedOp::kAdd ? wk.add_runs : wk.alpha_runs)[dt](f, i0, runs, nruns);
         put_back(a.bits, i0, f.bits, count);
     }
@@ -426,6 +427,7 @@ void fused_window_one_pass(const KernelTable& table, Dtype dt, FusedOp op, const
             FusedArgs run = a;
             run.stream.offset = a.stream.offset + g - i;  // mod 2**64: element i at g
             run.stream_stores = streaming;
+            run.prefetch_pair = prefetch_paired_streams();
             run.fence = false;  // one fence after the chunk's last run (below)
             fn(run, i, i + len);
         };

@@ -55,6 +55,13 @@ def _stream_threshold() -> int:
 def _set_stream_threshold(nbytes: int | None) -> None:
     """Set the streaming-store threshold in bytes (tests); None restores the default."""
 
+def _prefetch_paired_streams() -> bool:
+    """Whether dropout_add's streaming loop prefetches x and the residual in software
+    (not on AMD CPUs by default)."""
+
+def _set_prefetch_paired_streams(on: bool | None) -> None:
+    """Force that prefetching on or off (tests); None restores the default."""
+
 def _last_level_cache() -> int:
     """The last-level cache's size in bytes as the OS reports it (0: unknown)."""
 

@@ -37,7 +37,6 @@ struct ForwardArgs {
     bool stream_stores = false;  // y with streaming stores (large outputs; see parallel.cpp)
     // x and y go on in memory up to element prefetch_end: prefetches may run ahead
     // past the call's end up to there (a window's rows, one call each; 0: the call's end).
-    // Only the cached path prefetches: with stream_stores the hardware prefetchers do.
     std::size_t prefetch_end = 0;
     // With stream_stores: end with a store fence. false: the caller fences once after
     // a series of calls (a window's rows; a fence waits for the streamed lines to
@@ -93,6 +92,9 @@ struct FusedArgs {
     double dropped;  // alpha: D
     bool scaled;
     bool stream_stores = false;  // y with streaming stores (large outputs; forward kernels)
+    // With stream_stores: dropout_add prefetches x and the residual 4 KiB ahead in
+    // software (parallel.hpp's prefetch_paired_streams(): it depends on the CPU).
+    bool prefetch_pair = true;
     bool fence = true;           // as ForwardArgs::fence
 };
 

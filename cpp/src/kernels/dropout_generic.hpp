@@ -426,13 +426,12 @@ FASTDROPOUT_INLINE void apply_group(std::uint64_t b, const typename Ops::T* x, t
 // copy to 0.93-1.09x, bench_kernels, README Performance), and beyond it, where y is
 // written with streaming stores and only x is prefetched (2**28 float32, 1-2
 // threads: from 1.04-1.16x a copy to 0.98-1.08x).
-// The streaming bodies of the kernels that draw a mask (forward_stream_body,
-// fused_stream_body) do not prefetch: on a Zen 4 guest, beyond its L3, the hardware
-// prefetchers alone did better there. dropout_add (two input streams, 2**24 float32)
-// went from 1.9-2.1x to 1.5-1.6x its bound on one thread and from 1.3-1.6x to
-// 1.1-1.25x on two; the forward pass gained 2-10%, and bench/overlap_probe.cpp shows
-// the same for its copy and y = x + r streams. Applying a stored mask still gains from
-// prefetching there (1.00x a copy without it, 0.85x with it, one thread).
+// On the Xeon guest, beyond its L3, the streaming forward pass was 1.9x its bound
+// without prefetching and 1.5-1.6x with it. dropout_add's streaming loop reads two
+// input streams; on a Zen 4 guest it ran faster with the hardware prefetchers alone
+// (FusedArgs::prefetch_pair, off on AMD CPUs: parallel.hpp), where the one-input loops
+// measured the same or better with prefetching (forward 0.96-1.04x, alpha_dropout
+// 1.02-1.09x, applying a stored mask 1.15x the time without it).
 constexpr std::size_t kPrefetchBytes = 4096;
 
 FASTDROPOUT_INLINE void prefetch_line(std::uintptr_t address, bool for_write) {
@@ -572,12 +571,19 @@ FASTDROPOUT_INLINE void forward_stream_body(const ForwardArgs& a, Stream& stream
     T* y = static_cast<T*>(a.y);
     const typename Ops::S s = Ops::scale_of(a.scale);
     GridWords<Stream> grid(stream, a.bits, begin, end);
+    const std::size_t ahead_end = a.prefetch_end > end ? a.prefetch_end : end;
     const std::size_t h = stream_head(y + begin) < end - begin ? stream_head(y + begin)
                                                                 : end - begin;
     ShiftedWords<Stream> words(grid, h);
     apply_tail<Ops>(words.head(), x + begin, y + begin, h, s, a.scaled);
     std::size_t i = begin + h;
-    for (; i + 64 <= end; i += 64) {  // no software prefetch (see kPrefetchBytes)
+    for (; i + 64 <= end; i += 64) {
+        if (i + kPrefetchBytes / sizeof(T) + 64 <= ahead_end) {  // x only: y is not read
+            const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
+            for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
+                prefetch_line(px + l, false);
+            }
+        }
         apply_group_stream<Ops>(words.group(), x + i, y + i, s, a.scaled);
     }
     if (i < end) {

@@ -455,7 +455,22 @@ FASTDROPOUT_INLINE void fused_stream_body(const FusedArgs& args, Stream& stream,
         advance_column(a, col, h);
     }
     std::size_t i = begin + h;
-    for (; i + 64 <= end; i += 64) {  // no software prefetch (see kPrefetchBytes)
+    // the inputs only (y is not read); dropout_add's two only if a.prefetch_pair (see
+    // kPrefetchBytes)
+    const std::size_t ahead_end = !kAdd || a.prefetch_pair ? end : 0;
+    for (; i + 64 <= end; i += 64) {
+        if (i + kPrefetchBytes / sizeof(T) + 64 <= ahead_end) {
+            const auto px = reinterpret_cast<std::uintptr_t>(x + i) + kPrefetchBytes;
+            for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
+                prefetch_line(px + l, false);
+            }
+            if (kAdd) {
+                const auto pr = reinterpret_cast<std::uintptr_t>(r + i) + kPrefetchBytes;
+                for (std::size_t l = 0; l < 64 * sizeof(T); l += 64) {
+                    prefetch_line(pr + l, false);
+                }
+            }
+        }
         if constexpr (in_registers<E>()) {  // streamed straight from the registers
             if (kAdd) {
                 add_group<E, true>(words.group(), a, col, x + i, r + i, y + i);
