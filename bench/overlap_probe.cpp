@@ -20,6 +20,8 @@
 //
 // Build: cmake -DFASTDROPOUT_BUILD_BENCH=ON (target overlap_probe). Run:
 //   overlap_probe [--n ELEMENTS] [--threads LIST] [--reps K] [--inputs 1|2]
+//                 [--prefetch 1|0]
+// (--prefetch 0: no software prefetching, the hardware prefetchers alone.)
 // Threads split the array into equal contiguous parts (OpenMP). x86-64 with AVX-512F
 // only; elsewhere it says so and exits 0.
 #include <algorithm>
@@ -92,14 +94,14 @@ PROBE_TARGET inline __m512i philox_pass(std::uint64_t b, int rounds) {
 // One thread's part [b, e) (multiples of kGroup): mode 0 copy, 1 philox, 2 both. With
 // r, the memory side is y = x + r.
 PROBE_TARGET std::uint64_t part(const float* x, const float* r, float* y, std::size_t b,
-                                std::size_t e, int mode, int rounds) {
+                                std::size_t e, int mode, int rounds, bool prefetch) {
     __m512i acc = _mm512_setzero_si512();
     for (std::size_t i = b; i < e; i += kGroup) {
         if (mode != 0) {
             acc = _mm512_xor_si512(acc, philox_pass(i / 4, rounds));
         }
         if (mode != 1) {
-            if (i + 1024 + kGroup <= e) {
+            if (prefetch && i + 1024 + kGroup <= e) {
                 for (std::size_t l = 0; l < kGroup * sizeof(float); l += 64) {
                     _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096 + l, _MM_HINT_T0);
                     if (r != nullptr) {
@@ -132,6 +134,7 @@ struct Options {
     std::vector<int> threads;
     int reps = 5;
     int inputs = 1;
+    bool prefetch = true;
 };
 
 std::size_t parse_size(const std::string& s) {
@@ -162,6 +165,8 @@ int main(int argc, char** argv) {
             o.reps = std::max(1, std::stoi(v));
         } else if (a == "--inputs" && (v == "1" || v == "2")) {
             o.inputs = std::stoi(v);
+        } else if (a == "--prefetch" && (v == "0" || v == "1")) {
+            o.prefetch = v == "1";
         } else if (a == "--threads") {
             std::size_t pos = 0;
             while (pos <= v.size()) {
@@ -172,7 +177,8 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr,
-                         "usage: overlap_probe [--n N] [--threads LIST] [--reps K] [--inputs 1|2]\n");
+                         "usage: overlap_probe [--n N] [--threads LIST] [--reps K] [--inputs 1|2] "
+                         "[--prefetch 1|0]\n");
             return 2;
         }
     }
@@ -204,8 +210,9 @@ int main(int argc, char** argv) {
         std::memset(r, 0, n * sizeof(float));
     }
     std::uint64_t sink = 0;
-    std::printf("n = %zu float32 (%zu MiB per array), median of %d runs, ns per element\n", n,
-                n * sizeof(float) >> 20, o.reps);
+    std::printf("n = %zu float32 (%zu MiB per array), median of %d runs, ns per element, "
+                "software prefetch %s\n", n, n * sizeof(float) >> 20, o.reps,
+                o.prefetch ? "4 KiB ahead" : "off");
     std::printf("| threads | rounds | %s | philox | both | both / max | both / sum |\n",
                 o.inputs == 2 ? "y = x + r" : "copy");
     std::printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
@@ -227,7 +234,7 @@ int main(int argc, char** argv) {
                         const std::size_t per = n / cnt / kGroup * kGroup;
                         const std::size_t b = id * per;
                         const std::size_t e = id + 1 == cnt ? n : b + per;
-                        sink ^= part(x, r, y, b, e, mode, rounds);
+                        sink ^= part(x, r, y, b, e, mode, rounds, o.prefetch);
                     }
                     const auto t1 = std::chrono::steady_clock::now();
                     t[mode].push_back(std::chrono::duration<double>(t1 - t0).count() * 1e9 /
