@@ -9,8 +9,8 @@ namespace fastdropout {
 // precise feature sets). Always true for scalar; neon on aarch64 only.
 bool cpu_supports(Isa isa);
 
-// True on an AMD x86 CPU (CPUID vendor "AuthenticAMD"), where the streaming loops of
-// the kernels that draw a mask leave prefetching to the hardware (see parallel.hpp).
+// True on an AMD x86 CPU (CPUID vendor "AuthenticAMD"), where dropout_add's streaming
+// loop leaves prefetching to the hardware (parallel.hpp, prefetch_paired_streams).
 bool cpu_is_amd();
 
 }  // namespace fastdropout

@@ -6,8 +6,6 @@
 // whole number of cache lines of float32 output when the array is aligned).
 #include "parallel.hpp"
 
-#include "cpu_features.hpp"
-
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -31,6 +29,8 @@
 #define FASTDROPOUT_HAVE_ATFORK 1
 #endif
 #endif
+
+#include "cpu_features.hpp"
 
 namespace fastdropout {
 namespace {

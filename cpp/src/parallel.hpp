@@ -53,7 +53,7 @@ void set_stream_threshold(std::size_t bytes);
 // Whether dropout_add's streaming loop (two input streams, FusedArgs::prefetch_pair)
 // prefetches x and the residual 4 KiB ahead in software, as the one-input streaming
 // loops always do. On an AMD Zen 4 guest beyond its L3 the hardware prefetchers alone
-// did better there (float32: 0.73-0.80x the time with them, most runs); the one-input
+// did better there (float32: 0.73-0.90x the time, one run in six 0.99x); the one-input
 // loops measured the same or better with prefetching (kPrefetchBytes in
 // dropout_generic.hpp). So by default: not on AMD CPUs, yes elsewhere.
 // set_prefetch_paired_streams(-1) restores the default, 0 / 1 force it off / on

@@ -291,14 +291,15 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
     static_assert(!kStream || in_registers<E>(), "streaming groups are register forms");
 #if defined(FASTDROPOUT_VEC_BF16_FUSED64)
     if constexpr (std::is_same<E, EBF16>::value) {  // in registers (vec_<isa>.hpp)
-        alpha64_bf16<kStream>(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
-                     bf16_round_bits(float_bits(dvec[0])));
+        alpha64_bf16<kStream>(b, x, y, static_cast<float>(a.scale),
+                              static_cast<float>(a.shift), bf16_round_bits(float_bits(dvec[0])));
         return;
     }
 #endif
 #if defined(FASTDROPOUT_VEC_F32_FUSED64)
     if constexpr (std::is_same<E, EF32>::value) {  // in registers (vec_<isa>.hpp)
-        alpha64_f32<kStream>(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift), dvec[0]);
+        alpha64_f32<kStream>(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
+                             dvec[0]);
         return;
     }
 #endif
