@@ -427,11 +427,11 @@ FASTDROPOUT_INLINE void apply_group(std::uint64_t b, const typename Ops::T* x, t
 // written with streaming stores and only x is prefetched (2**28 float32, 1-2
 // threads: from 1.04-1.16x a copy to 0.98-1.08x).
 // On the Xeon guest, beyond its L3, the streaming forward pass was 1.9x its bound
-// without prefetching and 1.5-1.6x with it. dropout_add's streaming loop reads two
+// without prefetching and 1.6-1.7x with it. dropout_add's streaming loop reads two
 // input streams; on a Zen 4 guest it ran faster with the hardware prefetchers alone
 // (FusedArgs::prefetch_pair, off on AMD CPUs: parallel.hpp), where the one-input loops
 // measured the same or better with prefetching (forward 0.96-1.04x, alpha_dropout
-// 1.02-1.09x, applying a stored mask 1.15x the time without it).
+// 1.02-1.09x, applying a stored mask 1.10-1.19x the time without it).
 constexpr std::size_t kPrefetchBytes = 4096;
 
 FASTDROPOUT_INLINE void prefetch_line(std::uintptr_t address, bool for_write) {
