@@ -199,7 +199,8 @@ int main(int argc, char** argv) {
     const std::size_t n = (o.n + 1023) / 1024 * 1024;
     auto* x = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
     auto* y = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
-    auto* r = o.inputs == 2 ? static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))) : nullptr;
+    auto* r = o.inputs == 2 ? static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)))
+                            : nullptr;
     if (x == nullptr || y == nullptr || (o.inputs == 2 && r == nullptr)) {
         std::fprintf(stderr, "overlap_probe: out of memory\n");
         return 1;
