@@ -33,19 +33,30 @@ P = 0.3
 SEED = 0x1234_5678_9ABC_DEF0
 
 
-@pytest.fixture(params=[False, True], ids=["hw-prefetch", "sw-prefetch"])
-def streaming(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every output written with streaming stores, dropout_add's loop with and
-    without software prefetching, then the defaults restored."""
-    before = core._stream_threshold(), core._prefetch_paired_streams()
+@pytest.fixture
+def streaming() -> Iterator[None]:
+    """Every output written with streaming stores, then the default restored."""
+    before = core._stream_threshold()
     core._set_stream_threshold(0)
-    core._set_prefetch_paired_streams(request.param)
     try:
         yield
     finally:
         core._set_stream_threshold(None)
+    assert core._stream_threshold() == before
+
+
+@pytest.fixture(params=[False, True], ids=["hw-prefetch", "sw-prefetch"])
+def paired_prefetch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """dropout_add's streaming loop with and without software prefetching of its two
+    inputs (which only runs more than 4 KiB before a chunk's end), then the default
+    restored."""
+    before = core._prefetch_paired_streams()
+    core._set_prefetch_paired_streams(request.param)
+    try:
+        yield
+    finally:
         core._set_prefetch_paired_streams(None)
-    assert (core._stream_threshold(), core._prefetch_paired_streams()) == before
+    assert core._prefetch_paired_streams() == before
 
 
 def test_prefetch_default_follows_the_vendor() -> None:
@@ -243,7 +254,7 @@ def test_fused_forward(simd: str, dt: Any, rows: int, cols: int, head: int,
     assert_same(fastdropout.alpha_dropout(x, P, out=out, **kw), want, "alpha, out=")
 
 
-@pytest.mark.usefixtures("streaming")
+@pytest.mark.usefixtures("streaming", "paired_prefetch")
 def test_fused_forward_threads(nthreads: int) -> None:
     del nthreads
     shape = (3 * 65536 + 77) // 129, 129
