@@ -374,20 +374,38 @@ def test_layer(native: Any, any_dtype: Any) -> None:
         native.DropoutAdd(0.5).backward(x)
 
 
+@pytest.fixture(params=[False, True], ids=["cached", "streamed"])
+def stream_all(request: pytest.FixtureRequest) -> Any:
+    """grad_x written with normal stores (the default at these sizes), or with
+    streaming stores for every output, then the default restored."""
+    from _util import core
+
+    if request.param:
+        core._set_stream_threshold(0)
+    try:
+        yield request.param
+    finally:
+        core._set_stream_threshold(None)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize(
-    ("cols", "misalign"), [(5003, 0), (4096, 1), (4096, 3), (1024, 5), (1024, 0), (192, 7)]
+    ("cols", "misalign"),
+    [(5003, 0), (4096, 1), (4096, 3), (1024, 5), (1024, 0), (192, 7), (100, 0), (40, 0)],
 )
-@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_grad_bias_column_splits(
-    native: Any, threads: int, cols: int, misalign: int, dtype: Any
+    native: Any, simd: str, stream_all: bool, threads: int, cols: int, misalign: int,
+    dtype: Any
 ) -> None:
     """Rows wider than the 2048-column accumulator tile, and rows of whole cache
     lines with grad_x written at an offset (the threads then split rotated columns,
-    the first ones being the previous row's last): grad_x and grad_bias equal the
-    reference bit for bit."""
+    the first ones being the previous row's last, and streamed rows start on a line):
+    rows in bands of 64-column groups with a tail, and rows narrower than one group,
+    grad_x and grad_bias equal the reference bit for bit."""
     from _util import core
 
+    del simd, stream_all
     rows = -(-(1 << 17) // cols) + 3  # enough elements for two threads
     g = (np.random.default_rng(11).standard_normal((rows, cols)) * 1e3).astype(dtype)
     buf = np.empty(g.size + misalign, dtype)
@@ -397,7 +415,8 @@ def test_grad_bias_column_splits(
         core.set_num_threads(threads)
         gx, _, gb = native.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
                                                 bias=True, out=out)
-        assert (core._last_team_size() > 1) == (threads > 1)  # the split really ran
+        if cols > 64:  # the split really ran (narrower rows go in one sweep)
+            assert (core._last_team_size() > 1) == (threads > 1)
     finally:
         core.set_num_threads(before)
     rx, _, rb = reference.dropout_add_backward(g, p=0.4, seed=9, offset=2**64 - 1000,
@@ -407,21 +426,28 @@ def test_grad_bias_column_splits(
     assert_same(gb, rb)
 
 
+@pytest.mark.parametrize("rows", [6, 1100])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("broadcast_axes", [None, 0])
-def test_grad_bias_keeps_the_first_nan(native: Any, simd: str, broadcast_axes: Any) -> None:
+def test_grad_bias_keeps_the_first_nan(
+    native: Any, simd: str, stream_all: bool, broadcast_axes: Any, dtype: Any, rows: int
+) -> None:
     """A column meeting NaNs of different signs and payloads keeps the first one
-    (docs/spec.md section 9), on every SIMD level, thread count and mask kind."""
-    del simd
+    (docs/spec.md section 9), on every SIMD level, thread count and mask kind, in
+    the register forms (float32, float64; one row at a time or in bands across
+    threads) and the tail columns after them."""
+    del simd, stream_all
     from _util import core
 
-    g = np.ones((6, 130), np.float32)
-    u = g.view(np.uint32)
-    u[1, :] = 0xFFC00001  # -NaN, payload 1
-    u[3, :] = 0x7FC00002  # +NaN, payload 2
-    u[4, ::2] = 0x7F800000  # +inf after the NaNs: still the first NaN
+    g = np.ones((rows, 130), dtype)
+    wide = np.dtype(dtype).itemsize == 8
+    u = g.view(np.uint64 if wide else np.uint32)
+    u[1, :] = 0xFFF8000000000001 if wide else 0xFFC00001  # -NaN, payload 1
+    u[3, :] = 0x7FF8000000000002 if wide else 0x7FC00002  # +NaN, payload 2
+    u[4, ::2] = 0x7FF0000000000000 if wide else 0x7F800000  # +inf after the NaNs
     m = native.dropout(g, 0.0, seed=1, return_mask=True, broadcast_axes=broadcast_axes)[1]
     want = reference.dropout_add_backward(g, m, bias=True)[2]
-    assert (want.view(np.uint32) == 0xFFC00001).all()
+    assert (want.view(u.dtype) == u[1, 0]).all()
     before = core.get_num_threads()
     try:
         for threads in (1, 2, 3):

@@ -353,6 +353,40 @@ std::size_t query_llc_bytes() {
     return best > 0 ? static_cast<std::size_t>(best) : 0;
 }
 
+// The L1 data cache's size in bytes: sysfs's level-1 cache of type "Data", else
+// sysconf; 32 KiB when neither says.
+std::size_t query_l1d_bytes() {
+    long bytes = 0;
+#if defined(__linux__)
+    for (int index = 0; index < 8 && bytes <= 0; ++index) {
+        const auto read = [index](const char* file, const char* format, void* out) {
+            char path[96];
+            std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/%s",
+                          index, file);
+            bool ok = false;
+            if (std::FILE* f = std::fopen(path, "r")) {
+                ok = std::fscanf(f, format, out) == 1;
+                std::fclose(f);
+            }
+            return ok;
+        };
+        int level = 0;
+        char type[16] = {};
+        long kib = 0;
+        if (read("level", "%d", &level) && level == 1 && read("type", "%15s", type) &&
+            std::strcmp(type, "Data") == 0 && read("size", "%ldK", &kib)) {
+            bytes = kib * 1024;
+        }
+    }
+#endif
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    if (bytes <= 0) {
+        bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    }
+#endif
+    return bytes > 0 ? static_cast<std::size_t>(bytes) : std::size_t{32} << 10;
+}
+
 // Outputs of at least this many bytes are written with streaming stores: a quarter
 // of the last-level cache (input and output then fill half of it, so the output
 // would not be in the cache when it is next read; below that it may, and normal
@@ -376,6 +410,11 @@ bool stream_output(std::size_t out_bytes) {
 std::size_t last_level_cache_bytes() {
     static const std::size_t llc = query_llc_bytes();
     return llc;
+}
+
+std::size_t l1_data_cache_bytes() {
+    static const std::size_t l1d = query_l1d_bytes();
+    return l1d;
 }
 
 std::size_t stream_threshold() { return stream_threshold_setting().load(); }

@@ -47,6 +47,8 @@ void run_apply_dense(const KernelTable& table, Dtype dt, const ApplyArgs& a, std
 // stream every output).
 constexpr std::size_t kDefaultStreamThreshold = ~std::size_t{0};
 std::size_t last_level_cache_bytes();
+// The L1 data cache of one core, in bytes (32 KiB if the OS does not say).
+std::size_t l1_data_cache_bytes();
 std::size_t stream_threshold();
 void set_stream_threshold(std::size_t bytes);
 

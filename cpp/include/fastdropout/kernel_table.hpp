@@ -37,6 +37,12 @@ struct KernelTable {
     // (grad_bias of docs/spec.md section 9).
     void (*apply_sum[kNumDtypes])(const ApplyArgs&, std::size_t begin, std::size_t end,
                                   double* acc, std::size_t col0, std::size_t ncols);
+    // The same over a band of rows: row r < rows is elements start + r * stride +
+    // [0, width), its element k added to acc[k]; each column meets the rows in order.
+    // With a.stream_stores, y + start is 64-byte aligned and stride elements a whole
+    // number of 64-byte lines.
+    void (*apply_sum_band[kNumDtypes])(const ApplyArgs&, std::size_t start, std::size_t stride,
+                                       std::size_t rows, std::size_t width, double* acc);
     // Raw Philox4x32-10 words for n blocks with counters
     // ((first + i) mod 2**64 as two words, c2, c3): out[4*i + w]. For tests and KATs.
     void (*philox_blocks)(std::uint32_t k0, std::uint32_t k1, std::uint64_t first,

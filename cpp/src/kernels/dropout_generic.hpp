@@ -763,6 +763,8 @@ const KernelTable kTable = {
      &alpha_apply_kernel<EBF16>},
     {&apply_sum_kernel<EF16>, &apply_sum_kernel<EF32>, &apply_sum_kernel<EF64>,
      &apply_sum_kernel<EBF16>},
+    {&apply_sum_band_kernel<EF16>, &apply_sum_band_kernel<EF32>, &apply_sum_band_kernel<EF64>,
+     &apply_sum_band_kernel<EBF16>},
     &philox_blocks_kernel,
     &kWindowKernels,
 };

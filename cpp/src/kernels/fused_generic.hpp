@@ -622,6 +622,78 @@ void apply_sum_kernel(const ApplyArgs& a, std::size_t begin, std::size_t end, do
     }
 }
 
+// apply_sum_kernel over a band of rows, 64 columns at a time: row r (< rows) of the
+// band is elements start + r * stride + [0, width), and its column k adds to sums[k].
+// Each group of 64 columns goes down all the band's rows before the next group, its
+// sums in registers where the ISA has the form (FASTDROPOUT_VEC_SUM_REGS64), so the
+// sums are loaded and stored once per band, not once per row; every column still
+// meets its rows in order. With a.stream_stores, y + start is 64-byte aligned and
+// stride * sizeof(T) a multiple of 64 (run_apply_sum checks), and y is streamed out.
+template <class E, bool kStream>
+FASTDROPOUT_INLINE void sum_band_group(const ApplyArgs& a, std::size_t i0, std::size_t stride,
+                                       std::size_t rows, double* sums) {
+    using Ops = typename E::Ops;
+    using T = typename E::T;
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const auto bits_at = [&a](std::size_t i) {
+        return a.all_kept ? ~std::uint64_t{0} : load_bits(a.bits, a.bit0 + i, 64);
+    };
+#if defined(FASTDROPOUT_VEC_SUM_REGS64)
+    if constexpr (std::is_same<E, EF32>::value || std::is_same<E, EF64>::value) {
+        SumRegs64 regs(sums);
+        for (std::size_t r = 0, i = i0; r < rows; ++r, i += stride) {
+            apply_sum64<kStream>(bits_at(i), x + i, y + i, static_cast<T>(a.scale), a.scaled, regs);
+        }
+        regs.store(sums);
+        return;
+    }
+#endif
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    for (std::size_t r = 0, i = i0; r < rows; ++r, i += stride) {
+        alignas(64) T out[64];
+        T* dst = kStream ? out : y + i;
+        apply_group<Ops>(bits_at(i), x + i, dst, s, a.scaled);
+#if defined(FASTDROPOUT_VEC_STREAM)
+        if (kStream) {
+            stream_store(y + i, out, sizeof out);
+        }
+#endif
+        std::size_t col = 0;
+        accumulate_run<E>(dst, 64, sums, col, 64);
+    }
+}
+
+template <class E>
+void apply_sum_band_kernel(const ApplyArgs& a, std::size_t start, std::size_t stride,
+                           std::size_t rows, std::size_t width, double* sums) {
+    using Ops = typename E::Ops;
+    using T = typename E::T;
+    std::size_t k = 0;
+    for (; k + 64 <= width; k += 64) {
+#if defined(FASTDROPOUT_VEC_STREAM)
+        if (a.stream_stores) {
+            sum_band_group<E, true>(a, start + k, stride, rows, sums + k);
+            continue;
+        }
+#endif
+        sum_band_group<E, false>(a, start + k, stride, rows, sums + k);
+    }
+    if (k == width) {
+        return;
+    }
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const typename Ops::S s = Ops::scale_of(a.scale);
+    const std::size_t rem = width - k;
+    for (std::size_t r = 0, i = start + k; r < rows; ++r, i += stride) {
+        const std::uint64_t b = a.all_kept ? low_bits(rem) : load_bits(a.bits, a.bit0 + i, rem);
+        apply_tail<Ops>(b, x + i, y + i, rem, s, a.scaled);
+        std::size_t col = 0;
+        accumulate_run<E>(y + i, rem, sums + k, col, rem);
+    }
+}
+
 }  // namespace
 }  // namespace FASTDROPOUT_ISA
 }  // namespace fastdropout

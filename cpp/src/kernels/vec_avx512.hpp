@@ -392,6 +392,59 @@ FASTDROPOUT_INLINE void alpha64_f32(std::uint64_t b, const float* x, float* y, f
         put64<kStream>(y + 16 * j, _mm512_castps_si512(_mm512_mask_mov_ps(vd, k, t)));
     }
 }
+
+// grad_x of dropout_add_backward and its grad_bias sums (docs/spec.md section 9) in
+// registers, for 64 columns over consecutive rows: SumRegs64 holds the 64 float64 sums,
+// and each row's group is computed, stored (streamed when kStream, y 64-byte aligned)
+// and added from the same registers, without reading y back. The sum is the first
+// operand of every addition, so a NaN sum stays itself (x86 returns the first NaN
+// source), which is add_keeping_nan's rule: every NaN a sum can hold is already quiet
+// (an addition's result, or a value widened by vcvtps2pd, which quiets).
+#define FASTDROPOUT_VEC_SUM_REGS64 1
+FASTDROPOUT_INLINE __m512d add_first_nan_pd(__m512d a, __m512d b) {
+    __m512d r;
+    __asm__("vaddpd %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
+    return r;
+}
+struct SumRegs64 {
+    __m512d v[8];
+    FASTDROPOUT_INLINE explicit SumRegs64(const double* acc) {
+        for (int j = 0; j < 8; ++j) {
+            v[j] = _mm512_loadu_pd(acc + 8 * j);
+        }
+    }
+    FASTDROPOUT_INLINE void store(double* acc) const {
+        for (int j = 0; j < 8; ++j) {
+            _mm512_storeu_pd(acc + 8 * j, v[j]);
+        }
+    }
+};
+template <bool kStream>
+FASTDROPOUT_INLINE void apply_sum64(std::uint64_t b, const float* x, float* y, float s,
+                                    bool scaled, SumRegs64& sums) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int j = 0; j < 4; ++j) {
+        const auto k = static_cast<__mmask16>(b >> (16 * j));
+        const __m512 v = _mm512_loadu_ps(x + 16 * j);
+        const __m512 t = scaled ? _mm512_maskz_mul_ps(k, v, vs) : _mm512_maskz_mov_ps(k, v);
+        put64<kStream>(y + 16 * j, _mm512_castps_si512(t));
+        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1));
+        sums.v[2 * j] = add_first_nan_pd(sums.v[2 * j], _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
+        sums.v[2 * j + 1] = add_first_nan_pd(sums.v[2 * j + 1], _mm512_cvtps_pd(hi));
+    }
+}
+template <bool kStream>
+FASTDROPOUT_INLINE void apply_sum64(std::uint64_t b, const double* x, double* y, double s,
+                                    bool scaled, SumRegs64& sums) {
+    const __m512d vs = _mm512_set1_pd(s);
+    for (int j = 0; j < 8; ++j) {
+        const auto k = static_cast<__mmask8>(b >> (8 * j));
+        const __m512d v = _mm512_loadu_pd(x + 8 * j);
+        const __m512d t = scaled ? _mm512_maskz_mul_pd(k, v, vs) : _mm512_maskz_mov_pd(k, v);
+        put64<kStream>(y + 8 * j, _mm512_castpd_si512(t));
+        sums.v[j] = add_first_nan_pd(sums.v[j], t);
+    }
+}
 #endif
 
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
