@@ -42,7 +42,6 @@ struct SumCtx {
     std::size_t rows;
     std::size_t ncols;
     double* acc;
-    std::size_t esize;
     std::size_t rot;        // the threads split rotated columns u = (c + rot) mod ncols
     std::size_t band_rows;  // whole rows per band kernel call
     std::size_t tile;       // columns per tile (at most kTileColumns unless `wide`)
@@ -65,8 +64,7 @@ constexpr std::size_t kSweepColumns = std::size_t{1} << 16;
 // stored once per row would leave L1 (rows of 2048-16384: 1.1-1.6x faster in bands).
 constexpr std::size_t kBandRows = 8;
 
-// Rotated columns [u0, u1) (at most kTileColumns, or every column when in place)
-// summed into `sums`, whose element j is rotated column u0 + j. In memory, rotated row
+// Rotated columns [u0, u1) (a tile) summed into `sums`, whose element j is rotated column u0 + j. In memory, rotated row
 // r of those columns is the flat range starting at r * ncols + u0 - rot: with rot > 0
 // the first rot rotated columns are the last columns of the row before, so rotated
 // rows run from 0 to rows inclusive, clipped to the array. Rows the array clips go
@@ -101,7 +99,8 @@ void sum_tile(const SumCtx* c, std::size_t u0, std::size_t u1, double* sums) {
 
 // A thread's block of rotated columns [u0, u1). Each tile is summed into
 // accumulators of the thread's own (64-byte aligned, on its stack), copied in and
-// back once: threads never write to one cache line of the sums.
+// back once: threads never write to one cache line of the sums. One thread sums every
+// column in one tile: in acc itself, or in a rotated copy.
 void sum_columns(void* ctx, std::size_t, std::size_t u0, std::size_t u1) {
     const auto* c = static_cast<const SumCtx*>(ctx);
     if (c->wide == c->acc) {
@@ -183,7 +182,7 @@ void run_apply_sum(const KernelTable& table, Dtype dt, const ApplyArgs& a, std::
     }
     ApplyArgs s = a;
     s.stream_stores = whole_lines && n * esize >= stream_threshold();
-    SumCtx ctx{&s, &table, dt, n / ncols, ncols, acc, esize, rot, kBandRows, kTileColumns, nullptr};
+    SumCtx ctx{&s, &table, dt, n / ncols, ncols, acc, rot, kBandRows, kTileColumns, nullptr};
     // One thread sweeps whole rows in memory order, its sums in acc itself, or (rows
     // rotated to stream) in a rotated copy of acc while that stays in L2 (wider rows
     // go tile by tile).

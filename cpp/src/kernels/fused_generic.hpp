@@ -647,6 +647,21 @@ FASTDROPOUT_INLINE void sum_band_group(const ApplyArgs& a, std::size_t i0, std::
         }
         regs.store(sums);
         return;
+    } else if constexpr (std::is_same<typename E::C, float>::value) {  // the 16-bit types
+        const typename Ops::S s = Ops::scale_of(a.scale);
+        SumRegs64 regs(sums);
+        for (std::size_t r = 0, i = i0; r < rows; ++r, i += stride) {
+            alignas(64) T out[64];
+            T* dst = kStream ? out : y + i;
+            apply_group<Ops>(bits_at(i), x + i, dst, s, a.scaled);
+            if (kStream) {
+                stream_store(y + i, out, sizeof out);
+            }
+            typename E::C wide[64];
+            regs.add(E::in(dst, wide));
+        }
+        regs.store(sums);
+        return;
     }
 #endif
     const typename Ops::S s = Ops::scale_of(a.scale);

@@ -418,6 +418,12 @@ struct SumRegs64 {
             _mm512_storeu_pd(acc + 8 * j, v[j]);
         }
     }
+    // 64 float32 values (the 16-bit types' grad_x, widened) added, column k to sum k.
+    FASTDROPOUT_INLINE void add(const float* c) {
+        for (int j = 0; j < 8; ++j) {
+            v[j] = add_first_nan_pd(v[j], _mm512_cvtps_pd(_mm256_loadu_ps(c + 8 * j)));
+        }
+    }
 };
 template <bool kStream>
 FASTDROPOUT_INLINE void apply_sum64(std::uint64_t b, const float* x, float* y, float s,
