@@ -60,8 +60,9 @@ constexpr std::size_t kSweepColumns = std::size_t{1} << 16;
 // 1.3-1.8x as fast as row after row on a Zen 4 guest (2 threads, 2**24 float32 in
 // rows of 1024 and 4096; bands of 4-16 rows alike). One thread sweeps whole rows: row
 // after row while its sums take at most a quarter of L1 (rows of 512 and 1024 float32
-// took 2x as long in bands of 8), in bands of 8 beyond that, where the sums loaded and
-// stored once per row would leave L1 (rows of 2048-16384: 1.1-1.6x faster in bands).
+// took 1.3-2.3x as long in bands of 8), in bands of 8 beyond that, where the sums
+// loaded and stored once per row would leave L1 (rows of 2048-16384: 1.1-1.7x as
+// fast in bands). README "Performance", "dropout_add_backward's grad_bias".
 constexpr std::size_t kBandRows = 8;
 
 // Rotated columns [u0, u1) (a tile) summed into `sums`, whose element j is rotated column u0 + j. In memory, rotated row
