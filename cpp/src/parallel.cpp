@@ -229,10 +229,6 @@ std::uint64_t read_bits64(const std::uint8_t* p, std::size_t pos) {
     return v;
 }
 
-// pat[0 .. pattern_bits) = mask bits m0 .. m0 + period - 1, repeated (pattern_bits is a
-// multiple of period). The period is first laid out bit by bit, once and then 64
-// bits past its end, in `ext`; every 64-bit word of the pattern is then one
-// unaligned read from ext at the word's phase within the period.
 // Sets bits [pos, pos + count) of d.
 void set_bits(std::uint8_t* d, std::size_t pos, std::size_t count) {
     while (count > 0) {
@@ -259,6 +255,15 @@ std::uint64_t read_bits_upto56(const std::uint8_t* bits, std::uint64_t pos, std:
     return (v >> sh) & ((std::uint64_t{1} << count) - 1);
 }
 
+// A channels_last pattern holds this many bits past its last period, repeating it,
+// so that a run may end past the pattern's end, on a line of the output (walk_mask).
+constexpr std::size_t kPatternSlackBits = 64;
+
+// pat[0 .. pattern_bits + kPatternSlackBits) = mask bits m0 .. m0 + period - 1,
+// repeated (pattern_bits is a multiple of period). The period is first laid out bit
+// by bit, once and then 64 bits past its end, in `ext`; every 64-bit word of the
+// pattern is then one unaligned read from ext at the word's phase within the period.
+
 void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t period,
                    std::size_t pattern_bits, std::uint8_t* ext, std::uint8_t* pat) {
     const std::size_t ext_bits = period + 64;
@@ -277,7 +282,7 @@ void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t perio
             r = 0;
         }
     }
-    for (std::size_t w = 0, r = 0; w * 64 < pattern_bits; ++w) {
+    for (std::size_t w = 0, r = 0; w * 64 < pattern_bits + kPatternSlackBits; ++w) {
         const std::uint64_t v = read_bits64(ext, r);
         r = (r + 64) % period;  // (w * 64) % period
         for (std::size_t k = 0; k < 8; ++k) {
@@ -592,10 +597,15 @@ namespace {
 // The layout walk of a (possibly broadcast) mask over C-contiguous data of shape
 // `dims`: seg(run, begin, end) for runs of elements whose decisions are given by
 // `run`. Threads split the elements as parallel_chunks does; each calls chunk_end()
-// after the last run of its chunk.
+// after the last run of its chunk. line_elems (0: no preference) and line_skew say
+// where the output's cache lines start (element i starts one when i % line_elems ==
+// line_skew): runs the walk may cut anywhere (channels_last patterns) are then cut
+// there, so that streamed runs meet on line boundaries instead of sharing a line
+// that both write with normal stores.
 template <class Seg, class End = NoChunkEnd>
 void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& broadcast,
-               const std::uint8_t* bits, const Seg& seg, const End& chunk_end = End{}) {
+               const std::uint8_t* bits, const Seg& seg, const End& chunk_end = End{},
+               std::size_t line_elems = 0, std::size_t line_skew = 0) {
     std::size_t n = 1;
     for (std::size_t d : dims) {
         n *= d;
@@ -705,7 +715,7 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
     // region can throw.
     // Small calls use a buffer on the stack (an allocation costs as much as them).
     const std::size_t nt = plan_threads(n);
-    const std::size_t pat_bytes = (pattern_bits / 8 + 8 + 7) / 8 * 8;
+    const std::size_t pat_bytes = (pattern_bits / 8 + kPatternSlackBits / 8 + 8 + 7) / 8 * 8;
     const std::size_t ext_bytes = ((period + 64) / 8 + 16 + 7) / 8 * 8;
     alignas(8) std::uint8_t local[1024];
     std::vector<std::uint8_t> heap;
@@ -727,7 +737,13 @@ void walk_mask(const std::vector<std::size_t>& dims, const std::vector<bool>& br
                 built_for = item;
             }
             const std::size_t phase = w % pattern_bits;
-            const std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
+            std::size_t len = std::min({unit - w, e - i, pattern_bits - phase});
+            if (line_elems != 0 && len == pattern_bits - phase) {
+                // on to the next line start: the pattern holds 64 bits more
+                const std::size_t to_line = (line_skew + line_elems - (i + len) % line_elems) %
+                                            line_elems;
+                len = std::min({len + to_line, unit - w, e - i});
+            }
             const MaskRun run{pat, phase - i, RunKind::kBits, e};  // mod 2**64 on purpose
             seg(run, i, i + len);
             i += len;
@@ -783,6 +799,11 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
             store_fence();
         }
     };
+    // Streamed outputs: where y's lines start, for the walk to cut its runs there.
+    const auto y_addr = reinterpret_cast<std::uintptr_t>(a.y);
+    const bool lines = a.stream_stores && y_addr % esize == 0;
+    const std::size_t line_elems = lines ? 64 / esize : 0;
+    const std::size_t line_skew = lines ? (64 - y_addr % 64) % 64 / esize : 0;
     walk_mask(dims, broadcast, a.bits, [&](const MaskRun& run, std::size_t b, std::size_t e) {
         if (run.kind == RunKind::kAllDropped) {  // a dropped feature map: zeros, x unread
             if (a.stream_stores) {
@@ -798,7 +819,7 @@ void run_apply(const KernelTable& table, Dtype dt, const ApplyArgs& a_in,
         args.bit0 = run.bit0;
         args.prefetch_end = run.ahead_end;
         apply(args, b, e);
-    }, chunk_end);
+    }, chunk_end, line_elems, line_skew);
 }
 
 void run_apply_dense(const KernelTable& table, Dtype dt, const ApplyArgs& a_in, std::size_t n) {

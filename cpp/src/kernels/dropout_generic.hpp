@@ -395,17 +395,6 @@ struct OpsBF16 {  // bfloat16 travels as its bit pattern (docs/spec.md section 8
     }
 };
 
-// Fewer than 64 elements: one at a time. Dropped elements get all-zero bits (+0.0).
-template <class Ops>
-FASTDROPOUT_INLINE void apply_tail(std::uint64_t b, const typename Ops::T* x, typename Ops::T* y,
-                                   std::size_t count, typename Ops::S s, bool scaled) {
-    using T = typename Ops::T;
-    for (std::size_t k = 0; k < count; ++k) {
-        const T v = x[k];
-        y[k] = ((b >> k) & 1u) ? (scaled ? Ops::mul1(v, s) : v) : T(0);
-    }
-}
-
 template <class Ops>
 FASTDROPOUT_INLINE void apply_group(std::uint64_t b, const typename Ops::T* x, typename Ops::T* y,
                                     typename Ops::S s, bool scaled) {
@@ -414,6 +403,31 @@ FASTDROPOUT_INLINE void apply_group(std::uint64_t b, const typename Ops::T* x, t
     } else {
         Ops::select64(b, x, y);
     }
+}
+
+// Fewer than 64 elements. Dropped elements get all-zero bits (+0.0). A few go one at
+// a time; more go through the group kernel on a zero-padded copy in L1, which gives
+// the same bits for less: one at a time, a float16 product without AVX512-FP16
+// converts in software. (Streamed spatial runs have a head and a tail each when the
+// output is not line-aligned, as NumPy's large arrays are not.)
+constexpr std::size_t kTailOneByOne = 8;
+
+template <class Ops>
+FASTDROPOUT_INLINE void apply_tail(std::uint64_t b, const typename Ops::T* x, typename Ops::T* y,
+                                   std::size_t count, typename Ops::S s, bool scaled) {
+    using T = typename Ops::T;
+    if (count < kTailOneByOne) {
+        for (std::size_t k = 0; k < count; ++k) {
+            const T v = x[k];
+            y[k] = ((b >> k) & 1u) ? (scaled ? Ops::mul1(v, s) : v) : T(0);
+        }
+        return;
+    }
+    alignas(64) T in[64] = {};
+    alignas(64) T out[64];
+    std::memcpy(in, x, count * sizeof(T));
+    apply_group<Ops>(b, in, out, s, scaled);
+    std::memcpy(y, out, count * sizeof(T));
 }
 
 // ---- kernels --------------------------------------------------------------------------
