@@ -263,12 +263,21 @@ FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, st
 #endif
 
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
-// sum that is NaN keeps its NaN; any other sum adds the widened value.
+// sum that is NaN keeps its NaN; any other sum adds the widened value. With GCC and
+// Clang the sum is the first operand of a vaddpd held in order by an asm statement
+// (x86 returns the first NaN source, and every NaN a sum holds is already quiet: an
+// addition's result), which replaces the compare and blend.
 #define FASTDROPOUT_VEC_ACCUMULATE64 1
 FASTDROPOUT_INLINE void accumulate4(double* acc, __m256d v) {
     const __m256d a = _mm256_loadu_pd(acc);
+#if defined(__GNUC__)
+    __m256d r;
+    __asm__("vaddpd %2, %1, %0" : "=x"(r) : "x"(a), "x"(v));
+    _mm256_storeu_pd(acc, r);
+#else
     const __m256d nan = _mm256_cmp_pd(a, a, _CMP_UNORD_Q);
     _mm256_storeu_pd(acc, _mm256_blendv_pd(_mm256_add_pd(a, v), a, nan));
+#endif
 }
 FASTDROPOUT_INLINE void accumulate64(double* acc, const float* c) {
     for (int j = 0; j < 16; ++j) {
