@@ -263,7 +263,6 @@ constexpr std::size_t kPatternSlackBits = 64;
 // repeated (pattern_bits is a multiple of period). The period is first laid out bit
 // by bit, once and then 64 bits past its end, in `ext`; every 64-bit word of the
 // pattern is then one unaligned read from ext at the word's phase within the period.
-
 void build_pattern(const std::uint8_t* bits, std::uint64_t m0, std::size_t period,
                    std::size_t pattern_bits, std::uint8_t* ext, std::uint8_t* pat) {
     const std::size_t ext_bits = period + 64;
