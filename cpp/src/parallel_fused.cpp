@@ -65,11 +65,12 @@ constexpr std::size_t kSweepColumns = std::size_t{1} << 16;
 // fast in bands). README "Performance", "dropout_add_backward's grad_bias".
 constexpr std::size_t kBandRows = 8;
 
-// Rotated columns [u0, u1) (a tile) summed into `sums`, whose element j is rotated column u0 + j. In memory, rotated row
-// r of those columns is the flat range starting at r * ncols + u0 - rot: with rot > 0
-// the first rot rotated columns are the last columns of the row before, so rotated
-// rows run from 0 to rows inclusive, clipped to the array. Rows the array clips go
-// through the sweep kernel one by one; whole ones through the band kernel.
+// Rotated columns [u0, u1) (a tile) summed into `sums`, whose element j is rotated
+// column u0 + j. In memory, rotated row r of those columns is the flat range
+// starting at r * ncols + u0 - rot: with rot > 0 the first rot rotated columns are
+// the last columns of the row before, so rotated rows run from 0 to rows inclusive,
+// clipped to the array. Rows the array clips go through the sweep kernel one by one;
+// whole ones through the band kernel.
 void sum_tile(const SumCtx* c, std::size_t u0, std::size_t u1, double* sums) {
     const std::size_t n = c->rows * c->ncols;
     const std::size_t width = u1 - u0;
