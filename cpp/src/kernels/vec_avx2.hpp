@@ -260,6 +260,63 @@ FASTDROPOUT_INLINE void alpha64_bf16(std::uint64_t b, const std::uint16_t* x, st
         put32<kStream>(y + 16 * j, _mm256_blendv_epi8(vd, packed, keep));
     }
 }
+// The same two kernels in float16: 8 elements per register, widened with vcvtph2ps
+// (exact) and each operation's float32 result rounded with vcvtps2ph (nearest even,
+// NumPy's float16 operation: see vec_avx512.hpp) and widened back where another
+// operation follows.
+#define FASTDROPOUT_VEC_F16_FUSED64 1
+FASTDROPOUT_INLINE __m256 f16_load8(const std::uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+FASTDROPOUT_INLINE __m128i f16_narrow8(__m256 v) {
+    return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+FASTDROPOUT_INLINE __m256 f16_round_f32(__m256 v) { return _mm256_cvtph_ps(f16_narrow8(v)); }
+FASTDROPOUT_INLINE __m256i f16_join(__m128i low, __m128i high) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(low), high, 1);
+}
+// y = residual + (keep ? (x + bias) * s : +0.0) for 64 elements, each operation rounded
+// to float16 (no "+ bias" when bias is null, no "* s" when !scaled).
+template <bool kStream = false>
+FASTDROPOUT_INLINE void add64_f16(std::uint64_t b, const std::uint16_t* x,
+                                  const std::uint16_t* bias, const std::uint16_t* r,
+                                  std::uint16_t* y, float s, bool scaled) {
+    const __m256 vs = _mm256_set1_ps(s);
+    for (int j = 0; j < 4; ++j) {
+        __m128i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const int e = 16 * j + 8 * h;
+            __m256 t = f16_load8(x + e);
+            if (bias != nullptr) {
+                t = f16_round_f32(add_first_nan_ps(t, f16_load8(bias + e)));
+            }
+            if (scaled) {
+                t = f16_round_f32(_mm256_mul_ps(t, vs));
+            }
+            // +0.0 where dropped
+            t = _mm256_and_ps(t, _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> e) & 0xffu)));
+            half[h] = f16_narrow8(add_first_nan_ps(f16_load8(r + e), t));
+        }
+        put32<kStream>(y + 16 * j, f16_join(half[0], half[1]));
+    }
+}
+// y = keep ? (x * A) + B : D for 64 elements, two float16 roundings; d is D's bits.
+template <bool kStream = false>
+FASTDROPOUT_INLINE void alpha64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                    float coef_a, float coef_b, std::uint16_t d) {
+    const __m256 va = _mm256_set1_ps(coef_a);
+    const __m256 vb = _mm256_set1_ps(coef_b);
+    const __m256i vd = _mm256_set1_epi16(static_cast<short>(d));
+    for (int j = 0; j < 4; ++j) {
+        __m128i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const __m256 t = f16_round_f32(_mm256_mul_ps(f16_load8(x + 16 * j + 8 * h), va));
+            half[h] = f16_narrow8(_mm256_add_ps(t, vb));
+        }
+        const __m256i keep = lanes16(static_cast<std::uint32_t>(b >> (16 * j)) & 0xffffu);
+        put32<kStream>(y + 16 * j, _mm256_blendv_epi8(vd, f16_join(half[0], half[1]), keep));
+    }
+}
 #endif
 
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a

@@ -393,6 +393,66 @@ FASTDROPOUT_INLINE void alpha64_f32(std::uint64_t b, const float* x, float* y, f
     }
 }
 
+#if !defined(__AVX512FP16__)
+// The same two kernels in float16, for the level without float16 arithmetic: 16
+// elements per register, widened with vcvtph2ps (exact), and each operation's float32
+// result rounded to float16 with vcvtps2ph (nearest even: float32 carries more than
+// 2 * 11 + 2 bits, so this is NumPy's float16 operation) and widened back where
+// another operation follows. A NaN comes out quieted with its top payload bits. These
+// are the instructions fused_generic.hpp's buffered float16 path runs, on 64 values
+// at a time in L1; here they stay in registers, and y can be streamed.
+#define FASTDROPOUT_VEC_F16_FUSED64 1
+FASTDROPOUT_INLINE __m512 f16_load16(const std::uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+FASTDROPOUT_INLINE __m256i f16_narrow16(__m512 v) {
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+FASTDROPOUT_INLINE __m512 f16_round_f32(__m512 v) { return _mm512_cvtph_ps(f16_narrow16(v)); }
+FASTDROPOUT_INLINE __m512i f16_join(__m256i low, __m256i high) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+}
+// y = residual + (keep ? (x + bias) * s : +0.0) for 64 elements, each operation rounded
+// to float16 (no "+ bias" when bias is null, no "* s" when !scaled).
+template <bool kStream = false>
+FASTDROPOUT_INLINE void add64_f16(std::uint64_t b, const std::uint16_t* x,
+                                  const std::uint16_t* bias, const std::uint16_t* r,
+                                  std::uint16_t* y, float s, bool scaled) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int j = 0; j < 2; ++j) {
+        __m256i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const int e = 32 * j + 16 * h;
+            __m512 t = f16_load16(x + e);
+            if (bias != nullptr) {
+                t = f16_round_f32(add_first_nan_ps(t, f16_load16(bias + e)));
+            }
+            const auto k = static_cast<__mmask16>(b >> e);
+            t = scaled ? f16_round_f32(_mm512_maskz_mul_ps(k, t, vs)) : _mm512_maskz_mov_ps(k, t);
+            half[h] = f16_narrow16(add_first_nan_ps(f16_load16(r + e), t));
+        }
+        put64<kStream>(y + 32 * j, f16_join(half[0], half[1]));
+    }
+}
+// y = keep ? (x * A) + B : D for 64 elements, two float16 roundings; d is D's bits.
+template <bool kStream = false>
+FASTDROPOUT_INLINE void alpha64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
+                                    float coef_a, float coef_b, std::uint16_t d) {
+    const __m512 va = _mm512_set1_ps(coef_a);
+    const __m512 vb = _mm512_set1_ps(coef_b);
+    const __m512i vd = _mm512_set1_epi16(static_cast<short>(d));
+    for (int j = 0; j < 2; ++j) {
+        __m256i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const __m512 t = f16_round_f32(_mm512_mul_ps(f16_load16(x + 32 * j + 16 * h), va));
+            half[h] = f16_narrow16(_mm512_add_ps(t, vb));
+        }
+        const auto k = static_cast<__mmask32>(b >> (32 * j));
+        put64<kStream>(y + 32 * j, _mm512_mask_mov_epi16(vd, k, f16_join(half[0], half[1])));
+    }
+}
+#endif
+
 // grad_x of dropout_add_backward and its grad_bias sums (docs/spec.md section 9) in
 // registers, for 64 columns over consecutive rows: SumRegs64 holds the 64 float64 sums,
 // and each row's group is computed, stored (streamed when kStream, y 64-byte aligned)
