@@ -234,6 +234,11 @@ constexpr bool in_registers() {
         return true;
     }
 #endif
+#if defined(FASTDROPOUT_VEC_F64_FUSED64)
+    if (std::is_same<E, EF64>::value) {
+        return true;
+    }
+#endif
     return false;
 }
 
@@ -268,6 +273,14 @@ FASTDROPOUT_INLINE void add_group(std::uint64_t b, const FusedArgs& a, std::size
         T tb[64];
         const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
         add64_f16<kStream>(b, x, bias, r, y, static_cast<float>(a.scale), a.scaled);
+        return;
+    }
+#endif
+#if defined(FASTDROPOUT_VEC_F64_FUSED64)
+    if constexpr (std::is_same<E, EF64>::value) {  // in registers (vec_<isa>.hpp)
+        T tb[64];
+        const T* bias = a.bias != nullptr ? bias_bits_at<E>(a, col, tb) : nullptr;
+        add64_f64<kStream>(b, x, bias, r, y, a.scale, a.scaled);
         return;
     }
 #endif
@@ -320,6 +333,12 @@ FASTDROPOUT_INLINE void alpha_group(std::uint64_t b, const FusedArgs& a,
     if constexpr (std::is_same<E, EF16>::value) {  // in registers (vec_<isa>.hpp)
         alpha64_f16<kStream>(b, x, y, static_cast<float>(a.scale), static_cast<float>(a.shift),
                              float_to_half_bits(dvec[0]));
+        return;
+    }
+#endif
+#if defined(FASTDROPOUT_VEC_F64_FUSED64)
+    if constexpr (std::is_same<E, EF64>::value) {  // in registers (vec_<isa>.hpp)
+        alpha64_f64<kStream>(b, x, y, a.scale, a.shift, dvec[0]);
         return;
     }
 #endif

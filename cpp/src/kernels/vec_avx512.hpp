@@ -511,6 +511,36 @@ FASTDROPOUT_INLINE void apply_sum64(std::uint64_t b, const double* x, double* y,
         sums.v[j] = add_first_nan_pd(sums.v[j], t);
     }
 }
+// The fused float64 kernels (docs/spec.md sections 9 and 10), as add64_f32 and
+// alpha64_f32 above: 8 elements per register, every operation a float64 one.
+#define FASTDROPOUT_VEC_F64_FUSED64 1
+template <bool kStream = false>
+FASTDROPOUT_INLINE void add64_f64(std::uint64_t b, const double* x, const double* bias,
+                                  const double* r, double* y, double s, bool scaled) {
+    const __m512d vs = _mm512_set1_pd(s);
+    for (int j = 0; j < 8; ++j) {
+        __m512d t = _mm512_loadu_pd(x + 8 * j);
+        if (bias != nullptr) {
+            t = add_first_nan_pd(t, _mm512_loadu_pd(bias + 8 * j));
+        }
+        const auto k = static_cast<__mmask8>(b >> (8 * j));
+        t = scaled ? _mm512_maskz_mul_pd(k, t, vs) : _mm512_maskz_mov_pd(k, t);
+        put64<kStream>(y + 8 * j,
+                       _mm512_castpd_si512(add_first_nan_pd(_mm512_loadu_pd(r + 8 * j), t)));
+    }
+}
+template <bool kStream = false>
+FASTDROPOUT_INLINE void alpha64_f64(std::uint64_t b, const double* x, double* y, double coef_a,
+                                    double coef_b, double d) {
+    const __m512d va = _mm512_set1_pd(coef_a);
+    const __m512d vb = _mm512_set1_pd(coef_b);
+    const __m512d vd = _mm512_set1_pd(d);
+    for (int j = 0; j < 8; ++j) {
+        const __m512d t = _mm512_add_pd(_mm512_mul_pd(_mm512_loadu_pd(x + 8 * j), va), vb);
+        const auto k = static_cast<__mmask8>(b >> (8 * j));
+        put64<kStream>(y + 8 * j, _mm512_castpd_si512(_mm512_mask_mov_pd(vd, k, t)));
+    }
+}
 #endif
 
 // 64 column sums advanced by one row (the grad_bias pass, docs/spec.md section 9): a
