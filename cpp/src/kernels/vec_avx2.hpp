@@ -105,12 +105,19 @@ FASTDROPOUT_INLINE void select64_f64(std::uint64_t b, const double* x, double* y
 FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
                                     float s) {
     const __m256 vs = _mm256_set1_ps(s);
-    for (int j = 0; j < 8; ++j) {
-        const __m256 m = _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> (8 * j)) & 0xffu));
-        const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 8 * j)));
-        const __m256 r = _mm256_and_ps(_mm256_mul_ps(v, vs), m);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 8 * j),
-                         _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    // two narrowed halves stored as one 32-byte register (see vec_avx512.hpp: a wider
+    // load of two narrower stores is not forwarded)
+    for (int j = 0; j < 4; ++j) {
+        __m128i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const int e = 16 * j + 8 * h;
+            const __m256 m = _mm256_castsi256_ps(lanes32(static_cast<std::uint32_t>(b >> e) & 0xffu));
+            const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + e)));
+            half[h] = _mm256_cvtps_ph(_mm256_and_ps(_mm256_mul_ps(v, vs), m),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
+                            _mm256_inserti128_si256(_mm256_castsi128_si256(half[0]), half[1], 1));
     }
 }
 FASTDROPOUT_INLINE void select64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y) {

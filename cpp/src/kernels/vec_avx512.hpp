@@ -160,17 +160,26 @@ FASTDROPOUT_INLINE void accumulate64(double* acc, const _Float16* c) {
 }
 #else
 // float16: widen (exact), multiply in float32 (exact for two halves), narrow once
-// with round-to-nearest-even: NumPy's float16 product, bit for bit.
+// with round-to-nearest-even: NumPy's float16 product, bit for bit. Two narrowed
+// halves are joined and stored as one 64-byte register: the streaming loops read
+// their group back from an L1 buffer in 64-byte loads, and a load that spans two
+// narrower stores cannot be forwarded from the store buffer (it waits for both to
+// reach L1).
 FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std::uint16_t* y,
                                     float s) {
     const __m512 vs = _mm512_set1_ps(s);
-    for (int j = 0; j < 4; ++j) {
-        const auto k = static_cast<__mmask16>(b >> (16 * j));
-        const __m512 v =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16 * j)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 16 * j),
-                            _mm512_cvtps_ph(_mm512_maskz_mul_ps(k, v, vs),
-                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int j = 0; j < 2; ++j) {
+        __m256i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const int e = 32 * j + 16 * h;
+            const auto k = static_cast<__mmask16>(b >> e);
+            const __m512 v =
+                _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + e)));
+            half[h] = _mm512_cvtps_ph(_mm512_maskz_mul_ps(k, v, vs),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        }
+        _mm512_storeu_si512(y + 32 * j,
+                            _mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1));
     }
 }
 #endif
