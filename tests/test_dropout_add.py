@@ -426,25 +426,34 @@ def test_grad_bias_column_splits(
     assert_same(gb, rb)
 
 
+# -NaN with payload 1, +NaN with payload 2, +inf, as bit patterns of each dtype
+NAN_BITS = {
+    "float16": (np.uint16, 0xFE01, 0x7E02, 0x7C00),
+    "float32": (np.uint32, 0xFFC00001, 0x7FC00002, 0x7F800000),
+    "float64": (np.uint64, 0xFFF8000000000001, 0x7FF8000000000002, 0x7FF0000000000000),
+    "bfloat16": (np.uint16, 0xFFC1, 0x7FC2, 0x7F80),
+}
+
+
 @pytest.mark.parametrize("rows", [6, 1100])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("broadcast_axes", [None, 0])
 def test_grad_bias_keeps_the_first_nan(
     native: Any, simd: str, stream_all: bool, broadcast_axes: Any, dtype: Any, rows: int
 ) -> None:
     """A column meeting NaNs of different signs and payloads keeps the first one
     (docs/spec.md section 9), on every SIMD level, thread count and mask kind, in
-    the register forms (float32, float64; one row at a time or in bands across
-    threads) and the tail columns after them."""
+    the register forms (every dtype; one row at a time or in bands across threads)
+    and the tail columns after them."""
     del simd, stream_all
     from _util import core
 
     g = np.ones((rows, 130), dtype)
-    wide = np.dtype(dtype).itemsize == 8
-    u = g.view(np.uint64 if wide else np.uint32)
-    u[1, :] = 0xFFF8000000000001 if wide else 0xFFC00001  # -NaN, payload 1
-    u[3, :] = 0x7FF8000000000002 if wide else 0x7FC00002  # +NaN, payload 2
-    u[4, ::2] = 0x7FF0000000000000 if wide else 0x7F800000  # +inf after the NaNs
+    utype, neg_nan, pos_nan, inf = NAN_BITS[DTYPE_IDS[DTYPES.index(dtype)]]
+    u = g.view(utype)
+    u[1, :] = neg_nan
+    u[3, :] = pos_nan
+    u[4, ::2] = inf  # after the NaNs
     m = native.dropout(g, 0.0, seed=1, return_mask=True, broadcast_axes=broadcast_axes)[1]
     want = reference.dropout_add_backward(g, m, bias=True)[2]
     assert (want.view(u.dtype) == u[1, 0]).all()

@@ -686,7 +686,23 @@ FASTDROPOUT_INLINE void sum_band_group(const ApplyArgs& a, std::size_t i0, std::
         }
         regs.store(sums);
         return;
-    } else if constexpr (std::is_same<typename E::C, float>::value) {  // the 16-bit types
+    }
+#if defined(FASTDROPOUT_VEC_F16_SUM64)
+    if constexpr (std::is_same<E, EF16>::value) {
+        SumRegs64 regs(sums);
+        for (std::size_t r = 0, i = i0; r < rows; ++r, i += stride) {
+            apply_sum64_f16<kStream>(bits_at(i), x + i, y + i, static_cast<float>(a.scale),
+                                     a.scaled, regs);
+        }
+        regs.store(sums);
+        return;
+    }
+#endif
+    if constexpr (std::is_same<E, EBF16>::value) {
+        // bfloat16 through L1: its group computed (scale64_bf16), then widened from
+        // memory (widen64_bf16) and added. A register form like float16's ran 1.1-1.3x
+        // slower here (README): widening from a register costs shuffles where this
+        // costs loads.
         const typename Ops::S s = Ops::scale_of(a.scale);
         SumRegs64 regs(sums);
         for (std::size_t r = 0, i = i0; r < rows; ++r, i += stride) {

@@ -487,7 +487,7 @@ struct SumRegs64 {
             _mm512_storeu_pd(acc + 8 * j, v[j]);
         }
     }
-    // 64 float32 values (the 16-bit types' grad_x, widened) added, column k to sum k.
+    // 64 float32 values (bfloat16's grad_x, widened) added, column k to sum k.
     FASTDROPOUT_INLINE void add(const float* c) {
         for (int j = 0; j < 8; ++j) {
             v[j] = add_first_nan_pd(v[j], _mm512_cvtps_pd(_mm256_loadu_ps(c + 8 * j)));
@@ -520,6 +520,38 @@ FASTDROPOUT_INLINE void apply_sum64(std::uint64_t b, const double* x, double* y,
         sums.v[j] = add_first_nan_pd(sums.v[j], t);
     }
 }
+#if !defined(__AVX512FP16__)
+// float16's grad_x and sums in registers, 32 elements per register: each half of 16
+// is computed as scale64_f16 computes it (select64_f16's zeroing when !scaled),
+// stored from the register, and its narrowed values widened again (vcvtph2ps, as
+// widen64_f16 widens them) and added as float64, without the trips through L1 buffers
+// of apply_group and a widening pass: the same instructions on the same values.
+#define FASTDROPOUT_VEC_F16_SUM64 1
+template <bool kStream>
+FASTDROPOUT_INLINE void apply_sum64_f16(std::uint64_t b, const std::uint16_t* x,
+                                        std::uint16_t* y, float s, bool scaled,
+                                        SumRegs64& sums) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int j = 0; j < 2; ++j) {
+        __m256i half[2];
+        for (int h = 0; h < 2; ++h) {
+            const int e = 32 * j + 16 * h;
+            const auto k = static_cast<__mmask16>(b >> e);
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + e));
+            half[h] = scaled ? f16_narrow16(_mm512_maskz_mul_ps(k, _mm512_cvtph_ps(v), vs))
+                             : _mm256_maskz_mov_epi16(k, v);
+        }
+        put64<kStream>(y + 32 * j, f16_join(half[0], half[1]));
+        for (int h = 0; h < 2; ++h) {
+            const __m512 w = _mm512_cvtph_ps(half[h]);
+            const __m256 top = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1));
+            const int r = 4 * j + 2 * h;
+            sums.v[r] = add_first_nan_pd(sums.v[r], _mm512_cvtps_pd(_mm512_castps512_ps256(w)));
+            sums.v[r + 1] = add_first_nan_pd(sums.v[r + 1], _mm512_cvtps_pd(top));
+        }
+    }
+}
+#endif
 // The fused float64 kernels (docs/spec.md sections 9 and 10), as add64_f32 and
 // alpha64_f32 above: 8 elements per register, every operation a float64 one.
 #define FASTDROPOUT_VEC_F64_FUSED64 1
