@@ -443,8 +443,9 @@ def test_grad_bias_keeps_the_first_nan(
 ) -> None:
     """A column meeting NaNs of different signs and payloads keeps the first one
     (docs/spec.md section 9), on every SIMD level, thread count and mask kind, in
-    the register forms (every dtype; one row at a time or in bands across threads)
-    and the tail columns after them."""
+    the register forms (float32, float64, float16 below avx512fp16; one row at a
+    time or in bands across threads), bfloat16's buffered form and the tail columns
+    after them."""
     del simd, stream_all
     from _util import core
 

@@ -159,6 +159,14 @@ FASTDROPOUT_INLINE void accumulate64(double* acc, const _Float16* c) {
     }
 }
 #else
+// Elements e .. e + 15 of x times s, +0.0 where b's bits e .. e + 15 are clear, narrowed.
+FASTDROPOUT_INLINE __m256i scale16_f16(std::uint64_t b, const std::uint16_t* x, int e,
+                                       __m512 vs) {
+    const auto k = static_cast<__mmask16>(b >> e);
+    const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + e)));
+    return _mm512_cvtps_ph(_mm512_maskz_mul_ps(k, v, vs),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 // float16: widen (exact), multiply in float32 (exact for two halves), narrow once
 // with round-to-nearest-even: NumPy's float16 product, bit for bit. Two narrowed
 // halves are joined and stored as one 64-byte register: the streaming loops read
@@ -169,17 +177,9 @@ FASTDROPOUT_INLINE void scale64_f16(std::uint64_t b, const std::uint16_t* x, std
                                     float s) {
     const __m512 vs = _mm512_set1_ps(s);
     for (int j = 0; j < 2; ++j) {
-        __m256i half[2];
-        for (int h = 0; h < 2; ++h) {
-            const int e = 32 * j + 16 * h;
-            const auto k = static_cast<__mmask16>(b >> e);
-            const __m512 v =
-                _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + e)));
-            half[h] = _mm512_cvtps_ph(_mm512_maskz_mul_ps(k, v, vs),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        }
-        _mm512_storeu_si512(y + 32 * j,
-                            _mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1));
+        const __m256i low = scale16_f16(b, x, 32 * j, vs);
+        const __m256i high = scale16_f16(b, x, 32 * j + 16, vs);
+        _mm512_storeu_si512(y + 32 * j, _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
     }
 }
 #endif
@@ -536,10 +536,10 @@ FASTDROPOUT_INLINE void apply_sum64_f16(std::uint64_t b, const std::uint16_t* x,
         __m256i half[2];
         for (int h = 0; h < 2; ++h) {
             const int e = 32 * j + 16 * h;
-            const auto k = static_cast<__mmask16>(b >> e);
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + e));
-            half[h] = scaled ? f16_narrow16(_mm512_maskz_mul_ps(k, _mm512_cvtph_ps(v), vs))
-                             : _mm256_maskz_mov_epi16(k, v);
+            half[h] = scaled ? scale16_f16(b, x, e, vs)
+                             : _mm256_maskz_mov_epi16(static_cast<__mmask16>(b >> e),
+                                                      _mm256_loadu_si256(
+                                                          reinterpret_cast<const __m256i*>(x + e)));
         }
         put64<kStream>(y + 32 * j, f16_join(half[0], half[1]));
         for (int h = 0; h < 2; ++h) {
