@@ -97,7 +97,7 @@ class RunStream {
         used_ = 0;
         src_ = words_;
         while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
-            const std::size_t g = lane_group();
+            const std::size_t g = ahead_ ? lanes_.runs() : lane_group();
             if (g != 0) {
                 lane_refill(g);
             } else {
@@ -139,9 +139,18 @@ class RunStream {
             return 0;
         }
         const std::size_t most = nruns_ - run_ < kLaneRuns ? nruns_ - run_ : kLaneRuns;
-        std::size_t g = 1;
-        while (g < most && runs_[run_ + g].len == len) {
-            ++g;
+        // A block's rows all have one length: check them all without a branch per
+        // run (a loop the compiler vectorises), and count only when one differs.
+        bool same = true;
+        for (std::size_t j = 1; j < most; ++j) {
+            same &= runs_[run_ + j].len == len;
+        }
+        std::size_t g = most;
+        if (!same) {
+            g = 1;
+            while (runs_[run_ + g].len == len) {
+                ++g;
+            }
         }
         return g - g % lanes;
     }
