@@ -97,6 +97,7 @@ class RunStream {
         used_ = 0;
         src_ = words_;
         while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
+            // a group begun ahead (lane_refill) starts here and has its size
             const std::size_t g = ahead_ ? lanes_.runs() : lane_group();
             if (g != 0) {
                 lane_refill(g);
@@ -139,8 +140,8 @@ class RunStream {
             return 0;
         }
         const std::size_t most = nruns_ - run_ < kLaneRuns ? nruns_ - run_ : kLaneRuns;
-        // A block's rows all have one length: check them all without a branch per
-        // run (a loop the compiler vectorises), and count only when one differs.
+        // A block's rows all have one length: check them all in a loop without a
+        // branch per run, and count run by run only when one differs.
         bool same = true;
         for (std::size_t j = 1; j < most; ++j) {
             same &= runs_[run_ + j].len == len;
