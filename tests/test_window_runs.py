@@ -122,6 +122,46 @@ def check_short_runs(native: Any, case_index: int, dt: Any, win: Any) -> None:
             native.set_num_threads(None)
 
 
+@pytest.mark.parametrize("p", [0.0, 1.0])
+@pytest.mark.parametrize("case_index", [0, 4, 10, 13])
+def test_constant_streams_of_short_runs(
+    native: Any, simd: str, case_index: int, p: float
+) -> None:
+    """p = 0 (every element kept) and p = 1 (every one dropped) make the window
+    kernel's stream constant: its words are handed out again at every refill, more
+    than 64 of them per batch here, with every run length kind (lane groups, the
+    collector, one-element runs, the dense kernels), streamed or not."""
+    del simd
+    gshape, start, bshape = CASES[case_index]
+    x = block_of(make_input(gshape, np.float32, seed=case_index), start, bshape)
+    r = np.ascontiguousarray(x[..., ::-1])
+    kw: dict[str, Any] = {"seed": 7, "offset": 3, "window": (gshape, start)}
+    for threshold in (None, 0):  # normal stores, then streaming ones
+        core._set_stream_threshold(threshold)
+        try:
+            for threads in (1, 2):
+                native.set_num_threads(threads)
+                y, m = native.dropout(x, p, return_mask=True, **kw)
+                ry, rm = reference.dropout(x, p, return_mask=True, **kw)
+                assert_same(y, ry, f"dropout, p {p}, threads {threads}")
+                assert m == rm
+                assert_same(native.dropout_backward(x, p=p, **kw), ry, "backward")
+                assert_same(
+                    native.dropout_add(x, r, p, **kw),
+                    reference.dropout_add(x, r, p, **kw),
+                    "dropout_add",
+                )
+                if p < 1:  # p = 1 is an error for alpha dropout
+                    assert_same(
+                        native.alpha_dropout(x, p, **kw),
+                        reference.alpha_dropout(x, p, **kw),
+                        "alpha_dropout",
+                    )
+        finally:
+            native.set_num_threads(None)
+            core._set_stream_threshold(None)
+
+
 def test_spatial_and_add_short_runs(native: Any, simd: str) -> None:
     """Spatial windows (the (N, C) mask's window through the window kernel) and
     dropout_add windows, each with short runs, against the reference."""

@@ -34,6 +34,9 @@ namespace {
 constexpr std::size_t kRunBlocks = 128;
 constexpr std::size_t kRunPending = 128;
 constexpr std::size_t kKeepWords = kRunBlocks * 4 / 64;
+// Words a constant stream (p = 0, or every element dropped) hands out per refill.
+constexpr std::size_t kConstWords = 64;
+static_assert(kConstWords <= kLaneRuns * kLaneMaxRun / 64, "RunStream::words_ holds them");
 static_assert(kRunBlocks % static_cast<std::size_t>(kPassBlocks) == 0,
               "kRunBlocks must be a multiple of kPassBlocks");
 
@@ -45,12 +48,14 @@ class RunStream {
     FASTDROPOUT_INLINE RunStream(const StreamArgs& s, const BitRun* runs, std::size_t nruns)
         : rk_(make_round_keys(s.k0, s.k1)), runs_(runs), nruns_(nruns), offset_(s.offset) {
         broadcast_keys(rk_, kv_);
-        if (s.threshold == 0) {
-            constant_ = true;  // p == 0: all kept
-            const_bits_ = ~std::uint64_t{0};
-        } else if (s.threshold > 0xFFFFFFFFu) {
-            constant_ = true;  // threshold 2**32: all dropped
-            const_bits_ = 0;
+        if (s.threshold == 0 || s.threshold > 0xFFFFFFFFu) {
+            // p == 0 (all kept) or threshold 2**32 (all dropped): words of one value,
+            // handed out by refill() again and again
+            constant_ = true;
+            const std::uint64_t w = s.threshold == 0 ? ~std::uint64_t{0} : 0;
+            for (std::size_t i = 0; i < kConstWords; ++i) {
+                words_[i] = w;
+            }
         } else {
             t_ = set1(static_cast<std::uint32_t>(s.threshold));
         }
@@ -60,16 +65,13 @@ class RunStream {
         }
     }
 
-    // The next 64 bits (past the runs' total: 0).
+    // The next 64 bits (past the runs' total: 0, except for a constant stream).
     FASTDROPOUT_INLINE std::uint64_t next() {
-        if (constant_) {
-            return const_bits_;
-        }
         if (used_ == nwords_) {
             refill();
-        }
-        if (used_ == nwords_) {
-            return 0;
+            if (used_ == nwords_) {
+                return 0;
+            }
         }
         const std::uint64_t w = src_[used_++];
         if (used_ == row_at_) {
@@ -93,8 +95,12 @@ class RunStream {
     // blocks or the pending list are full, the runs end, or such a group starts),
     // whose blocks are computed and whose pieces' bits are written to words_.
     FASTDROPOUT_INLINE void refill() {
-        nwords_ = 0;
         used_ = 0;
+        if (constant_) {  // the constructor's words, once more
+            nwords_ = kConstWords;
+            return;
+        }
+        nwords_ = 0;
         src_ = words_;
         while (nwords_ == 0 && (run_ < nruns_ || acc_used_ != 0)) {
             // a group begun ahead (lane_refill) starts here and has its size
@@ -141,13 +147,15 @@ class RunStream {
         }
         const std::size_t most = nruns_ - run_ < kLaneRuns ? nruns_ - run_ : kLaneRuns;
         // A block's rows all have one length: check them all in a loop without a
-        // branch per run, and count run by run only when one differs.
-        bool same = true;
+        // branch per run (an OR of differences, which the compiler vectorises), and
+        // count run by run only when one differs.
+        const BitRun* r = runs_ + run_;
+        std::size_t diff = 0;
         for (std::size_t j = 1; j < most; ++j) {
-            same &= runs_[run_ + j].len == len;
+            diff |= r[j].len ^ len;
         }
         std::size_t g = most;
-        if (!same) {
+        if (diff != 0) {
             g = 1;
             while (runs_[run_ + g].len == len) {
                 ++g;
@@ -370,7 +378,6 @@ class RunStream {
     std::size_t nruns_;
     std::uint64_t offset_;
     bool constant_ = false;
-    std::uint64_t const_bits_ = 0;
     // the run being collected: index, next stream position, elements left
     std::size_t run_ = 0;
     std::uint64_t pos_ = 0;

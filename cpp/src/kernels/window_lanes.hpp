@@ -81,6 +81,7 @@ class LaneGroup {
         }
         g_ = g;
         len_ = len;
+        shifted_ = max_shift != 0;
         nrows_ = (static_cast<std::size_t>(max_shift) + len + 3) / 4;
         k_ = 0;
         // One high counter word for every block of every run, and no carry out of the
@@ -125,6 +126,12 @@ class LaneGroup {
                 const std::size_t n = nrows_ - 16 * c < 16 ? nrows_ - 16 * c : 16;
                 transpose16(&rows_[s][16 * c], n, &trans_[c][s * static_cast<std::size_t>(kLanes)]);
             }
+        }
+        if (!shifted_) {
+            // every run starts at its first block's first element: the chunks are
+            // the runs' bits as they stand (the first ceil(len_ / 64) of them hold
+            // the run, and bits() reads no further)
+            return;
         }
         for (std::size_t j = 0; j < g_; ++j) {
             trans_[nchunks][j] = 0;
@@ -219,6 +226,7 @@ class LaneGroup {
     std::size_t k_ = 0;  // rows computed
     std::uint32_t hi_ = 0;
     bool uniform_ = true;
+    bool shifted_ = false;  // some run starts past its first block's first element
     std::uint64_t block_[kLaneRuns];
     std::uint32_t lo_[kLaneRuns];
     std::uint64_t shift_[kLaneRuns];
