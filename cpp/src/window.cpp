@@ -310,13 +310,16 @@ struct GenBatch {
 };
 
 // A batch of the forward pass: the fused window kernel, with streaming stores for
-// outputs large enough for them (memory-bound).
+// outputs large enough for them (memory-bound). The thread's chunk goes on in memory
+// after the batch up to element `end`, so prefetches run on into the next batch, and
+// the chunk ends with one store fence (its caller's) rather than one per batch.
 struct ForwardBatch {
     const WindowKernels& wk;
     Dtype dt;
     const ForwardArgs& a;
     std::size_t es;
     bool streaming;
+    std::size_t end;
 
     void operator()(std::size_t i0, std::size_t count, const BitRun* runs, std::size_t nruns,
                     std::uint8_t* scratch) const {
@@ -326,6 +329,8 @@ struct ForwardBatch {
         f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
         f.n = count;
         f.stream_stores = streaming;
+        f.prefetch_end = end - i0;
+        f.fence = false;
         wk.forward_runs[dt](f, runs, nruns);
         put_back(a.bits, i0, f.bits, count);
     }
@@ -391,6 +396,7 @@ struct FusedBatch {
         FusedArgs f = a;
         f.bits = a.bits == nullptr ? nullptr : bits_for(a.bits, i0, scratch);
         f.stream_stores = streaming;
+        f.fence = false;  // one fence after the thread's chunk (its caller's)
         f.prefetch_pair = prefetch_paired_streams();
         (op == FusedOp::kAdd ? wk.add_runs : wk.alpha_runs)[dt](f, i0, runs, nruns);
         put_back(a.bits, i0, f.bits, count);
@@ -461,7 +467,7 @@ void run_window_forward(const KernelTable& table, Dtype dt, const ForwardArgs& a
     std::vector<ThreadBuf> bufs = thread_bufs(nt, n);
     for_each_chunk(n, nt, [&](std::size_t t, std::size_t b, std::size_t e) {
         Batch batch(bufs[t]);
-        const ForwardBatch apply_batch{wk, dt, a, es, streaming};
+        const ForwardBatch apply_batch{wk, dt, a, es, streaming, e};
         const auto seg = [&](std::size_t i, std::uint64_t g, std::size_t len) {
             if (len < kDirectRun) {
                 batch.add(i, g, len, apply_batch);

@@ -30,8 +30,9 @@ struct WindowKernels {
     void (*gen_bits_runs)(const StreamArgs& s, const BitRun* runs, std::size_t nruns,
                           std::uint8_t* bits);
     // The forward pass (docs/spec.md sections 2-3) with those bits: elements 0 ..
-    // total-1 of a.x and a.y (a.n and a.stream_stores are not used), the mask bits
-    // to a.bits from bit 0 when it is not null, as gen_bits_runs writes them.
+    // total-1 of a.x and a.y (a.n is not used; a.stream_stores, a.prefetch_end and
+    // a.fence as for the dense kernel), the mask bits to a.bits from bit 0 when it is
+    // not null, as gen_bits_runs writes them.
     void (*forward_runs[kNumDtypes])(const ForwardArgs& a, const BitRun* runs,
                                      std::size_t nruns);
     // dropout_add and alpha_dropout (docs/spec.md sections 9 and 10) with those bits:

@@ -445,9 +445,10 @@ void forward_runs_kernel(const ForwardArgs& a, const BitRun* runs, std::size_t n
         return;
     }
 #endif
+    const std::size_t ahead_end = a.prefetch_end > n ? a.prefetch_end : n;
     std::size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        prefetch_ahead(x, y, i, n);
+        prefetch_ahead(x, y, i, ahead_end);
         const std::uint64_t b = stream.next();
         if (a.bits != nullptr) {
             store_bits(a.bits + i / 8, b, 8);
