@@ -222,7 +222,7 @@ def test_bad_arguments(bench: Any, capsys: pytest.CaptureFixture[str]) -> None:
     for args in (["--dtypes", "int8"], ["--simd", "nope"], ["--sizes", "0"],
                  ["--ops", "sideways"], ["--quick", "--full"], ["--repeats", "0"],
                  ["--sizes", "2**40"], ["--sizes", "2**100"], ["--sizes", "10**10**10"],
-                 ["--sizes", "1<<70"]):
+                 ["--sizes", "1<<70"], ["--own-work", "--p", "0"]):
         assert bench.main(args) == 2, args
         err = capsys.readouterr().err
         assert err
@@ -414,6 +414,66 @@ def test_targets_every_op_against_its_bound(bench: Any, tmp_path: Path) -> None:
         assert f"{op} (without out=) vs NumPy idiom, small array" in names
     assert "alpha_dropout vs dense forward" in names
     assert "dropout_add vs the unfused sequence" in names
+
+
+def test_own_work(bench: Any, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--own-work: each op that draws a mask is timed again at p = 0 (checked against
+    the reference at p = 0, so a p = 0.5 result there is WRONG) and the report has
+    the table of where the time goes; without the flag there is neither."""
+    ops = "forward,alpha_dropout,dropout_add,backward_mask"
+    common = ["--sizes", "2**12", "--threads", "1", "--no-torch", "--ops", ops]
+    rc, data, md = run_bench(bench, tmp_path, *common, "--own-work")
+    assert rc == 0
+    assert data["settings"]["own_work"] is True
+    for op in ("forward", "alpha_dropout", "dropout_add"):
+        (r,) = rows(data, op=op, impl="api_p0")
+        assert r["status"] == "ok", r["detail"]
+        assert r["checked"] == "full"
+        assert r["median_s"] > 0
+        assert r["label"].endswith("at p = 0")
+    assert not rows(data, op="backward_mask", impl="api_p0")  # draws no mask
+    section = md.split("### Where the time goes")[1].split("### Targets")[0]
+    for op in ("forward", "alpha_dropout", "dropout_add"):
+        assert section.count(f"| {op} | float32 | 2**12 | 1 |") == 1, op
+    assert "| backward_mask |" not in section
+
+    # the p = 0 results are checked against the reference at p = 0, not at --p
+    real = fastdropout.alpha_dropout
+
+    def always_half(x: Any, _p: float, **kwargs: Any) -> Any:
+        return real(x, 0.5, **kwargs)
+
+    monkeypatch.setattr(fastdropout, "alpha_dropout", always_half)
+    rc, data, _ = run_bench(bench, tmp_path, *common, "--own-work")
+    assert rc == 1
+    (r,) = rows(data, op="alpha_dropout", impl="api_p0")
+    assert r["status"] == "WRONG"
+    (r,) = rows(data, op="alpha_dropout", impl="api")
+    assert r["status"] == "ok"
+    monkeypatch.undo()
+
+    rc, data, md = run_bench(bench, tmp_path, *common)
+    assert rc == 0
+    assert data["settings"]["own_work"] is False
+    assert not rows(data, impl="api_p0")
+    assert "Where the time goes" not in md
+
+
+def test_data_at_p(bench: Any) -> None:
+    """Data.at_p shares the arrays and has its own reference: at p = 0 dropout keeps
+    every element unscaled."""
+    s = bench.settings.make_settings(
+        bench.settings.build_parser().parse_args(["--sizes", "2**10"]), fastdropout._core)
+    d = bench.data.Data(fastdropout, "float32", 1024, s)
+    d0 = d.at_p(0.0)
+    assert d0.x is d.x
+    assert d0.y is d.y
+    assert (d0.p, d.p) == (0.0, 0.5)
+    (w0,) = d0.expected("forward")
+    np.testing.assert_array_equal(w0.y.view(np.uint32), d.x.view(np.uint32))
+    (w,) = d.expected("forward")
+    assert not np.array_equal(w.y, d.x)  # d's own reference is untouched
 
 
 def test_bfloat16_needs_ml_dtypes(bench: Any, monkeypatch: pytest.MonkeyPatch,

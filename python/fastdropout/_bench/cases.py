@@ -3,12 +3,13 @@ bounds (native copy, mask generation alone), np.copyto, NumPy, PyTorch."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import _validate  # the threshold and scale the public API computes
-from .constants import SPATIAL_OPS, FloatArray
+from .constants import GENERATING_OPS, SPATIAL_OPS, FloatArray
 from .data import Data
 from .settings import Settings
 from .timing import Case
@@ -145,6 +146,23 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
             dropout_add_backward(op)
         elif d.sshape is not None:
             spatial(op, op.split("_")[1])
+    return cases
+
+
+def own_work_cases(d0: Data, s: Settings, threads: int, simd: str,
+                   core: Any) -> list[Case]:
+    """``--own-work``: the public call (``out=``) of every op that draws a mask, on
+    ``d0`` (the block's arrays at p = 0: every element kept, no Philox), as impl
+    "api_p0", checked against the reference at p = 0."""
+    ops = [op for op in s.ops if op in GENERATING_OPS]
+    if not ops:
+        return []
+    cases = [c for c in fastdropout_cases(d0, replace(s, ops=ops, p=0.0), threads, simd,
+                                          core)
+             if c.impl == "api"]
+    for c in cases:
+        c.impl = "api_p0"
+        c.label += " at p = 0"
     return cases
 
 

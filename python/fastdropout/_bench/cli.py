@@ -7,7 +7,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .cases import baseline_cases, fastdropout_cases, numpy_cases, torch_cases
+from .cases import (
+    baseline_cases,
+    fastdropout_cases,
+    numpy_cases,
+    own_work_cases,
+    torch_cases,
+)
 from .constants import IMPL_DOC, OP_DOC, SEED, WINDOW
 from .data import Data, spatial_shape
 from .machine import load_torch, machine_info, memory_check
@@ -31,6 +37,7 @@ def run_all(s: Settings, fd: Any, core: Any, torch: Any) -> list[Case]:
     for k, (dtype, n) in enumerate(blocks, 1):
         t0 = time.perf_counter()
         d = Data(fd, dtype, n, s)
+        d0 = d.at_p(0.0) if s.own_work else None  # the same arrays, every element kept
         for ti, threads in enumerate(s.threads):
             set_threads(fd, torch, threads)
             cases = baseline_cases(d, threads, s.simd, core)
@@ -41,11 +48,13 @@ def run_all(s: Settings, fd: Any, core: Any, torch: Any) -> list[Case]:
             for simd in s.simd:
                 core._set_simd(simd)
                 cases += fastdropout_cases(d, s, threads, simd, core)
+                if d0 is not None:
+                    cases += own_work_cases(d0, s, threads, simd, core)
             run_group(cases, s, core)
             done += cases
         print(f"[{k}/{len(blocks)}] {dtype} n={size_text(n)}: {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
-        del d
+        del d, d0
     print(f"benchmark done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return done
 
@@ -131,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": {
                 "sizes": s.sizes, "dtypes": s.dtypes, "threads": s.threads,
                 "simd": s.simd, "ops": s.ops, "repeats": s.repeats,
-                "min_time": s.min_time, "budget": s.budget, "p": s.p, "seed": SEED,
+                "min_time": s.min_time, "budget": s.budget, "p": s.p,
+                "own_work": s.own_work, "seed": SEED,
                 "check_full_max": s.check_full_max, "check_window": WINDOW,
                 "torch": torch is not None,
             },

@@ -45,6 +45,8 @@ OP_DOC = {
 IMPL_DOC = {
     "api": "fastdropout public API, output preallocated (out=)",
     "api_alloc": "fastdropout public API without out= (allocation included)",
+    "api_p0": "the public API with out= at p = 0 (every element kept): the op's own "
+              "work without the mask bits (--own-work)",
     "core": "raw fastdropout._core call (no Python validation)",
     "stream_copy": "native multi-threaded copy of the same bytes, same threads and stores",
     "gen_bits": "the mask bits alone (Philox + threshold), same elements, threads, SIMD",

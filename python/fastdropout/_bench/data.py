@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,15 @@ class Data:
         self._rng = np.random.default_rng(12345)
         self._expected: dict[str, list[Window]] = {}
         self._masks: dict[str, Any] = {}
+
+    def at_p(self, p: float) -> Data:
+        """The same arrays (shared, not copied) with another drop probability, and
+        its own reference results and masks."""
+        other = copy.copy(self)
+        other.p = p
+        other._expected = {}
+        other._masks = {}
+        return other
 
     # -- layouts --------------------------------------------------------------
     @property

@@ -173,6 +173,50 @@ def _main_table(idx: Index, s: Settings) -> str:
     return _table(header, "llrrlrrrrrrrlrrrrl", rows)
 
 
+def _sum_ratio(r: dict[str, Any], parts: list[dict[str, Any]]) -> float:
+    """r's time over the sum of the parts' times: per round when all were timed in
+    the same round-robin group (as ``Index.ratio``), else from the medians."""
+    k = min(len(r["samples_s"]), *(len(b["samples_s"]) for b in parts))
+    if k >= 3 and all(b["threads"] == r["threads"] for b in parts):
+        return float(np.median([r["samples_s"][i] / sum(b["samples_s"][i] for b in parts)
+                                for i in range(k)]))
+    return float(r["median_s"] / sum(b["median_s"] for b in parts))
+
+
+def _own_work_table(idx: Index, s: Settings) -> str:
+    rows = []
+    for dtype in s.dtypes:
+        for n in s.sizes:
+            for threads in s.threads:
+                for simd in s.simd:
+                    for op in s.ops:
+                        if op not in GENERATING_OPS:
+                            continue
+                        r = idx.get(op, "api", dtype, n, threads, simd)
+                        own = idx.get(op, "api_p0", dtype, n, threads, simd)
+                        gen = idx.get("gen_bits", "gen_bits", dtype, n, threads, simd)
+                        mem = (idx.get("stream2", "stream2", dtype, n, threads, None)
+                               if op in TWO_INPUT_OPS
+                               else idx.get("copy", "stream_copy", dtype, n, threads, None))
+                        if r is None or own is None or gen is None or mem is None:
+                            continue
+                        if any(v["median_s"] is None for v in (r, own, gen, mem)):
+                            continue
+                        ne = 1e9 / n
+                        rows.append([
+                            op, dtype, size_text(n), str(threads), simd,
+                            _num(r["median_s"] * ne), _num(own["median_s"] * ne),
+                            _num(gen["median_s"] * ne), _num(mem["median_s"] * ne),
+                            _times(_sum_ratio(r, [gen, own])),
+                            _times(idx.ratio(own, mem)),
+                            _times(idx.bound(r, op, dtype, n, threads, simd)[0]),
+                        ])
+    header = ["op", "dtype", "n", "threads", "simd", "ns/elem", "own ns/elem",
+              "gen_bits ns/elem", "memory ns/elem", "x (gen_bits + own)",
+              "own x memory", "x bound"]
+    return _table(header, "llrrlrrrrrrr", rows)
+
+
 def _baseline_table(idx: Index, s: Settings) -> str:
     rows = []
     order = {"stream_copy": 0, "stream2": 1, "gen_bits": 2, "copyto": 3, "numpy": 4,
@@ -226,8 +270,21 @@ def render_report(s: Settings, machine: dict[str, Any], idx: Index,
         machine_line, versions, f"- command: `{m['command']}`", method, "",
         "### fastdropout", "", legend, "", _main_table(idx, s), "",
         "### Baselines", "", _baseline_table(idx, s), "",
-        "### Targets", "",
     ]
+    if s.own_work:
+        parts += [
+            "### Where the time goes (`--own-work`)", "",
+            ("Each op that draws a mask, timed again at p = 0, where every element is "
+             "kept: the same kernel with the same arithmetic and memory traffic, but no "
+             "Philox (`own`). `x (gen_bits + own)`: the time at p over the sum of the "
+             "mask bits alone and `own`: 1.00x when the two add up with nothing "
+             "overlapped, less when they overlap. `own x memory`: `own` over the native "
+             "copy (for dropout_add the read-two-write-one stream) of the same run: "
+             "about 1 when the op's own work runs at memory speed. `x bound` as above. "
+             "At small sizes a call's fixed cost is in both terms of the sum, which "
+             "pulls `x (gen_bits + own)` below 1."),
+            "", _own_work_table(idx, s), ""]
+    parts += ["### Targets", ""]
     parts += target_lines or ["- (targets are set for float32)"]
     if memory is not None:
         parts += ["", f"### Memory (tracemalloc, float32, n={size_text(memory['n'])})", ""]

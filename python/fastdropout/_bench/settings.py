@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds per case: slow baselines get fewer rounds (at least "
                     "3) to stay within it (default 2)")
     ap.add_argument("--p", type=float, default=0.5, help="drop probability (default 0.5)")
+    ap.add_argument("--own-work", action="store_true",
+                    help="also time each op that draws a mask at p = 0 (every element "
+                    "kept: the same kernel, its arithmetic and memory traffic, no "
+                    "Philox) and report where the time at --p goes: the mask bits, "
+                    "the op's own work, or both at once")
     ap.add_argument("--check-full-max", type=parse_size, default=1 << 16,
                     help="check whole results up to this many elements; larger ones "
                     "in windows (default 2**16)")
@@ -118,6 +123,7 @@ class Settings:
     min_time: float
     budget: float
     p: float
+    own_work: bool
     check_full_max: int
     memory_n: int
     torch: bool
@@ -184,9 +190,11 @@ def make_settings(ns: argparse.Namespace, core: Any) -> Settings:
         raise ValueError("--repeats must be >= 1")
     if not 0.0 <= ns.p < 1.0:
         raise ValueError(f"--p must be in [0, 1) for a benchmark, got {ns.p}")
+    if ns.own_work and ns.p == 0.0:
+        raise ValueError("--own-work compares --p with p = 0, so --p must be above 0")
     return Settings(sizes=sizes, dtypes=dtypes, threads=threads, simd=simd, ops=ops,
                     repeats=repeats, min_time=max(0.0, ns.min_time),
-                    budget=max(0.0, ns.budget), p=float(ns.p),
+                    budget=max(0.0, ns.budget), p=float(ns.p), own_work=bool(ns.own_work),
                     check_full_max=ns.check_full_max, memory_n=ns.memory_n,
                     torch=not ns.no_torch, md=ns.md, json=ns.json, plot=ns.plot)
 
