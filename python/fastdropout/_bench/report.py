@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -130,43 +132,39 @@ def _ns_cell(r: dict[str, Any] | None, ns_per_s_elem: float) -> str:
     return _num(r["median_s"] * ns_per_s_elem)
 
 
+def _grid(s: Settings) -> Iterator[tuple[str, int, int, str, str]]:
+    """(dtype, n, threads, simd, op) of every case of the run, in report order."""
+    return itertools.product(s.dtypes, s.sizes, s.threads, s.simd, s.ops)
+
+
 def _main_table(idx: Index, s: Settings) -> str:
     rows = []
-    for dtype in s.dtypes:
-        for n in s.sizes:
-            for threads in s.threads:
-                for simd in s.simd:
-                    for op in s.ops:
-                        r = idx.get(op, "api", dtype, n, threads, simd)
-                        if r is None:
-                            continue
-                        key = (dtype, n, threads, simd)
-                        if r["status"] != "ok":
-                            rows.append([op, dtype, size_text(n), str(threads), simd,
-                                         f"**{r['status']}**: {r['detail']} (not timed)"]
-                                        + [""] * 12)
-                            continue
-                        med = r["median_s"]
-                        ne = 1e9 / n
-                        core_ns = _ns_cell(idx.get(op, "core", *key), ne)
-                        alloc_ns = _ns_cell(idx.get(op, "api_alloc", *key), ne)
-                        x_bound, bound_name = idx.bound(r, op, dtype, n, threads, simd)
-                        rows.append([
-                            op, dtype, size_text(n), str(threads), simd,
-                            _num(med * ne), _num(r["gb_per_s"]), _num(r["min_s"] * ne),
-                            f"{(r['q3_s'] - r['q1_s']) / med * 100:.0f}%",
-                            core_ns, alloc_ns,
-                            _times(x_bound), bound_name,
-                            _times(idx.ratio(r, idx.baseline_row("stream_copy", op, dtype,
-                                                                 n, threads))),
-                            _times(idx.ratio(r, idx.baseline_row("copyto", op, dtype, n,
-                                                                 threads))),
-                            _speedup(idx.ratio(idx.baseline_row("numpy", op, dtype, n, None),
-                                               r)),
-                            _speedup(idx.ratio(idx.baseline_row("torch", op, dtype, n,
-                                                                threads), r)),
-                            "full" if r["checked"] == "full" else "sampled",
-                        ])
+    for dtype, n, threads, simd, op in _grid(s):
+        r = idx.get(op, "api", dtype, n, threads, simd)
+        if r is None:
+            continue
+        key = (dtype, n, threads, simd)
+        if r["status"] != "ok":
+            rows.append([op, dtype, size_text(n), str(threads), simd,
+                         f"**{r['status']}**: {r['detail']} (not timed)"] + [""] * 12)
+            continue
+        med = r["median_s"]
+        ne = 1e9 / n
+        core_ns = _ns_cell(idx.get(op, "core", *key), ne)
+        alloc_ns = _ns_cell(idx.get(op, "api_alloc", *key), ne)
+        x_bound, bound_name = idx.bound(r, op, dtype, n, threads, simd)
+        rows.append([
+            op, dtype, size_text(n), str(threads), simd,
+            _num(med * ne), _num(r["gb_per_s"]), _num(r["min_s"] * ne),
+            f"{(r['q3_s'] - r['q1_s']) / med * 100:.0f}%",
+            core_ns, alloc_ns,
+            _times(x_bound), bound_name,
+            _times(idx.ratio(r, idx.baseline_row("stream_copy", op, dtype, n, threads))),
+            _times(idx.ratio(r, idx.baseline_row("copyto", op, dtype, n, threads))),
+            _speedup(idx.ratio(idx.baseline_row("numpy", op, dtype, n, None), r)),
+            _speedup(idx.ratio(idx.baseline_row("torch", op, dtype, n, threads), r)),
+            "full" if r["checked"] == "full" else "sampled",
+        ])
     header = ["op", "dtype", "n", "threads", "simd", "ns/elem", "GB/s", "min ns/elem",
               "IQR", "_core ns/elem", "no out= ns/elem", "x bound", "bound", "x copy",
               "x np.copyto", "vs NumPy", "vs torch", "checked"]
@@ -185,32 +183,28 @@ def _sum_ratio(r: dict[str, Any], parts: list[dict[str, Any]]) -> float:
 
 def _own_work_table(idx: Index, s: Settings) -> str:
     rows = []
-    for dtype in s.dtypes:
-        for n in s.sizes:
-            for threads in s.threads:
-                for simd in s.simd:
-                    for op in s.ops:
-                        if op not in GENERATING_OPS:
-                            continue
-                        r = idx.get(op, "api", dtype, n, threads, simd)
-                        own = idx.get(op, "api_p0", dtype, n, threads, simd)
-                        gen = idx.get("gen_bits", "gen_bits", dtype, n, threads, simd)
-                        mem = (idx.get("stream2", "stream2", dtype, n, threads, None)
-                               if op in TWO_INPUT_OPS
-                               else idx.get("copy", "stream_copy", dtype, n, threads, None))
-                        if r is None or own is None or gen is None or mem is None:
-                            continue
-                        if any(v["median_s"] is None for v in (r, own, gen, mem)):
-                            continue
-                        ne = 1e9 / n
-                        rows.append([
-                            op, dtype, size_text(n), str(threads), simd,
-                            _num(r["median_s"] * ne), _num(own["median_s"] * ne),
-                            _num(gen["median_s"] * ne), _num(mem["median_s"] * ne),
-                            _times(_sum_ratio(r, [gen, own])),
-                            _times(idx.ratio(own, mem)),
-                            _times(idx.bound(r, op, dtype, n, threads, simd)[0]),
-                        ])
+    for dtype, n, threads, simd, op in _grid(s):
+        if op not in GENERATING_OPS:
+            continue
+        r = idx.get(op, "api", dtype, n, threads, simd)
+        own = idx.get(op, "api_p0", dtype, n, threads, simd)
+        gen = idx.get("gen_bits", "gen_bits", dtype, n, threads, simd)
+        mem = (idx.get("stream2", "stream2", dtype, n, threads, None)
+               if op in TWO_INPUT_OPS
+               else idx.get("copy", "stream_copy", dtype, n, threads, None))
+        if r is None or own is None or gen is None or mem is None:
+            continue
+        if any(v["median_s"] is None for v in (r, own, gen, mem)):
+            continue
+        ne = 1e9 / n
+        rows.append([
+            op, dtype, size_text(n), str(threads), simd,
+            _num(r["median_s"] * ne), _num(own["median_s"] * ne),
+            _num(gen["median_s"] * ne), _num(mem["median_s"] * ne),
+            _times(_sum_ratio(r, [gen, own])),
+            _times(idx.ratio(own, mem)),
+            _times(idx.bound(r, op, dtype, n, threads, simd)[0]),
+        ])
     header = ["op", "dtype", "n", "threads", "simd", "ns/elem", "own ns/elem",
               "gen_bits ns/elem", "memory ns/elem", "x (gen_bits + own)",
               "own x memory", "x bound"]
