@@ -26,10 +26,11 @@ def op_bytes(op: str, d: Data) -> int:
     return data
 
 
-def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
-                       core: Any) -> list[Case]:
+def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str, core: Any,
+                      impls: tuple[str, ...] | None = None) -> list[Case]:
     """The public API (with and without ``out=``) and the raw ``_core`` call of
-    every op, each with a check against the reference."""
+    every op, each with a check against the reference; only the implementations
+    named in ``impls`` when given."""
     fd = d.fd
     dropout, backward = fd.dropout, fd.dropout_backward
     p, seed, x, y, g, bits = d.p, d.seed, d.x, d.y, d.g, d.bits
@@ -40,6 +41,9 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
     def add(op: str, impl: str, label: str, fn: Callable[[], Any],
             result: Callable[[Any], tuple[FloatArray, Any]],
             shape: tuple[int, ...] = (d.n,)) -> None:
+        if impls is not None and impl not in impls:
+            return
+
         def check() -> str:
             out_y, out_bits = result(fn())
             return d.verify(op, out_y, out_bits)
@@ -95,6 +99,8 @@ def fastdropout_cases(d: Data, s: Settings, threads: int, simd: str,
             d.add_shape)
         add(op, "api_alloc", "dropout_add(x, residual, bias=b)",
             lambda: fd.dropout_add(x2, res, p, bias=bias, seed=seed), y_of, d.add_shape)
+        if impls is not None and "unfused" not in impls:
+            return  # no full-size temporary for a case that is left out
         tmp = np.empty_like(x2)
 
         def unfused() -> Any:  # the same bits from three calls and a temporary
@@ -157,9 +163,8 @@ def own_work_cases(d0: Data, s: Settings, threads: int, simd: str,
     ops = [op for op in s.ops if op in GENERATING_OPS]
     if not ops:
         return []
-    cases = [c for c in fastdropout_cases(d0, replace(s, ops=ops, p=0.0), threads, simd,
-                                          core)
-             if c.impl == "api"]
+    cases = fastdropout_cases(d0, replace(s, ops=ops, p=0.0), threads, simd, core,
+                              impls=("api",))
     for c in cases:
         c.impl = "api_p0"
         c.label += " at p = 0"
