@@ -24,10 +24,10 @@
 //   --benchmark_display_aggregates_only=true before the user's flags (which win).
 //   Read the *_median rows.
 // - Cross-check before timing: for every (dtype, n), every ISA's forward (values
-//   and mask bits), forward without mask, gen_bits, apply and both spatial layouts
-//   must give the scalar kernel's bytes, at every requested thread count, with
-//   normal and with streaming stores. The
-//   scalar kernel itself is held to the NumPy reference by the Python tests. A
+//   and mask bits), forward without mask, gen_bits, apply, both spatial layouts and
+//   the window:R kernels must give the scalar kernel's bytes, at every requested
+//   thread count, with normal and with streaming stores. The scalar kernel itself is
+//   held to the NumPy reference by the Python tests. A
 //   mismatch is printed and nothing is timed (exit status 1).
 // - Short calls are timed in batches (2**16 elements per timed batch at least), so
 //   the clock's overhead does not show; the reported time is per call.
@@ -35,6 +35,14 @@
 //   sizes and CPU count are queried (Google Benchmark prints them in its context)
 //   and the default sizes are chosen from them: one that fits half the last-level
 //   cache and one four times larger than it (capped by --max-bytes).
+//
+// - Windows (docs/spec.md section 11): window:R is the forward pass (no mask kept) of
+//   a block of n / R rows of R elements inside a global array 16 times as wide, its
+//   rows R * 16 apart in the stream (cpp/src/window.cpp: short rows go through the
+//   window kernels, rows of 1024 and more through the dense ones). Its extra
+//   baseline, in the same iteration, is the plain forward pass over the same n
+//   elements: plain_ns_el and x_plain = window / plain (issue 14: <= 1.1x for runs of
+//   64 and more). --offset moves every stream (1: each row straddles a Philox block).
 //
 // GB/s (bytes_per_second) counts the bytes the operation must move: x read + y
 // written (+ mask bits written or read); gen_bits only writes the mask.
@@ -58,6 +66,7 @@
 #include "fastdropout/kernel_args.hpp"
 #include "fastdropout/kernel_table.hpp"
 #include "parallel.hpp"
+#include "window.hpp"
 
 namespace {
 
@@ -76,7 +85,9 @@ const char* const kUsage =
     "  --threads LIST   thread counts, 'max' = the OpenMP default (default 1,max)\n"
     "  --isa LIST       instruction sets, or all (default all available)\n"
     "  --kernels LIST   from copy,forward_mask,forward,gen_bits,apply,spatial_cf,\n"
-    "                   spatial_cl (default all)\n"
+    "                   spatial_cl, window:R (rows of R elements; default all, with\n"
+    "                   window:64 and window:256)\n"
+    "  --offset K       stream offset of every kernel (default 0)\n"
     "  --p P            drop probability (default 0.5)\n"
     "  --min-time S     seconds of kernel time per repetition (default 0.2)\n"
     "  --max-bytes B    cap on one array's bytes for the default sizes (default 2**30)\n"
@@ -259,6 +270,19 @@ SpatialShape spatial_shape(std::size_t n) {
     return s;
 }
 
+// The row length R of a "window:R" kernel (R >= 1), else 0.
+std::size_t window_run(const std::string& kernel) {
+    if (kernel.rfind("window:", 0) != 0) {
+        return 0;
+    }
+    const std::string digits = kernel.substr(7);
+    if (digits.empty() || digits.size() > 9 ||
+        digits.find_first_not_of("0123456789") != std::string::npos) {
+        return 0;
+    }
+    return static_cast<std::size_t>(std::stoul(digits));
+}
+
 // ---- options ------------------------------------------------------------------------
 
 struct Options {
@@ -266,9 +290,11 @@ struct Options {
     std::vector<std::string> dtypes{"f32"};
     std::vector<int> threads;
     std::vector<std::string> isas;
-    std::vector<std::string> kernels{"copy",  "forward_mask", "forward",   "gen_bits",
-                                     "apply", "spatial_cf",   "spatial_cl"};
+    std::vector<std::string> kernels{"copy",       "forward_mask", "forward",
+                                     "gen_bits",   "apply",        "spatial_cf",
+                                     "spatial_cl", "window:64",    "window:256"};
     double p = 0.5;
+    std::uint64_t offset = 0;
     double min_time = 0.2;
     std::size_t max_bytes = std::size_t{1} << 30;
     std::vector<std::string> stores{"default"};
@@ -330,6 +356,8 @@ Options parse(int argc, char** argv) {
                 o.kernels = split(value(i));
             } else if (a == "--p") {
                 o.p = std::stod(value(i));
+            } else if (a == "--offset") {
+                o.offset = std::stoull(value(i));
             } else if (a == "--min-time") {
                 o.min_time = std::stod(value(i));
             } else if (a == "--stores") {
@@ -372,7 +400,7 @@ Options parse(int argc, char** argv) {
     }
     for (const std::string& k : o.kernels) {
         if (k != "copy" && k != "forward_mask" && k != "forward" && k != "gen_bits" &&
-            k != "apply" && k != "spatial_cf" && k != "spatial_cl") {
+            k != "apply" && k != "spatial_cf" && k != "spatial_cl" && window_run(k) == 0) {
             usage_error("unknown kernel '" + k + "'");
         }
     }
@@ -404,7 +432,7 @@ struct Data {
     double scale;
     SpatialShape sp;
 
-    Data(const DtypeInfo& dt, std::size_t count, double p)
+    Data(const DtypeInfo& dt, std::size_t count, double p, std::uint64_t offset)
         : d(dt), n(count), x(make_buffer(count * dt.size)), y(make_buffer(count * dt.size)),
           bits(make_buffer((count + 7) / 8)), scale(rounded_scale(p, dt.dt)),
           sp(spatial_shape(count)) {
@@ -412,7 +440,7 @@ struct Data {
         const std::uint64_t seed = 0x0123456789ABCDEFull;
         stream.k0 = static_cast<std::uint32_t>(seed);
         stream.k1 = static_cast<std::uint32_t>(seed >> 32);
-        stream.offset = 0;
+        stream.offset = offset;
         stream.threshold = static_cast<std::uint64_t>(std::nearbyint(p * 4294967296.0));
         sbits = make_buffer((sp.n_items * kChannels + 7) / 8);
         fastdropout::set_isa("scalar");  // the same spatial mask serves every ISA
@@ -421,6 +449,15 @@ struct Data {
     }
 
     bool has_spatial() const { return sp.n_items != 0; }
+    // Whether `kernel` runs on these arrays (spatial ones need a spatial shape, a
+    // window:R whole rows).
+    bool runs(const std::string& kernel) const {
+        if (kernel.rfind("spatial", 0) == 0) {
+            return has_spatial();
+        }
+        const std::size_t r = window_run(kernel);
+        return r == 0 || n % r == 0;
+    }
 
     void forward(bool with_mask) {
         const fastdropout::ForwardArgs a{stream, x.get(), y.get(),
@@ -445,6 +482,13 @@ struct Data {
         }
     }
     void copy() { fastdropout::run_copy(x.get(), y.get(), n * d.size); }
+    // The block of n / run rows (see the file comment; n a multiple of run).
+    void window(std::size_t run) {
+        fastdropout::ForwardArgs a{stream, x.get(), y.get(), nullptr, n, scale, true};
+        a.stream.offset = stream.offset + 8 * run;  // the block's first global index
+        const fastdropout::WindowLayout w{{n / run, run}, {16 * run, 1}};
+        fastdropout::run_window_forward(fastdropout::active_table(), d.dt, a, w);
+    }
 
     // Runs `kernel` under the active ISA and threads.
     void run(const std::string& kernel) {
@@ -458,6 +502,8 @@ struct Data {
             apply_dense();
         } else if (kernel == "spatial_cf" || kernel == "spatial_cl") {
             apply_spatial(kernel == "spatial_cf");
+        } else if (window_run(kernel) != 0) {
+            window(window_run(kernel));
         } else {
             copy();
         }
@@ -484,8 +530,8 @@ struct Data {
 int cross_check(Data& b, const Options& o) {
     const std::size_t nb = b.n * b.d.size;
     const std::size_t mb = (b.n + 7) / 8;
-    const std::vector<std::string> kernels{"forward_mask", "forward", "gen_bits", "apply",
-                                           "spatial_cf", "spatial_cl"};
+    std::vector<std::string> kernels{"forward_mask", "forward", "gen_bits", "apply",
+                                     "spatial_cf", "spatial_cl"};
     // The scalar results: forward with mask (y, bits), both spatial layouts.
     fastdropout::set_num_threads(1);
     fastdropout::set_isa("scalar");
@@ -503,6 +549,15 @@ int cross_check(Data& b, const Options& o) {
         b.apply_spatial(false);
         std::memcpy(cl_ref.get(), b.y.get(), nb);
     }
+    std::vector<Buffer> window_refs;  // the scalar window:R results, in kernels' order
+    for (const std::string& k : o.kernels) {
+        if (window_run(k) != 0 && b.runs(k)) {
+            kernels.push_back(k);
+            b.run(k);
+            window_refs.push_back(make_buffer(nb));
+            std::memcpy(window_refs.back().get(), b.y.get(), nb);
+        }
+    }
     int failures = 0;
     for (int t : o.threads) {
       fastdropout::set_num_threads(t);
@@ -510,8 +565,9 @@ int cross_check(Data& b, const Options& o) {
         fastdropout::set_stream_threshold(threshold);  // normal, then streaming stores
         for (const std::string& isa : o.isas) {
             fastdropout::set_isa(isa);
-            for (const std::string& k : kernels) {
-                if (k.rfind("spatial", 0) == 0 && !b.has_spatial()) {
+            for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
+                const std::string& k = kernels[ki];
+                if (!b.runs(k)) {
                     continue;
                 }
                 std::memset(b.y.get(), 0xA5, nb);
@@ -525,8 +581,11 @@ int cross_check(Data& b, const Options& o) {
                 if (k == "gen_bits") {
                     ok = std::memcmp(b.bits.get(), bits_ref.get(), mb) == 0;
                 } else {
-                    const Buffer& ref = k == "spatial_cf" ? cf_ref
-                                        : k == "spatial_cl" ? cl_ref : y_ref;
+                    const std::size_t nfixed = kernels.size() - window_refs.size();
+                    const Buffer& ref = k == "spatial_cf"  ? cf_ref
+                                        : k == "spatial_cl" ? cl_ref
+                                        : ki >= nfixed      ? window_refs[ki - nfixed]
+                                                            : y_ref;
                     ok = std::memcmp(b.y.get(), ref.get(), nb) == 0;
                     if (k == "forward_mask") {
                         ok = ok && std::memcmp(b.bits.get(), bits_ref.get(), mb) == 0;
@@ -568,7 +627,9 @@ double seconds_of(Data& b, const std::string& kernel, std::size_t batch) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-bool generates(const std::string& kernel) { return kernel == "forward_mask" || kernel == "forward"; }
+bool generates(const std::string& kernel) {
+    return kernel == "forward_mask" || kernel == "forward" || window_run(kernel) != 0;
+}
 
 void run_case(benchmark::State& state, const Case& c) {
     Data& b = *c.data;
@@ -580,7 +641,8 @@ void run_case(benchmark::State& state, const Case& c) {
     fastdropout::set_isa(c.isa.empty() ? fastdropout::available_isas().front() : c.isa);
     const bool gen = generates(c.kernel);
     const bool is_copy = c.kernel == "copy";
-    double kernel_s = 0.0, copy_s = 0.0, gen_s = 0.0;
+    const bool is_window = window_run(c.kernel) != 0;
+    double kernel_s = 0.0, copy_s = 0.0, gen_s = 0.0, plain_s = 0.0;
     for (auto _ : state) {
         const double t = seconds_of(b, c.kernel, c.batch);
         state.SetIterationTime(t / static_cast<double>(c.batch));
@@ -589,6 +651,9 @@ void run_case(benchmark::State& state, const Case& c) {
             copy_s += seconds_of(b, "copy", c.batch);
             if (gen) {
                 gen_s += seconds_of(b, "gen_bits", c.batch);
+            }
+            if (is_window) {
+                plain_s += seconds_of(b, "forward", c.batch);
             }
         }
     }
@@ -607,6 +672,10 @@ void run_case(benchmark::State& state, const Case& c) {
             bound = std::max(copy_s, gen_s);
         }
         state.counters["x_bound"] = kernel_s / bound;
+    }
+    if (is_window && plain_s > 0) {
+        state.counters["plain_ns_el"] = plain_s * 1e9 / elems;
+        state.counters["x_plain"] = kernel_s / plain_s;
     }
     fastdropout::set_stream_threshold(fastdropout::kDefaultStreamThreshold);
 }
@@ -645,13 +714,13 @@ int main(int argc, char** argv) {
         for (const std::string& dn : o.dtypes) {
             const DtypeInfo& d = dtype_info(dn);
             for (std::size_t n : o.sizes) {
-                data.push_back(std::make_unique<Data>(d, n, o.p));
+                data.push_back(std::make_unique<Data>(d, n, o.p, o.offset));
                 Data& b = *data.back();
                 failures += cross_check(b, o);
                 const std::size_t batch = std::max<std::size_t>(1, kBatchElements / n);
                 for (int t : o.threads) {
                     for (const std::string& k : o.kernels) {
-                        if (k.rfind("spatial", 0) == 0 && !b.has_spatial()) {
+                        if (!b.runs(k)) {
                             continue;
                         }
                         const std::vector<std::string> isas =
