@@ -35,7 +35,6 @@
 //   sizes and CPU count are queried (Google Benchmark prints them in its context)
 //   and the default sizes are chosen from them: one that fits half the last-level
 //   cache and one four times larger than it (capped by --max-bytes).
-//
 // - Windows (docs/spec.md section 11): window:R is the forward pass (no mask kept) of
 //   a block of n / R rows of R elements inside a global array 16 times as wide, its
 //   rows R * 16 apart in the stream (cpp/src/window.cpp: short rows go through the
